@@ -1,0 +1,5 @@
+import sys
+
+from cad_recode.cli import main
+
+sys.exit(main())

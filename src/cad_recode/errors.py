@@ -1,0 +1,24 @@
+"""Expected errors: the CLI prints them as one line and exits with their code.
+
+Anything raised as a CadRecodeError is a mistake the user can fix (a bad file,
+a bad flag, a bad config). It carries a message that says what, where and how
+to fix it, and the CLI shows it without a traceback.
+"""
+
+
+class CadRecodeError(Exception):
+    """Base class of the errors a user can fix. ``exit_code`` is what the CLI returns."""
+
+    exit_code = 1
+
+
+class UsageError(CadRecodeError):
+    """A bad flag, config key, or value: exit code 2, like argparse."""
+
+    exit_code = 2
+
+
+class InputError(CadRecodeError):
+    """A bad input file (point cloud, mesh, program, dataset, checkpoint)."""
+
+    exit_code = 2
