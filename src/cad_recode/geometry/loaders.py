@@ -1,0 +1,240 @@
+"""Read a user's point cloud, mesh or STEP file into arrays the pipeline can use.
+
+:func:`load_geometry` returns a ``trimesh.Trimesh`` for meshes and STEP solids,
+or a float64 (N, 3) array for point clouds (normal columns are dropped). Every
+kind of bad input raises its own one-line :class:`InputError` that names the
+file and says how to fix it. :func:`load_model_points` goes straight on to the
+model's 256 normalized points.
+
+Point clouds: ``.npy`` / ``.npz`` (N x 3, or N x 6 with normals; in an ``.npz``
+the array named ``points``, ``xyz`` or ``pc``, or the only array), text
+``.xyz`` / ``.txt`` / ``.pts`` (3 or 6 numbers a line, separated by spaces or
+commas, ``#`` or ``//`` comments; a ``.pts`` may start with a point-count line),
+and ``.ply`` without faces. Meshes: ``.stl`` ``.obj`` ``.ply`` ``.off`` ``.glb``
+through trimesh (a scene is concatenated into one mesh). STEP: ``.step`` /
+``.stp`` through CadQuery's importer, tessellated exactly like the sandbox's
+solids (``TESSELLATION_TOLERANCE``, ``ANGULAR_TOLERANCE`` from
+:mod:`cad_recode.geometry.sandbox`; CadQuery's deflection is relative to edge
+size, so it suits a part in mm or in m alike).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from cad_recode.errors import InputError
+from cad_recode.geometry.normalize import validate_points
+from cad_recode.geometry.sandbox import ANGULAR_TOLERANCE, TESSELLATION_TOLERANCE
+from cad_recode.geometry.sampling import (
+    NUM_POINT_TOKENS,
+    NUM_SURFACE_POINTS,
+    ModelPoints,
+    to_model_points,
+)
+
+POINT_CLOUD_SUFFIXES = (".npy", ".npz", ".xyz", ".txt", ".pts", ".ply")
+MESH_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb")
+STEP_SUFFIXES = (".step", ".stp")
+SUPPORTED_SUFFIXES = tuple(dict.fromkeys(POINT_CLOUD_SUFFIXES + MESH_SUFFIXES + STEP_SUFFIXES))
+
+_NPZ_KEYS = ("points", "xyz", "pc")
+_COMMENT = re.compile(r"(#|//).*")
+_SPLIT = re.compile(r"[,\s]+")
+
+
+def load_geometry(path: str | os.PathLike) -> trimesh.Trimesh | np.ndarray:
+    """A mesh (``trimesh.Trimesh``) or a float64 (N, 3) point cloud from ``path``.
+
+    Raises :class:`InputError` for: a missing or empty file, an unsupported
+    extension, an unreadable file, a wrong array shape, NaN/inf values, fewer
+    than 3 points, or zero extent.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise InputError(
+            f"{path}: unsupported file type {suffix or '(no extension)'!r}; "
+            f"supported: {' '.join(SUPPORTED_SUFFIXES)}"
+        )
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file; give a point cloud, mesh or STEP file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty (0 bytes); re-export it")
+
+    if suffix in (".npy", ".npz"):
+        return _check_cloud(_read_numpy(path), path)
+    if suffix in (".xyz", ".txt", ".pts"):
+        return _check_cloud(_read_text(path), path)
+    if suffix in STEP_SUFFIXES:
+        return _check_mesh(_read_step(path), path)
+    loaded = _read_trimesh(path)
+    if isinstance(loaded, trimesh.PointCloud):  # e.g. a .ply (or .obj) with vertices only
+        return _check_cloud(np.asarray(loaded.vertices), path)
+    return _check_mesh(loaded, path)
+
+
+def load_model_points(
+    path: str | os.PathLike,
+    *,
+    n_points: int = NUM_POINT_TOKENS,
+    n_surface: int = NUM_SURFACE_POINTS,
+    seed: int = 0,
+) -> ModelPoints:
+    """Load ``path`` and turn it into the model's normalized points (no noise: this is inference)."""
+    return to_model_points(load_geometry(path), n_points=n_points, n_surface=n_surface, seed=seed)
+
+
+# --- point clouds ---------------------------------------------------------------------------
+
+
+def _read_numpy(path: Path) -> np.ndarray:
+    """The array of a .npy, or the chosen array of a .npz (``points``/``xyz``/``pc``, or the only one)."""
+    what = f"a NumPy {path.suffix.lower()} file"
+    try:
+        loaded = np.load(path, allow_pickle=False)  # never unpickle: a cloud is plain numbers
+    except Exception as exc:  # ValueError, EOFError, BadZipFile ... from a garbled file
+        raise _unreadable(path, what, exc) from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded as archive:
+        names = list(archive.files)
+        name = next((k for k in _NPZ_KEYS if k in names), names[0] if len(names) == 1 else None)
+        if name is None:
+            raise InputError(
+                f"{path}: holds arrays {names} and none is named {' / '.join(_NPZ_KEYS)}; "
+                "save the points under one of those names"
+            )
+        try:
+            return archive[name]
+        except Exception as exc:
+            raise _unreadable(path, what, exc) from None
+
+
+def _read_text(path: Path) -> np.ndarray:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise _unreadable(path, "a text file of x y z rows", exc) from None
+    rows: list[tuple[int, list[str]]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        tokens = [t for t in _SPLIT.split(_COMMENT.sub("", line).strip()) if t]
+        if tokens:
+            rows.append((number, tokens))
+    if not rows:
+        raise InputError(f"{path}: has no data rows (only blank or comment lines); write one 'x y z' point a line")
+    # A .pts file may start with a line holding the number of points that follow.
+    if len(rows[0][1]) == 1 and rows[0][1][0].isdigit() and int(rows[0][1][0]) == len(rows) - 1:
+        rows = rows[1:]
+        if not rows:
+            raise InputError(f"{path}: has a point count but no points; write one 'x y z' point a line")
+    width = len(rows[0][1])
+    for number, tokens in rows:
+        if len(tokens) != width:
+            raise InputError(
+                f"{path}: line {number} has {len(tokens)} values but line {rows[0][0]} has {width}; "
+                "every row needs the same 3 (x y z) or 6 (x y z nx ny nz) columns"
+            )
+    try:
+        return np.array([[float(t) for t in tokens] for _, tokens in rows], dtype=np.float64)
+    except ValueError:
+        number, tokens = next((n, t) for n, t in rows if not _all_numbers(t))
+        raise InputError(
+            f"{path}: line {number} is not numbers: {' '.join(tokens)[:60]!r}; "
+            "write 'x y z' numbers a line and start comments with #"
+        ) from None
+
+
+def _all_numbers(tokens: list[str]) -> bool:
+    try:
+        [float(t) for t in tokens]
+    except ValueError:
+        return False
+    return True
+
+
+def _check_cloud(arr: np.ndarray, path: Path) -> np.ndarray:
+    """(N, 3) or (N, 6) numeric -> validated float64 (N, 3); normals dropped."""
+    arr = np.asarray(arr)
+    if arr.ndim == 2 and arr.shape[1] == 6:
+        arr = arr[:, :3]
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise InputError(
+            f"{path}: expected N x 3 (x y z) or N x 6 (x y z nx ny nz) values, got shape {arr.shape}; "
+            "save the points as an N x 3 array"
+        )
+    return validate_points(arr, where=str(path), min_points=3)
+
+
+# --- meshes ----------------------------------------------------------------------------------
+
+
+def _read_trimesh(path: Path) -> trimesh.Trimesh | trimesh.PointCloud:
+    try:
+        # process=False keeps NaN/inf vertices visible, so they are reported, not dropped.
+        loaded = trimesh.load(path, process=False)
+    except Exception as exc:  # trimesh raises many types for garbled files
+        raise _unreadable(path, f"a {path.suffix.lower()} mesh", exc) from None
+    if isinstance(loaded, trimesh.Scene):
+        geoms = [g for g in loaded.geometry.values() if isinstance(g, (trimesh.Trimesh, trimesh.PointCloud))]
+        if not geoms:
+            raise InputError(
+                f"{path}: no mesh or points could be read from it (empty or garbled); "
+                f"re-export it and check that it really is a {path.suffix.lower()} file"
+            )
+        if all(isinstance(g, trimesh.PointCloud) for g in geoms):
+            return trimesh.PointCloud(np.concatenate([g.vertices for g in geoms]))
+        loaded = loaded.to_mesh()  # transforms applied, meshes concatenated
+    if isinstance(loaded, trimesh.Trimesh) and len(loaded.faces) == 0 and len(loaded.vertices) > 0:
+        return trimesh.PointCloud(loaded.vertices)
+    if not isinstance(loaded, (trimesh.Trimesh, trimesh.PointCloud)):
+        raise InputError(f"{path}: holds a {type(loaded).__name__}, not a mesh or points; export a triangle mesh")
+    return loaded
+
+
+def _read_step(path: Path) -> trimesh.Trimesh:
+    import cadquery as cq  # heavy; only STEP needs it. A STEP file is data, not code.
+
+    try:
+        shapes = cq.importers.importStep(str(path)).vals()
+    except Exception as exc:
+        raise _unreadable(path, "a STEP file", exc) from None
+    shapes = [s for s in shapes if isinstance(s, cq.Shape)]
+    if not shapes:
+        raise InputError(f"{path}: the STEP file holds no shapes; export the part as a solid")
+    shape = shapes[0] if len(shapes) == 1 else cq.Compound.makeCompound(shapes)
+    try:
+        vertices, triangles = shape.tessellate(TESSELLATION_TOLERANCE, ANGULAR_TOLERANCE)
+    except Exception as exc:
+        raise _unreadable(path, "a STEP file that can be meshed", exc) from None
+    if not triangles:
+        raise InputError(f"{path}: the STEP file has no faces to mesh (wires or points only); export a solid")
+    # process=True merges the per-face copies of shared vertices: a closed solid stays watertight.
+    return trimesh.Trimesh(
+        vertices=np.array([v.toTuple() for v in vertices], dtype=np.float64),
+        faces=np.array(triangles, dtype=np.int64),
+        process=True,
+    )
+
+
+def _check_mesh(mesh: trimesh.Trimesh, path: Path) -> trimesh.Trimesh:
+    """Finite vertices, at least one face, non-zero extent and area."""
+    if len(mesh.faces) == 0:
+        raise InputError(f"{path}: the mesh has no faces; export a triangle mesh")
+    validate_points(np.asarray(mesh.vertices), where=str(path), min_points=3)
+    if not mesh.area > 0:
+        raise InputError(
+            f"{path}: the mesh has zero surface area (degenerate triangles); re-export a proper surface"
+        )
+    return mesh
+
+
+def _unreadable(path: Path, what: str, exc: BaseException) -> InputError:
+    detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+    return InputError(f"{path}: could not be read as {what} ({detail}); check the file is not truncated or garbled")

@@ -1,0 +1,310 @@
+"""Every loader on good files and on each kind of broken file (messages asserted)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from cad_recode.errors import InputError
+from cad_recode.geometry.loaders import (
+    MESH_SUFFIXES,
+    POINT_CLOUD_SUFFIXES,
+    STEP_SUFFIXES,
+    load_geometry,
+    load_model_points,
+)
+from cad_recode.geometry.sampling import to_model_points
+
+RNG = np.random.default_rng(0)
+CLOUD = RNG.uniform(-5, 5, size=(40, 3))
+NORMALS = RNG.normal(size=(40, 3))
+
+
+@pytest.fixture
+def box() -> trimesh.Trimesh:
+    return trimesh.creation.box(extents=[2.0, 3.0, 4.0]).apply_translation([10.0, 0.0, -1.0])
+
+
+def test_suffix_lists():
+    assert set(POINT_CLOUD_SUFFIXES) >= {".npy", ".npz", ".ply", ".xyz", ".txt", ".pts"}
+    assert set(MESH_SUFFIXES) >= {".stl", ".obj", ".ply", ".off", ".glb"}
+    assert set(STEP_SUFFIXES) == {".step", ".stp"}
+
+
+# --- good point clouds -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("columns", [3, 6])
+def test_npy(tmp_path, columns):
+    path = tmp_path / "scan.npy"
+    np.save(path, np.hstack([CLOUD, NORMALS])[:, :columns])
+    out = load_geometry(path)
+    assert out.dtype == np.float64 and out.shape == (40, 3)
+    np.testing.assert_array_equal(out, CLOUD)
+
+
+def test_npy_float32_and_upper_case_suffix(tmp_path):
+    path = tmp_path / "SCAN.NPY"
+    np.save(tmp_path / "SCAN.npy", CLOUD.astype(np.float32))
+    (tmp_path / "SCAN.npy").rename(path)
+    np.testing.assert_allclose(load_geometry(path), CLOUD, rtol=1e-6)
+
+
+@pytest.mark.parametrize("key", ["points", "xyz", "pc"])
+def test_npz_named_array_is_picked(tmp_path, key):
+    path = tmp_path / "scan.npz"
+    np.savez(path, labels=np.arange(40), **{key: CLOUD})
+    np.testing.assert_array_equal(load_geometry(path), CLOUD)
+
+
+def test_npz_single_array_any_name(tmp_path):
+    path = tmp_path / "scan.npz"
+    np.savez_compressed(path, whatever=np.hstack([CLOUD, NORMALS]))
+    np.testing.assert_array_equal(load_geometry(path), CLOUD)
+
+
+def test_ply_cloud(tmp_path):
+    path = tmp_path / "scan.ply"
+    trimesh.PointCloud(CLOUD).export(path)
+    out = load_geometry(path)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out, CLOUD, rtol=1e-6)
+
+
+def test_xyz_with_comments_and_blank_lines(tmp_path):
+    path = tmp_path / "scan.xyz"
+    lines = ["# exported by a scanner", "// units: mm", ""]
+    lines += [f"{x} {y}\t{z}   # point {i}" for i, (x, y, z) in enumerate(CLOUD)]
+    path.write_text("\n".join(lines) + "\n")
+    np.testing.assert_array_equal(load_geometry(path), CLOUD)
+
+
+def test_txt_comma_separated_with_normals(tmp_path):
+    path = tmp_path / "scan.txt"
+    rows = np.hstack([CLOUD, NORMALS])
+    path.write_text("\n".join(",".join(repr(float(v)) for v in row) for row in rows))
+    np.testing.assert_array_equal(load_geometry(path), CLOUD)
+
+
+def test_pts_with_count_line(tmp_path):
+    path = tmp_path / "scan.pts"
+    path.write_text("40\n" + "\n".join(" ".join(repr(float(v)) for v in row) for row in CLOUD))
+    np.testing.assert_array_equal(load_geometry(path), CLOUD)
+
+
+# --- good meshes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".stl", ".obj", ".ply", ".off", ".glb"])
+def test_mesh_formats(tmp_path, box, suffix):
+    path = tmp_path / f"part{suffix}"
+    box.export(path)
+    out = load_geometry(path)
+    assert isinstance(out, trimesh.Trimesh)
+    assert len(out.faces) == 12
+    np.testing.assert_allclose(out.bounds, box.bounds, atol=1e-6)
+    assert out.area == pytest.approx(box.area)
+
+
+def test_glb_scene_is_concatenated(tmp_path, box):
+    path = tmp_path / "assembly.glb"
+    other = box.copy().apply_translation([0.0, 10.0, 0.0])
+    trimesh.Scene([box, other]).export(path)
+    out = load_geometry(path)
+    assert isinstance(out, trimesh.Trimesh) and len(out.faces) == 24
+    np.testing.assert_allclose(out.bounds, [box.bounds[0], other.bounds[1]], atol=1e-6)
+
+
+def test_step(tmp_path):
+    import cadquery as cq
+
+    path = tmp_path / "part.step"
+    cq.exporters.export(cq.Workplane("XY").box(20, 30, 40).faces(">Z").hole(10), str(path))
+    out = load_geometry(path)
+    assert isinstance(out, trimesh.Trimesh)
+    np.testing.assert_allclose(out.bounds, [[-10, -15, -20], [10, 15, 20]], atol=1e-6)
+    assert out.is_watertight
+    # Tessellated finely enough that the volume is close to the exact one.
+    exact = 20 * 30 * 40 - np.pi * 5**2 * 40
+    assert out.volume == pytest.approx(exact, rel=5e-3)
+    (tmp_path / "part.STP").write_bytes(path.read_bytes())
+    assert len(load_geometry(tmp_path / "part.STP").faces) == len(out.faces)
+
+
+def test_step_without_shapes(tmp_path):
+    import cadquery as cq
+
+    full = tmp_path / "full.step"
+    cq.exporters.export(cq.Workplane("XY").box(1, 1, 1), str(full))
+    header = full.read_text().split("DATA;")[0]
+    path = tmp_path / "hollow.step"
+    path.write_text(header + "DATA;\nENDSEC;\nEND-ISO-10303-21;\n")
+    assert "the STEP file holds no shapes; export the part as a solid" in _error(path)
+
+
+def test_load_model_points(tmp_path, box):
+    path = tmp_path / "part.stl"
+    box.export(path)
+    mp = load_model_points(path, n_points=64, seed=3)
+    assert mp.points.shape == (64, 3) and mp.points.dtype == np.float32
+    expected = to_model_points(load_geometry(path), n_points=64, seed=3)
+    np.testing.assert_array_equal(mp.points, expected.points)
+    np.testing.assert_allclose(mp.transform.center, [10.0, 0.0, -1.0])
+    assert mp.transform.scale == pytest.approx(0.5)
+
+
+# --- broken inputs: one clear error each -------------------------------------------------------------
+
+
+def _error(path) -> str:
+    with pytest.raises(InputError) as info:
+        load_geometry(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message  # one line, names the file
+    return message
+
+
+def test_missing_file(tmp_path):
+    assert "no such file; check the path" in _error(tmp_path / "nope.npy")
+
+
+def test_directory(tmp_path):
+    (tmp_path / "dir.ply").mkdir()
+    assert "not a file" in _error(tmp_path / "dir.ply")
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".xyz", ".stl", ".step"])
+def test_empty_file(tmp_path, suffix):
+    path = tmp_path / f"empty{suffix}"
+    path.write_bytes(b"")
+    assert "the file is empty (0 bytes)" in _error(path)
+
+
+def test_unsupported_extension_lists_supported(tmp_path):
+    path = tmp_path / "part.docx"
+    path.write_text("hello")
+    message = _error(path)
+    assert "unsupported file type '.docx'" in message
+    for suffix in (".npy", ".npz", ".ply", ".xyz", ".txt", ".pts", ".stl", ".obj", ".off", ".glb", ".step", ".stp"):
+        assert suffix in message
+    assert "(no extension)" in _error(tmp_path / "README")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf(tmp_path, bad):
+    cloud = CLOUD.copy()
+    cloud[7, 1] = bad
+    path = tmp_path / "scan.npy"
+    np.save(path, cloud)
+    assert "1 of 40 points contain NaN or inf (first at row 7); remove or repair" in _error(path)
+
+
+def test_nan_in_text(tmp_path):
+    path = tmp_path / "scan.xyz"
+    path.write_text("0 0 0\n1 1 1\nnan 2 2\n3 0 1\n")
+    assert "contain NaN or inf (first at row 2)" in _error(path)
+
+
+def test_nan_in_mesh(tmp_path, box):
+    vertices = box.vertices.copy()
+    vertices[0] = np.nan
+    path = tmp_path / "part.obj"
+    trimesh.Trimesh(vertices, box.faces, process=False).export(path)
+    assert "contain NaN or inf" in _error(path)
+
+
+@pytest.mark.parametrize("shape", [(40, 2), (40, 4), (40,), (2, 20, 3)])
+def test_wrong_shape_npy(tmp_path, shape):
+    path = tmp_path / "scan.npy"
+    np.save(path, np.zeros(shape))
+    message = _error(path)
+    assert f"got shape {shape}" in message and "N x 3" in message
+
+
+def test_wrong_column_count_text(tmp_path):
+    path = tmp_path / "scan.txt"
+    path.write_text("1 2 3 4\n5 6 7 8\n9 10 11 12\n")
+    assert "got shape (3, 4)" in _error(path)
+
+
+def test_ragged_rows_text(tmp_path):
+    path = tmp_path / "scan.xyz"
+    path.write_text("0 0 0\n1 1 1\n2 2\n")
+    assert "line 3 has 2 values but line 1 has 3" in _error(path)
+
+
+def test_fewer_than_three_points(tmp_path):
+    path = tmp_path / "scan.npy"
+    np.save(path, CLOUD[:2])
+    assert "only 2 point(s), at least 3 are needed" in _error(path)
+
+
+def test_zero_extent(tmp_path):
+    path = tmp_path / "scan.xyz"
+    path.write_text("1 2 3\n" * 10)
+    assert "all points coincide (zero extent)" in _error(path)
+
+
+def test_zero_area_mesh(tmp_path):
+    path = tmp_path / "flat.off"
+    path.write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n2 0 0\n3 0 1 2\n")
+    assert "zero surface area" in _error(path)
+
+
+def test_only_comments(tmp_path):
+    path = tmp_path / "scan.xyz"
+    path.write_text("# nothing here\n\n")
+    assert "has no data rows" in _error(path)
+
+
+def test_words_in_text(tmp_path):
+    path = tmp_path / "scan.txt"
+    path.write_text("x y z\n0 0 0\n1 1 1\n2 0 1\n")
+    assert "line 1 is not numbers: 'x y z'; write 'x y z' numbers a line and start comments with #" in _error(path)
+
+
+def test_npz_without_a_known_name(tmp_path):
+    path = tmp_path / "scan.npz"
+    np.savez(path, a=CLOUD, b=CLOUD)
+    assert "holds arrays ['a', 'b'] and none is named points / xyz / pc" in _error(path)
+
+
+@pytest.mark.parametrize(
+    "suffix, what",
+    [
+        (".npy", "a NumPy .npy file"),
+        (".npz", "a NumPy .npz file"),
+        (".ply", "a .ply mesh"),
+        (".glb", "a .glb mesh"),
+        (".off", "a .off mesh"),
+        (".step", "a STEP file"),
+    ],
+)
+def test_garbled_files(tmp_path, suffix, what):
+    path = tmp_path / f"garbled{suffix}"
+    path.write_bytes(b"\x00\x93garbage bytes, not a real file\n" * 8)
+    message = _error(path)
+    assert f"could not be read as {what}" in message
+    assert "check the file is not truncated or garbled" in message
+
+
+@pytest.mark.parametrize("suffix", [".stl", ".obj"])
+def test_garbled_mesh_with_nothing_inside(tmp_path, suffix):
+    # trimesh reads these without complaint but finds no geometry.
+    path = tmp_path / f"garbled{suffix}"
+    path.write_text("hello world\nthis is not a mesh\n")
+    assert "no mesh or points could be read from it (empty or garbled)" in _error(path)
+
+
+def test_truncated_npz(tmp_path):
+    path = tmp_path / "scan.npz"
+    np.savez(path, points=CLOUD)
+    path.write_bytes(path.read_bytes()[:100])
+    assert "could not be read as a NumPy .npz file" in _error(path)
+
+
+def test_binary_text_file(tmp_path):
+    path = tmp_path / "scan.xyz"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    assert "could not be read as a text file of x y z rows" in _error(path)
