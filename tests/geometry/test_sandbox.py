@@ -1,0 +1,231 @@
+"""The sandbox survives hostile programs, keeps serving, and measures and exports good ones.
+
+One two-worker Sandbox is shared by the module: every hostile program runs on it and a
+good program must work on the same Sandbox right after. Workers that a test kills are
+replaced while the other worker keeps serving.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from cad_recode.geometry.sandbox import ExecResult, ExecStatus, Sandbox, execute_unsandboxed, run_program
+
+GOOD = "import cadquery as cq\nr = cq.Workplane('XY').box(10, 20, 30).faces('>Z').hole(4)\n"
+GOOD_VOLUME = 10 * 20 * 30 - np.pi * 2**2 * 30
+
+S = ExecStatus
+HOSTILE = {
+    # name: (program, expected status, text the reason must contain)
+    "infinite_loop_in_c": ("x = sum(range(10**12))\n", S.TIMEOUT, "1 s timeout (the worker was killed)"),
+    "infinite_loop_in_python": ("x = any(i < 0 for i in range(10**12))\n", S.TIMEOUT, "1 s timeout"),
+    "os_system": ("import os\nos.system('touch /tmp/cad_recode_pwned')\n", S.REJECTED,
+                  "line 1: import of 'os' is not allowed"),
+    "open_passwd": ("x = open('/etc/passwd').read()\n", S.REJECTED, "line 1: 'open' is not allowed"),
+    "dunder_import": ("os = __import__('os')\n", S.REJECTED, "line 1: name '__import__' is not allowed"),
+    "subclasses": ("x = ().__class__.__bases__[0].__subclasses__()\n", S.REJECTED, "attribute '__class__'"),
+    "cadquery_submodule": ("import cadquery as cq\nx = cq.occ_impl.shapes\n", S.ERROR,
+                           "cadquery.occ_impl is not available in the sandbox"),
+    "memory_bomb_list": ("x = [0] * 10**10\n", S.MEMORY, "memory limit"),
+    "memory_bomb_str": ("x = 'a' * 10**11\n", S.MEMORY, "memory limit"),
+    # def/lambda are rejected, but comparing two self-containing lists recurses in C
+    "deep_recursion": ("a = []\na.append(a)\nb = []\nb.append(b)\nc = a == b\n", S.ERROR, "RecursionError"),
+    "huge_print": ("x = [print('x' * 10**7) for i in range(20)]\n", S.NO_SOLID, "built no shape"),
+    "sys_exit": ("import sys\nsys.exit(1)\n", S.REJECTED, "line 1: import of 'sys' is not allowed"),
+    "raise_system_exit": ("raise SystemExit\n", S.REJECTED, "line 1: raise not allowed"),
+    "syntax_error": ("import cadquery as cq\nr = cq.Workplane(\n", S.SYNTAX, "line 2"),
+    "no_solid": ("import cadquery as cq\nx = 1 + 2\n", S.NO_SOLID, "built no shape"),
+    "sketch_only": ("import cadquery as cq\nr = cq.Workplane('XY').rect(10, 10)\n", S.INVALID, "has no solid"),
+    "two_faces_or_fewer": ("import cadquery as cq\nr = cq.Workplane('XY').sphere(5)\n", S.INVALID,
+                           "1 faces; a valid solid has more than 2"),
+    "runtime_error": ("import cadquery as cq\nx = 1\ny = x / 0\n", S.ERROR, "ZeroDivisionError: division by zero (line 3)"),
+    "cadquery_error": ("import cadquery as cq\nr = cq.Workplane('XY').box(1, 1, 1).faces('>Z').fillet(5)\n",
+                       S.ERROR, ""),
+    "not_a_string": (None, S.REJECTED, "must be a str"),
+    "too_large": ("x = 1\n" * 20_000, S.REJECTED, "the limit is 100000"),
+}
+
+# With the static check switched off (test-only), the worker's own defences still hold.
+UNCHECKED = {
+    "import_os": ("import os\nos.system('true')\n", S.ERROR, "ImportError: import of 'os' is not allowed"),
+    "open": ("x = open('/etc/passwd')\n", S.ERROR, "NameError: name 'open' is not defined"),
+    "eval": ("x = eval('1')\n", S.ERROR, "NameError: name 'eval' is not defined"),
+    "python_recursion": ("def f(n):\n    return f(n + 1)\nf(0)\n", S.ERROR, "RecursionError"),
+    "while_true": ("while True:\n    pass\n", S.TIMEOUT, "1 s timeout"),
+    "system_exit_is_not_a_builtin": ("raise SystemExit(3)\n", S.ERROR, "name 'SystemExit' is not defined"),
+    "system_exit_reached_anyway": (
+        "b = ZeroDivisionError.__mro__[-2]\ne = [c for c in b.__subclasses__() if c.__name__ == 'SystemExit']\n"
+        "raise e[0](3)\n", S.ERROR, "tried to exit (SystemExit 3)"),
+    "catch_timeout_impossible": ("try:\n    while True:\n        pass\nexcept Exception:\n    pass\n",
+                                 S.TIMEOUT, "timeout"),
+}
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(workers=2, timeout=1.0, memory_mb=1024) as sb:
+        yield sb.start()
+
+
+def assert_good(result: ExecResult) -> None:
+    assert result.status is S.OK, result.reason
+    assert result.reason == ""
+    assert result.volume == pytest.approx(GOOD_VOLUME, rel=1e-6)
+    assert result.num_faces == 7
+    assert result.bbox_min == pytest.approx((-5, -10, -15))
+    assert result.bbox_max == pytest.approx((5, 10, 15))
+    assert result.vertices.dtype == np.float64 and result.vertices.shape[1] == 3
+    assert result.faces.dtype == np.int64 and result.faces.shape[1] == 3
+    assert result.to_trimesh().volume == pytest.approx(GOOD_VOLUME, rel=2e-3)
+
+
+@pytest.mark.parametrize("code, status, text", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_program_fails_cleanly_and_pool_keeps_serving(sandbox, code, status, text):
+    result = sandbox.run(code)
+    assert result.status is status, result.reason
+    assert text in result.reason
+    assert result.reason and "\n" not in result.reason
+    assert result.vertices is None and not result.ok
+    assert_good(sandbox.run(GOOD))
+
+
+@pytest.mark.parametrize("code, status, text", UNCHECKED.values(), ids=UNCHECKED.keys())
+def test_worker_defences_hold_without_static_check(sandbox, code, status, text):
+    result = sandbox.run(code, _unchecked=True)
+    assert result.status is status, result.reason
+    assert text in result.reason
+    assert_good(sandbox.run(GOOD))
+
+
+def test_python_level_timeout_keeps_the_worker(sandbox):
+    before = set(sandbox.start().worker_pids)  # start() waits until every worker is ready
+    result = sandbox.run("x = any(i < 0 for i in range(10**12))\n")
+    assert result.status is S.TIMEOUT and "killed" not in result.reason
+    assert set(sandbox.worker_pids) == before  # SIGALRM stopped it in the worker: no restart
+
+
+def test_cpu_limit_stops_a_program_before_the_wall_clock(sandbox):
+    sandbox.cpu_seconds = 1.0
+    try:
+        result = sandbox.run("x = any(i < 0 for i in range(10**12))\n", timeout=8.0)
+    finally:
+        sandbox.cpu_seconds = None
+    assert result.status is S.TIMEOUT
+    assert result.reason == "program exceeded the CPU limit of 1 s"
+    assert result.seconds < 5.0
+    assert_good(sandbox.run(GOOD))
+
+
+def test_map_preserves_order_and_mixes_failures(sandbox):
+    sizes = [3, 7, 1, 12, 5, 9]
+    codes = [f"import cadquery as cq\nr = cq.Workplane('XY').box({s}, 2, 1)\n" for s in sizes]
+    codes.insert(2, "import os\n")
+    codes.insert(5, "x = (\n")
+    results = sandbox.map(codes, timeout=2.0)
+    assert [r.status for r in results] == [S.OK, S.OK, S.REJECTED, S.OK, S.OK, S.SYNTAX, S.OK, S.OK]
+    volumes = [r.volume for r in results if r.ok]
+    assert volumes == pytest.approx([2.0 * s for s in sizes])
+
+
+def test_map_progress_bar_and_empty_input(sandbox, capsys):
+    assert sandbox.map([]) == []
+    results = sandbox.map([GOOD, GOOD], progress="shapes")
+    assert all(r.ok for r in results)
+    assert "shapes" in capsys.readouterr().err
+
+
+def test_step_and_stl_exports_load_back(sandbox, tmp_path):
+    import cadquery as cq
+    import trimesh
+
+    step, stl = tmp_path / "out" / "part.step", tmp_path / "out" / "part.stl"
+    result = sandbox.run(GOOD, step_path=step, stl_path=stl)
+    assert_good(result)
+    assert sorted(p.name for p in step.parent.iterdir()) == ["part.step", "part.stl"]  # no temporaries
+    assert cq.importers.importStep(str(step)).val().Volume() == pytest.approx(result.volume, rel=1e-6)
+    mesh = trimesh.load(str(stl))
+    assert mesh.is_watertight
+    assert mesh.volume == pytest.approx(result.volume, rel=5e-3)
+
+
+def test_failed_program_writes_no_export(sandbox, tmp_path):
+    result = sandbox.run("import cadquery as cq\nr = cq.Workplane('XY').rect(1, 1)\n", stl_path=tmp_path / "x.stl")
+    assert result.status is S.INVALID
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_result_selection_rule(sandbox):
+    def volume(code):
+        result = sandbox.run("import cadquery as cq\n" + code)
+        assert result.ok, result.reason
+        return result.volume
+
+    box = "cq.Workplane('XY').box({}, 1, 1)"
+    # r wins over result and over later assignments
+    assert volume(f"r = {box.format(2)}\nresult = {box.format(3)}\nz = {box.format(4)}\n") == pytest.approx(2)
+    assert volume(f"a = {box.format(2)}\nresult = {box.format(3)}\n") == pytest.approx(3)
+    # else the most recently assigned Workplane, even when reassigned; non-shapes are skipped
+    assert volume(f"a = {box.format(2)}\nb = {box.format(3)}\na = {box.format(5)}\nn = 7\n") == pytest.approx(5)
+    # comprehension variables are not module-level assignments
+    assert volume(f"a = {box.format(2)}\nb = {box.format(3)}\nx = [a for a in range(2)]\n") == pytest.approx(3)
+    # a cq.Shape works too
+    assert volume("s = cq.Solid.makeBox(2, 3, 4)\n") == pytest.approx(24)
+    # a stack of several solids becomes one shape; overlapping space counts once
+    two = "r = cq.Workplane('XY').pushPoints([(0, 0), (0.5, 0)]).box(1, 1, 1)\n"
+    assert volume(two) == pytest.approx(1.5)
+
+
+def test_worker_killed_while_idle_or_running_is_replaced(sandbox):
+    pid = sandbox.start().worker_pids[0]
+    os.kill(pid, signal.SIGKILL)
+    while _alive(pid):  # let it die, as a crash between programs would
+        time.sleep(0.01)
+    assert all(r.ok for r in sandbox.map([GOOD] * 4))
+
+    pids = sandbox.start().worker_pids
+    killer = threading.Timer(0.3, lambda: [os.kill(p, signal.SIGKILL) for p in pids])
+    killer.start()
+    try:
+        result = sandbox.run("x = sum(range(10**12))\n", timeout=5.0)
+    finally:
+        killer.join()
+    assert result.status is S.CRASHED
+    assert "SIGKILL" in result.reason
+    while any(_alive(p) for p in pids):
+        time.sleep(0.01)
+    assert not set(pids) & set(sandbox.start().worker_pids)
+    assert_good(sandbox.run(GOOD))
+
+
+def _alive(pid: int) -> bool:
+    """Until the zygote reaps it; a zombie leader may still have threads holding its pipes."""
+    return os.path.exists(f"/proc/{pid}")
+
+
+def test_unsandboxed_baseline_matches_the_sandbox(sandbox):
+    inside, outside = sandbox.run(GOOD), execute_unsandboxed(GOOD)
+    assert_good(outside)
+    assert np.array_equal(inside.vertices, outside.vertices)
+    assert np.array_equal(inside.faces, outside.faces)
+    assert execute_unsandboxed("import os\n").status is S.REJECTED
+
+
+def test_run_program_and_lifecycle(tmp_path):
+    result = run_program(GOOD, timeout=5.0, stl_path=tmp_path / "a.stl")
+    assert_good(result)
+    assert (tmp_path / "a.stl").stat().st_size > 0
+
+    sandbox = Sandbox(workers=1)
+    assert sandbox.worker_pids == []  # lazy: nothing started yet
+    sandbox.close()
+    sandbox.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        sandbox.run(GOOD)
+    with pytest.raises(ValueError, match="workers"):
+        Sandbox(workers=0)
