@@ -1,0 +1,187 @@
+"""Training items from a prepared split: fresh model points per epoch + tokenized code.
+
+Item protocol (CAD-Recode). For record ``r`` of the split at epoch ``e``:
+
+- points: :func:`cad_recode.geometry.sampling.to_model_points` on the stored mesh
+  (surface sample, bounding-box normalization, FPS, noise), seeded from
+  ``(seed, e, r)``: deterministic, fresh every epoch, and the same whatever the
+  DataLoader's worker count;
+- ``input_ids = [<|im_start|>] + code_ids + [<|endoftext|>]``;
+- ``labels`` = ``input_ids`` with the ``<|im_start|>`` position at -100, so the
+  loss covers the code and the end token. The model prepends the point
+  embeddings and their -100 labels itself.
+
+``max_code_tokens`` bounds what the model must generate: code plus end token
+(greedy decoding stops after 768 new tokens). Longer programs are dropped
+(found by a length pass at construction; :attr:`PointCodeDataset.num_dropped`)
+or, with ``overflow="truncate"``, cut to ``max_code_tokens`` code tokens WITHOUT
+an end token, so the model never learns to stop mid-program.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import trimesh
+from torch.utils.data import Dataset
+
+from cad_recode.data.shards import PreparedSplit
+from cad_recode.errors import UsageError
+from cad_recode.geometry.sampling import NUM_POINT_TOKENS, NUM_SURFACE_POINTS, to_model_points
+
+START_TOKEN = "<|im_start|>"
+END_TOKEN = "<|endoftext|>"
+IGNORE_INDEX = -100
+OVERFLOW_MODES = ("drop", "truncate")
+_LENGTH_PASS_BATCH = 1024
+
+
+class PointCodeDataset(Dataset):
+    """Prepared split -> dicts with ``points`` (n_points, 3) float32, ``input_ids``, ``labels``, ``id``.
+
+    Call :meth:`set_epoch` before each epoch (before creating the DataLoader
+    iterator; with ``persistent_workers=True`` the workers keep the old epoch).
+    """
+
+    def __init__(
+        self,
+        split: PreparedSplit,
+        tokenizer,
+        *,
+        n_points: int = NUM_POINT_TOKENS,
+        n_surface: int = NUM_SURFACE_POINTS,
+        noise_std: float = 0.01,
+        noise_prob: float = 0.5,
+        max_code_tokens: int = 768,
+        overflow: str = "drop",
+        seed: int = 0,
+        start_token: str = START_TOKEN,
+        end_token: str = END_TOKEN,
+    ):
+        if overflow not in OVERFLOW_MODES:
+            raise UsageError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}, got {overflow!r}")
+        if isinstance(max_code_tokens, bool) or not isinstance(max_code_tokens, int) or max_code_tokens < 2:
+            raise UsageError(f"max_code_tokens must be an integer >= 2 (code + end token), got {max_code_tokens!r}")
+        self.split = split
+        self.tokenizer = tokenizer
+        self.n_points, self.n_surface = n_points, n_surface
+        self.noise_std, self.noise_prob = noise_std, noise_prob
+        self.max_code_tokens = max_code_tokens
+        self.overflow = overflow
+        self.seed = int(seed)
+        self.epoch = 0
+        self.start_id = special_token_id(tokenizer, start_token)
+        self.end_id = special_token_id(tokenizer, end_token)
+
+        lengths = np.fromiter(self._code_lengths(), dtype=np.int64, count=len(split))
+        too_long = lengths + 1 > max_code_tokens
+        self.num_total = len(split)
+        self.num_dropped = int(too_long.sum()) if overflow == "drop" else 0
+        self.num_truncated = int(too_long.sum()) if overflow == "truncate" else 0
+        # Record indices kept, int64: 8 MB for a million shapes.
+        self._indices = np.flatnonzero(~too_long) if overflow == "drop" else np.arange(len(split))
+
+    def _code_lengths(self) -> Iterator[int]:
+        batch: list[str] = []
+        for code in self.split.codes():
+            batch.append(code)
+            if len(batch) == _LENGTH_PASS_BATCH:
+                yield from self._token_counts(batch)
+                batch = []
+        if batch:
+            yield from self._token_counts(batch)
+
+    def _token_counts(self, codes: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(codes, add_special_tokens=False)["input_ids"]]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Points of the next epoch are drawn with this epoch in their seed."""
+        self.epoch = int(epoch)
+
+    def item_seed(self, index: int) -> int:
+        """The sampling seed of dataset item ``index`` at the current epoch."""
+        record = int(self._indices[index])
+        state = np.random.SeedSequence([self.seed, self.epoch, record]).generate_state(1, np.uint32)
+        return int(state[0])
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
+        index = int(index) % len(self)
+        rec = self.split[int(self._indices[index])]
+        mesh = trimesh.Trimesh(rec["vertices"], rec["faces"], process=False)
+        points = to_model_points(
+            mesh, n_points=self.n_points, n_surface=self.n_surface, seed=self.item_seed(index),
+            noise_std=self.noise_std, noise_prob=self.noise_prob,
+        ).points
+        input_ids, labels = self.encode(rec["code"])
+        return {
+            "points": torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
+            "input_ids": input_ids,
+            "labels": labels,
+            "id": rec["id"],
+        }
+
+    def encode(self, code: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input_ids, labels)`` of one program, following the module's protocol."""
+        code_ids = self.tokenizer(code, add_special_tokens=False)["input_ids"]
+        if len(code_ids) + 1 <= self.max_code_tokens:
+            ids = [self.start_id, *code_ids, self.end_id]
+        else:  # only reached with overflow="truncate": too-long programs were dropped otherwise
+            ids = [self.start_id, *code_ids[: self.max_code_tokens]]
+        input_ids = torch.tensor(ids, dtype=torch.long)
+        labels = input_ids.clone()
+        labels[0] = IGNORE_INDEX
+        return input_ids, labels
+
+
+def special_token_id(tokenizer, token: str) -> int:
+    """Id of ``token`` in ``tokenizer``; UsageError if the tokenizer does not know it."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    unknown = token_id is None or (token_id == tokenizer.unk_token_id and token != tokenizer.unk_token)
+    if unknown:
+        raise UsageError(
+            f"tokenizer {type(tokenizer).__name__} has no {token} token; load the tokenizer through "
+            "cad_recode (which adds the CAD-Recode special tokens) or use a Qwen tokenizer"
+        )
+    return int(token_id)
+
+
+class PointCodeCollator:
+    """Items -> batch: ``points`` (B, n, 3) float32; ``input_ids``, ``labels``, ``attention_mask`` (B, L) long.
+
+    Right padding: ``input_ids`` with ``pad_token_id``, ``labels`` with -100,
+    ``attention_mask`` 0. ``pad_to_multiple_of`` rounds L up (tensor-core friendly).
+    """
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+        if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, (int, np.integer)):
+            raise UsageError(
+                f"pad_token_id must be a token id, got {pad_token_id!r}; "
+                "pass tokenizer.pad_token_id (or tokenizer.eos_token_id if it has no pad token)"
+            )
+        self.pad_token_id = int(pad_token_id)
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if not items:
+            raise ValueError("cannot collate an empty batch")
+        length = max(len(it["input_ids"]) for it in items)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch = len(items)
+        input_ids = torch.full((batch, length), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((batch, length), dtype=torch.long)
+        for row, it in enumerate(items):
+            n = len(it["input_ids"])
+            input_ids[row, :n] = it["input_ids"]
+            labels[row, :n] = it["labels"]
+            attention_mask[row, :n] = 1
+        points = torch.stack([torch.as_tensor(it["points"], dtype=torch.float32) for it in items])
+        return {"points": points, "input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
