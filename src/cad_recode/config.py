@@ -834,3 +834,20 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = vars(args)
     overrides = {name: given[name] for name in field_names() if name in given}
     return load_config(given.get("config"), overrides)
+
+
+def config_reference_markdown() -> str:
+    """Every key with its default and meaning, as the README's config reference tables."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(map(str, value))
+        return "`null`" if value is None else f"`{str(value).lower() if isinstance(value, bool) else value}`"
+
+    defaults = config_to_dict(TrainConfig())
+    lines: list[str] = []
+    for title, fields in config_sections():
+        lines += [f"**{title}**", "", "| key | default | meaning |", "|---|---|---|"]
+        lines += [f"| `{f.name}` | {cell(defaults[f.name])} | {f.metadata['help']} |" for f in fields]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -31,11 +31,11 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=1, help="sandbox processes (default 1)")
     p.add_argument("--complexity", choices=("simple", "full"), default="simple",
                    help="simple: 1-2 bodies, one spelling per shape (CPU default); full: the published recipe")
-    p.add_argument("--val-fraction", type=float, default=0.05, help="share of programs in val/ (default 0.05)")
-    p.add_argument("--test-fraction", type=float, default=0.05, help="share of programs in test/ (default 0.05)")
-    p.add_argument("--batch-size", type=int, default=1000, help="programs per train/batch_XX folder (default 1000)")
+    p.add_argument("--val_fraction", "--val-fraction", type=float, default=0.05, help="share of programs in val/ (default 0.05)")
+    p.add_argument("--test_fraction", "--test-fraction", type=float, default=0.05, help="share of programs in test/ (default 0.05)")
+    p.add_argument("--batch_size", "--batch-size", type=int, default=1000, help="programs per train/batch_XX folder (default 1000)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no_progress", "--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
 
     p = verbs.add_parser(
@@ -60,10 +60,10 @@ def register(subparsers) -> None:
     p.add_argument("--src", type=Path, required=True, metavar="DIR", help="folder of programs")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="prepared dataset folder")
     p.add_argument("--workers", type=int, default=1, help="sandbox processes (default 1)")
-    p.add_argument("--shard-size", type=int, default=None, help="shapes per shard (default: the library's)")
+    p.add_argument("--shard_size", "--shard-size", type=int, default=None, help="shapes per shard (default: the library's)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (or keep a finished one)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no_progress", "--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
 
 
