@@ -113,6 +113,8 @@ def load_base_lm(
     dtype = resolve_dtype(dtype)
     local = Path(name_or_path).expanduser()
     is_local = local.exists()
+    if not is_local and str(name_or_path).startswith(("/", "./", "../", "~")):
+        raise InputError(f"base model folder {local} does not exist; check --base_model")
     if is_local and not (local / "config.json").is_file():
         raise InputError(f"base model folder {local} has no config.json; point --base_model at a saved model folder")
     source = str(local) if is_local else str(name_or_path)

@@ -127,6 +127,12 @@ class CADRecodeForCausalLM(PreTrainedModel, GenerationMixin):
                 setattr(model, attr, getattr(lm, attr))
         return model
 
+    @property
+    def dtype(self) -> torch.dtype:
+        # The LM's dtype, not the first parameter's: that is the fp32 projector, and
+        # save_pretrained records self.dtype, so a bf16 export would reload as fp32.
+        return self.lm.dtype
+
     # -- embeddings (delegated so resize/tie/PEFT helpers find them) ----------------------
 
     def get_input_embeddings(self) -> nn.Module:

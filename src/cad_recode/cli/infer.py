@@ -1,0 +1,247 @@
+"""Verbs ``infer``, ``merge`` and ``eval``: argument parsing and printing only.
+
+The recipes are ``cad_recode.infer``, ``cad_recode.merge`` and ``cad_recode.evaluate``.
+The root scripts ``inference_lora.py`` and ``merge_lora_weights.py`` call these
+verbs with the guide's flags.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from cad_recode.errors import UsageError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "infer",
+        help="reconstruct a CadQuery program from a point cloud, mesh, STEP file or built-in shape",
+        description="Reconstruct a part. Loads LORA_PATH/merged_model/ when it exists (says so), else the "
+        "adapter on top of --base_model. With --output part.py it writes part.py, part.stl, part.step, "
+        "part.png (input beside reconstruction) and part.json (validity, CD, timings, tokens); without it "
+        "the program is printed. Several inputs (files or folders) need --output_dir.",
+    )
+    _add_model_arguments(p, model_flag="--base_model")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--point_cloud_file", nargs="+", metavar="F",
+                       help="point cloud (.npy .npz .ply .xyz .txt .pts), mesh (.stl .obj .ply .off .glb) or STEP; "
+                       "several files or folders for batch mode")
+    group.add_argument("--shape", metavar="NAME", help="a built-in example shape (its program is the ground truth); "
+                       "'list' lists them")
+    p.add_argument("--ground_truth", metavar="F", help="ground truth mesh, STEP or .py program: adds CD and IoU to the report")
+    p.add_argument("--output", metavar="F.py", help="write the program and the .stl .step .png .json beside it")
+    p.add_argument("--output_dir", metavar="DIR", help="batch mode: one set of outputs per input in DIR")
+    _add_decoding_arguments(p)
+    p.add_argument("--restore_units", action="store_true",
+                   help="map the solid back to the input's own scale and position (x_model / 100 -> normalized -> input)")
+    p.add_argument("--no_png", action="store_true", help="skip the picture")
+    p.set_defaults(func=cmd_infer)
+
+    p = subparsers.add_parser(
+        "merge",
+        help="merge a LoRA adapter and its projector into a full-precision model",
+        description="Load BASE_MODEL without quantization, load the adapter (QLoRA ones too), merge, and save "
+        "config.json, safetensors (sharded when large), tokenizer and generation_config.json to OUTPUT_PATH.",
+    )
+    p.add_argument("--base_model", help="base model name or folder (default: the one the adapter recorded)")
+    p.add_argument("--lora_path", required=True, help="folder with adapter_config.json + adapter_model.safetensors")
+    p.add_argument("--output_path", required=True, help="folder to write the merged model to")
+    p.add_argument("--dtype", default="float32", help="dtype of the saved weights: float32 (default), bfloat16, float16")
+    p.add_argument("--max_shard_size", default="2GB", help="safetensors shard size (default 2GB)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT_PATH")
+    p.set_defaults(func=cmd_merge)
+
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a model with the published protocol (IR, CD x10^3, IoU)",
+        description="Best of N per input (chosen against the input points, never the ground truth); writes "
+        "per_item.csv and summary.json to --output_dir and prints a summary table. --data: a prepared dataset "
+        "(--split), a folder of .py ground-truth programs, or a folder of meshes.",
+    )
+    _add_model_arguments(p, model_flag="--model")
+    p.add_argument("--data", required=True, metavar="DIR")
+    p.add_argument("--split", default="test", help="split of a prepared dataset (default test)")
+    p.add_argument("--limit", type=int, metavar="K", help="evaluate the first K shapes only")
+    p.add_argument("--output_dir", default="eval_results", metavar="DIR", help="default eval_results")
+    _add_decoding_arguments(p)
+    p.set_defaults(func=cmd_eval)
+
+
+def _add_model_arguments(p, model_flag: str) -> None:
+    p.add_argument(model_flag, dest="base_model", metavar="PATH",
+                   help="base model (name or folder), or a merged / full model folder, or a training output_dir")
+    p.add_argument("--lora_path", help="training output_dir (merged_model/ preferred) or adapter folder")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
+                   help="load an extra named adapter (repeatable); needs the base model")
+    p.add_argument("--active_adapter", metavar="NAME", help="the adapter to use (default: the first)")
+    p.add_argument("--no_merged", action="store_true", help="use the adapter even when merged_model/ exists")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--dtype", help="model dtype (default float32 on CPU, bfloat16 on GPU)")
+    p.add_argument("--workers", type=int, default=1, help="sandbox worker processes (default 1)")
+
+
+def _add_decoding_arguments(p) -> None:
+    p.add_argument("--num_candidates", type=int, default=1, metavar="N",
+                   help="best of N: N point draws generated in one batch, closest valid solid to the input wins")
+    p.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top_p", type=float)
+    p.add_argument("--max_new_tokens", type=int, default=768)
+    p.add_argument("--seed", type=int, default=0, help="first point-sampling seed (candidate k uses seed + k)")
+    p.add_argument("--batch_size", type=int, default=1, help="inputs per generate call (each with N candidates)")
+
+
+def _parse_adapters(items: list[str]) -> dict[str, str]:
+    named = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--adapter {item!r} must look like NAME=PATH")
+        if name in named:
+            raise UsageError(f"--adapter name {name!r} given twice")
+        named[name] = path
+    return named
+
+
+def _load_recoder(args):
+    from cad_recode.infer import CADRecoder
+
+    _quiet_loading()
+    adapters = _parse_adapters(args.adapter)
+    if args.base_model is None and args.lora_path is None and not adapters:
+        raise UsageError("give the model: --lora_path (training output_dir) and/or the base / merged model")
+    recoder = CADRecoder.from_pretrained(
+        args.base_model, args.lora_path, adapters or None, active_adapter=args.active_adapter,
+        prefer_merged=not args.no_merged, dtype=args.dtype, device=args.device, sandbox_workers=args.workers,
+    )
+    print(f"using {recoder.describe()}", file=sys.stderr)
+    return recoder
+
+
+def _quiet_loading() -> None:
+    """Per-file weight loading/saving bars of transformers drown the one line that matters."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def _decoding(args):
+    from cad_recode.infer import Decoding
+
+    if args.num_candidates < 1:
+        raise UsageError(f"--num_candidates must be >= 1, got {args.num_candidates}")
+    return Decoding(args.max_new_tokens, args.do_sample, args.temperature, args.top_p)
+
+
+def _collect_inputs(items: list[str]) -> list[Path]:
+    from cad_recode.errors import InputError
+    from cad_recode.geometry.loaders import SUPPORTED_SUFFIXES
+
+    found = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+            if not files:
+                raise InputError(f"{path}: holds no point cloud, mesh or STEP file ({' '.join(SUPPORTED_SUFFIXES)})")
+            found += files
+        else:
+            found.append(path)
+    return found
+
+
+def _line(rec) -> str:
+    r = rec.report
+    if not r["valid"]:
+        return f"{r['input']}: INVALID ({r.get('reason', '')[:160]})"
+    text = f"{r['input']}: valid, CD to input {r['cd_input']:.3f}"
+    if r.get("cd_gt") is not None:
+        iou = "n/a" if r.get("iou_gt") is None else f"{r['iou_gt'] * 100:.1f}%"
+        text += f", CD to ground truth {r['cd_gt']:.3f}, IoU {iou}"
+    return text + f" ({r['num_valid_candidates']}/{r['num_candidates']} candidates valid)"
+
+
+def cmd_infer(args) -> int:
+    from cad_recode.geometry.shapes import EXAMPLE_SHAPES
+    from cad_recode.infer import check_writable, output_paths, shape_input
+
+    if args.shape == "list":
+        print("\n".join(EXAMPLE_SHAPES))
+        return 0
+    inputs = _collect_inputs(args.point_cloud_file) if args.point_cloud_file else []
+    batch = len(inputs) > 1 or (args.point_cloud_file and any(Path(i).is_dir() for i in args.point_cloud_file))
+    if batch and not args.output_dir:
+        raise UsageError(f"{len(inputs)} inputs need --output_dir (one set of outputs per input)")
+    if args.output and args.output_dir:
+        raise UsageError("give --output (one input) or --output_dir (batch), not both")
+    if args.shape and args.ground_truth:
+        raise UsageError("--shape brings its own ground truth; drop --ground_truth")
+    if args.shape:
+        from cad_recode.geometry.shapes import example_program
+
+        example_program(args.shape)  # unknown names fail before the model loads
+    decoding = _decoding(args)
+    targets = []
+    if args.output_dir:
+        out = Path(args.output_dir)
+        names = [p.stem for p in inputs] if inputs else [args.shape]
+        targets = [out / f"{name}.py" for name in _unique(names)]
+    elif args.output:
+        targets = [Path(args.output)]
+    for target in targets[:1]:
+        check_writable(target)
+
+    with _load_recoder(args) as recoder:
+        if args.shape:
+            shape, truth = shape_input(args.shape, recoder.sandbox)
+            sources, truths = [shape], [truth]
+        else:
+            sources, truths = inputs, [args.ground_truth] * len(inputs)
+        recs = recoder.reconstruct_many(
+            sources, args.num_candidates, ground_truths=truths, restore_units=args.restore_units, seed=args.seed,
+            decoding=decoding, batch_size=args.batch_size, progress="infer" if batch else False,
+        )
+        for index, rec in enumerate(recs):
+            if targets:
+                recoder.save(rec, targets[index], picture=not args.no_png)
+                paths = output_paths(targets[index])
+                print(f"{_line(rec)} -> {paths['py']}", file=sys.stderr)
+            else:
+                print(rec.code if rec.valid else f"# INVALID: {rec.report.get('reason', '')}")
+                print(_line(rec), file=sys.stderr)
+    return 0 if all(rec.valid for rec in recs) else 1
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        out.append(name if count == 0 else f"{name}_{count}")
+    return out
+
+
+def cmd_merge(args) -> int:
+    from cad_recode.merge import merge_adapter
+
+    _quiet_loading()
+    report = merge_adapter(args.base_model, args.lora_path, args.output_path, dtype=args.dtype,
+                           max_shard_size=args.max_shard_size, overwrite=args.overwrite)
+    print(report.summary())
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from cad_recode.evaluate import evaluate
+
+    decoding = _decoding(args)
+    with _load_recoder(args) as recoder:
+        report = evaluate(recoder, args.data, split=args.split, num_candidates=args.num_candidates, limit=args.limit,
+                          out_dir=args.output_dir, decoding=decoding, batch_size=args.batch_size, seed=args.seed)
+    print(report.table())
+    if report.skipped:
+        print(f"{len(report.skipped)} ground-truth shapes skipped (see {report.paths['csv']})", file=sys.stderr)
+    print(f"wrote {report.paths['csv']} and {report.paths['json']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,271 @@
+"""Evaluation recipe: the published protocol (design.md §2) over a test set.
+
+For every ground-truth shape: sample the model's input from its mesh with the
+one sampling function (N FPS draws for best of N), generate, run every candidate
+in the sandbox, keep the valid candidate closest to the INPUT points (never
+chosen against the ground truth), then measure it against the ground truth:
+
+- CD x10^3: both shapes to the unit cube, 8192 surface samples each, squared
+  nearest-neighbour distances both ways (mean and median over valid outputs);
+- IoU: manifold3d mesh booleans, unit cube (mean over valid outputs where defined);
+- IR: the percentage of inputs with no valid output.
+
+``data`` may be:
+
+- a prepared dataset (``manifest.json``; ``split`` picks the split, default
+  ``test``), or one split folder inside it;
+- a folder of ``.py`` ground-truth programs (run in the sandbox; one that fails
+  is skipped and listed, it is not the model's fault);
+- a folder of meshes / STEP files (``.stl .obj .ply .off .glb .step .stp``), e.g.
+  the unit-cube DeepCAD or Fusion360 test STLs.
+
+Outputs (``out_dir``): ``per_item.csv`` (one row per input, skipped ones
+included) and ``summary.json`` (the four numbers, counts, settings).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import trimesh
+
+from cad_recode.atomic import atomic_file
+from cad_recode.errors import InputError, UsageError
+from cad_recode.geometry.metrics import MetricSummary, summarize
+from cad_recode.infer import CADRecoder, Decoding
+
+CSV_NAME = "per_item.csv"
+SUMMARY_NAME = "summary.json"
+CSV_FIELDS = ("id", "valid", "cd", "iou", "status", "reason", "valid_candidates", "generated_tokens", "seconds")
+MESH_DATA_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb", ".step", ".stp")
+GT_CHUNK = 32  # ground-truth shapes loaded (programs executed) at a time
+
+
+@dataclass
+class GroundTruth:
+    id: str
+    mesh: trimesh.Trimesh | None
+    problem: str = ""  # why it was skipped
+
+
+@dataclass
+class EvalReport:
+    summary: MetricSummary
+    rows: list[dict]
+    skipped: list[GroundTruth]
+    data_kind: str
+    settings: dict = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """The summary as a markdown table, in the papers' units."""
+        s = self.summary
+        head = "| inputs | IoU % | mean CD x10^3 | median CD x10^3 | IR % |\n|---|---|---|---|---|\n"
+        return head + (
+            f"| {s.count} | {_pct(s.mean_iou)} | {_num(s.mean_cd)} | {_num(s.median_cd)} | {_pct(s.invalid_ratio)} |"
+        )
+
+
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value * 100:.1f}"
+
+
+def _num(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _natural_key(text: str) -> list:
+    """'test/10.py' after 'test/9.py'."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)]
+
+
+def describe_data(data: str | os.PathLike, split: str = "test") -> tuple[str, list[str]]:
+    """(kind, item ids) of an evaluation source; InputError when it is none of the accepted kinds."""
+    from cad_recode.data.shards import read_manifest
+
+    root = Path(data)
+    if not root.exists():
+        raise InputError(f"--data {root} does not exist; give a prepared dataset, a folder of .py programs or of meshes")
+    if root.is_dir() and read_manifest(root) is None and read_manifest(root.parent) is not None:
+        root, split = root.parent, root.name  # a split folder inside a prepared dataset
+    if root.is_dir() and read_manifest(root) is not None:
+        from cad_recode.data.shards import PreparedSplit
+
+        return "prepared", [f"{split}:{i}" for i in range(len(PreparedSplit.open(root, split)))]
+    if not root.is_dir():
+        raise InputError(f"--data {root} is a file; give a folder (prepared dataset, .py programs or meshes)")
+    files = sorted((p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")),
+                   key=lambda p: _natural_key(p.relative_to(root).as_posix()))
+    programs = [p for p in files if p.suffix == ".py"]
+    meshes = [p for p in files if p.suffix.lower() in MESH_DATA_SUFFIXES]
+    if programs:
+        return "programs", [p.relative_to(root).as_posix() for p in programs]
+    if meshes:
+        return "meshes", [p.relative_to(root).as_posix() for p in meshes]
+    raise InputError(
+        f"--data {root} holds no prepared dataset (manifest.json), no .py programs and no meshes "
+        f"({' '.join(MESH_DATA_SUFFIXES)}); point it at a test set"
+    )
+
+
+def iter_ground_truth(data, kind: str, ids: list[str], sandbox, split: str = "test") -> Iterator[GroundTruth]:
+    """Ground-truth meshes in order, loaded (or executed) a chunk at a time."""
+    from cad_recode.geometry.loaders import load_geometry
+
+    root = Path(data)
+    if kind == "prepared":
+        from cad_recode.data.shards import PreparedSplit, read_manifest
+
+        if read_manifest(root) is None:
+            root, split = root.parent, root.name
+        records = PreparedSplit.open(root, split)
+        for item_id in ids:
+            record = records[int(item_id.split(":", 1)[1])]
+            yield GroundTruth(record["id"], trimesh.Trimesh(record["vertices"], record["faces"], process=False))
+        return
+    for start in range(0, len(ids), GT_CHUNK):
+        chunk = ids[start : start + GT_CHUNK]
+        if kind == "programs":
+            codes = []
+            for item_id in chunk:
+                try:
+                    codes.append((root / item_id).read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError) as err:
+                    codes.append(f"# unreadable: {err}\n")
+            for item_id, result in zip(chunk, sandbox.map(codes)):
+                if result.ok:
+                    yield GroundTruth(item_id, result.to_trimesh())
+                else:
+                    yield GroundTruth(item_id, None, f"ground truth {result.status.value}: {result.reason}")
+        else:
+            for item_id in chunk:
+                try:
+                    geometry = load_geometry(root / item_id)
+                except InputError as err:
+                    yield GroundTruth(item_id, None, str(err))
+                    continue
+                if isinstance(geometry, trimesh.Trimesh):
+                    yield GroundTruth(item_id, geometry)
+                else:
+                    yield GroundTruth(item_id, None, "a point cloud, not a mesh: no ground truth to measure")
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def evaluate(
+    recoder: CADRecoder,
+    data: str | os.PathLike,
+    *,
+    split: str = "test",
+    num_candidates: int = 1,
+    limit: int | None = None,
+    out_dir: str | os.PathLike | None = None,
+    decoding: Decoding | None = None,
+    batch_size: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+) -> EvalReport:
+    """Run the protocol over ``data``; write per_item.csv and summary.json into ``out_dir`` if given."""
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {limit}")
+    kind, ids = describe_data(data, split)
+    ids = ids[:limit] if limit is not None else ids
+    if not ids:
+        raise InputError(f"--data {data} ({kind}, split {split}) holds no shapes")
+    decoding = decoding or Decoding()
+    started = time.perf_counter()
+    rows: list[dict] = []
+    skipped: list[GroundTruth] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ids), desc="eval", unit="shape")
+    pending: list[GroundTruth] = []
+
+    def flush() -> None:
+        shapes = [(gt.id, gt.mesh) for gt in pending]
+        for gt, rec in zip(pending, recoder.reconstruct_many(
+            shapes, num_candidates, ground_truths=shapes, seed=seed, decoding=decoding, batch_size=batch_size,
+        )):
+            rows.append(_row(gt.id, rec.report))
+        if bar is not None:
+            bar.update(len(pending))
+        pending.clear()
+
+    try:
+        for gt in iter_ground_truth(data, kind, ids, recoder.sandbox, split):
+            if gt.mesh is None:
+                skipped.append(gt)
+                rows.append({**{k: "" for k in CSV_FIELDS}, "id": gt.id, "status": "skipped", "reason": gt.problem})
+                if bar is not None:
+                    bar.update(1)
+                continue
+            pending.append(gt)
+            if len(pending) >= max(1, batch_size):
+                flush()
+        if pending:
+            flush()
+    finally:
+        if bar is not None:
+            bar.close()
+    measured = [r for r in rows if r["status"] != "skipped"]
+    if not measured:
+        raise InputError(f"--data {data}: none of the {len(rows)} ground-truth shapes could be loaded; first: {rows[0]['reason']}")
+    summary = summarize([r["cd"] if r["valid"] else None for r in measured], [r["iou"] if r["valid"] else None for r in measured])
+    settings = dict(
+        model=recoder.describe(), data=str(data), data_kind=kind, split=split if kind == "prepared" else None,
+        num_candidates=num_candidates, limit=limit, seed=seed, decoding=decoding.to_dict(),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    report = EvalReport(summary, rows, skipped, kind, settings)
+    if out_dir is not None:
+        report.paths = write_report(report, out_dir)
+    return report
+
+
+def _row(item_id: str, report: dict) -> dict:
+    valid = bool(report["valid"]) and report.get("cd_gt") is not None
+    reason = "" if valid else report.get("reason") or report.get("gt_error", "")
+    return {
+        "id": item_id,
+        "valid": valid,
+        "cd": report["cd_gt"] if valid else None,
+        "iou": report["iou_gt"] if valid else None,
+        "status": "ok" if valid else "invalid",
+        "reason": reason,
+        "valid_candidates": report["num_valid_candidates"],
+        "generated_tokens": report["tokens"]["generated_total"],
+        "seconds": report["timings"]["total"],
+    }
+
+
+def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Path]:
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        csv_path, json_path = out / CSV_NAME, out / SUMMARY_NAME
+        with atomic_file(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
+            writer = csv.DictWriter(stream, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            for row in report.rows:
+                writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in CSV_FIELDS})
+        body = {**report.summary.to_dict(), "skipped": len(report.skipped), **report.settings}
+        body = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in body.items()}
+        with atomic_file(json_path) as tmp:
+            tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"cannot write evaluation results to {out}: {err.strerror or err}; choose a writable folder") from None
+    return {"csv": csv_path, "json": json_path}

@@ -1,0 +1,156 @@
+"""Evaluation protocol: the three kinds of test data, the numbers, the files, invalid outputs.
+
+The model is the tiny full model of tests/infer_artifacts.py, which always writes the
+cube program: a cube scores CD 0 / IoU 1, anything else scores what the cube does
+against it, and both can be checked against the metrics module directly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import infer_artifacts as art  # noqa: E402
+
+from cad_recode.cli import main  # noqa: E402
+from cad_recode.errors import InputError  # noqa: E402
+from cad_recode.evaluate import evaluate  # noqa: E402
+from cad_recode.geometry.metrics import compare_meshes  # noqa: E402
+from cad_recode.geometry.sandbox import Sandbox  # noqa: E402
+from cad_recode.geometry.shapes import example_program  # noqa: E402
+from cad_recode.infer import CADRecoder, Decoding  # noqa: E402
+
+DECODING = Decoding(max_new_tokens=art.MAX_NEW_TOKENS)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(workers=1) as box:
+        yield box
+
+
+@pytest.fixture(scope="module")
+def meshes(sandbox):
+    return {name: sandbox.run(example_program(name)).to_trimesh() for name in ("cube", "cylinder")}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, meshes):
+    root = tmp_path_factory.mktemp("eval_models")
+    full = art.save_memorizer(meshes["cube"], root / "full")
+    points = art.shape_points(meshes["cube"])
+    broken = art.adapter_run(full, root / "broken", points, example_program("cylinder"))
+    return {"full": full, "broken": broken}
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    """A folder of ground-truth programs; one of them fails (skipped, not counted)."""
+    root = tmp_path_factory.mktemp("programs")
+    (root / "test").mkdir()
+    (root / "test" / "0.py").write_text(example_program("cube"))
+    (root / "test" / "1.py").write_text(example_program("cylinder"))
+    (root / "test" / "2.py").write_text("import cadquery as cq\nr=cq.Workplane('XY').box(0,0,0)\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def recoder(models, sandbox):
+    return CADRecoder.from_pretrained(models["full"], sandbox=sandbox, device="cpu")
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_program_folder_protocol_numbers_and_files(recoder, programs, meshes, tmp_path):
+    report = evaluate(recoder, programs, num_candidates=2, out_dir=tmp_path, decoding=DECODING, progress=False)
+    cube_vs_cylinder = compare_meshes(meshes["cube"], meshes["cylinder"])
+    s = report.summary
+    assert (s.count, s.valid, s.invalid_ratio) == (2, 2, 0.0)
+    assert s.mean_cd == pytest.approx(cube_vs_cylinder.cd / 2)
+    assert s.median_cd == pytest.approx(cube_vs_cylinder.cd / 2)
+    assert s.mean_iou == pytest.approx((1.0 + cube_vs_cylinder.iou) / 2)
+    assert [g.id for g in report.skipped] == ["test/2.py"]
+
+    rows = read_csv(report.paths["csv"])
+    assert [r["id"] for r in rows] == ["test/0.py", "test/1.py", "test/2.py"]
+    assert rows[0]["valid"] == "True" and float(rows[0]["cd"]) == pytest.approx(0, abs=1e-9)
+    assert float(rows[1]["iou"]) == pytest.approx(cube_vs_cylinder.iou)
+    assert rows[1]["valid_candidates"] == "2" and rows[2]["status"] == "skipped" and rows[2]["reason"]
+    summary = json.loads(report.paths["json"].read_text())
+    assert summary["count"] == 2 and summary["skipped"] == 1 and summary["num_candidates"] == 2
+    assert summary["data_kind"] == "programs" and summary["mean_cd"] == pytest.approx(s.mean_cd)
+    assert "| 2 |" in report.table() and "| 0.0 |" in report.table()
+
+
+def test_mesh_folder_and_limit(recoder, meshes, tmp_path):
+    data = tmp_path / "stls"
+    data.mkdir()
+    meshes["cylinder"].export(data / "10.stl")
+    meshes["cube"].export(data / "9.stl")
+    report = evaluate(recoder, data, decoding=DECODING, progress=False)
+    assert [r["id"] for r in report.rows] == ["9.stl", "10.stl"]  # natural order
+    assert report.rows[0]["iou"] == pytest.approx(1.0, abs=1e-6)
+    limited = evaluate(recoder, data, limit=1, decoding=DECODING, progress=False)
+    assert limited.summary.count == 1 and limited.data_kind == "meshes"
+
+
+def test_prepared_dataset_gives_the_same_numbers(recoder, programs, tmp_path):
+    from cad_recode.data.prepare import prepare_dataset
+
+    source = tmp_path / "src"
+    shutil.copytree(programs, source)
+    (source / "test" / "2.py").unlink()
+    prepared = tmp_path / "prepared"
+    prepare_dataset(source, prepared, progress=False)
+    from_programs = evaluate(recoder, source, decoding=DECODING, progress=False)
+    from_prepared = evaluate(recoder, prepared, split="test", decoding=DECODING, progress=False)
+    assert from_prepared.data_kind == "prepared"
+    assert [r["cd"] for r in from_prepared.rows] == pytest.approx([r["cd"] for r in from_programs.rows], rel=1e-4)
+    # a split folder inside the prepared dataset works too
+    assert evaluate(recoder, prepared / "test", decoding=DECODING, progress=False).summary.count == 2
+    with pytest.raises(InputError, match="has no split 'val'"):
+        evaluate(recoder, prepared, split="val", decoding=DECODING, progress=False)
+
+
+def test_invalid_outputs_count_in_ir(models, programs, sandbox, tmp_path):
+    broken = CADRecoder.from_pretrained(models["full"], lora_path=models["broken"], sandbox=sandbox, device="cpu")
+    report = evaluate(broken, programs, out_dir=tmp_path, decoding=DECODING, progress=False)
+    assert report.summary.invalid_ratio == 1.0 and math.isnan(report.summary.mean_cd)
+    assert all(r["status"] == "invalid" and r["reason"] for r in report.rows if r["id"] != "test/2.py")
+    summary = json.loads(report.paths["json"].read_text())
+    assert summary["invalid_ratio"] == 1.0 and summary["mean_cd"] is None
+    assert "| 100.0 |" in report.table() and "n/a" in report.table()
+
+
+def test_eval_cli(models, programs, tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["eval", "--model", str(models["full"]), "--data", str(programs), "--num_candidates", "2",
+                 "--limit", "1", "--output_dir", str(out), "--max_new_tokens", str(art.MAX_NEW_TOKENS)]) == 0
+    captured = capsys.readouterr()
+    assert "| inputs | IoU % |" in captured.out and "| 1 | 100.0 | 0.000 | 0.000 | 0.0 |" in captured.out
+    assert (out / "per_item.csv").is_file() and (out / "summary.json").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for data in (empty, tmp_path / "missing"):
+        assert main(["eval", "--model", str(models["full"]), "--data", str(data)]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert len(err) == 1 and str(data) in err[0]

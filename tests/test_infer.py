@@ -1,0 +1,326 @@
+"""Inference: which weights load, best of N, the outputs, units, batch mode and bad input.
+
+Models are tiny and trained here with the model API (tests/infer_artifacts.py): a
+full model that writes the cube program (valid solids), and a LoRA adapter on it
+that was pushed towards another program (invalid ones).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+sys.path.insert(0, str(Path(__file__).parent))
+import infer_artifacts as art  # noqa: E402
+
+from cad_recode.cli import main  # noqa: E402
+from cad_recode.errors import InputError, UsageError  # noqa: E402
+from cad_recode.geometry.loaders import load_geometry  # noqa: E402
+from cad_recode.geometry.sandbox import Sandbox  # noqa: E402
+from cad_recode.geometry.sampling import to_model_points  # noqa: E402
+from cad_recode.geometry.shapes import EXAMPLE_SHAPES, example_program  # noqa: E402
+from cad_recode.infer import CADRecoder, Decoding, resolve_source, restore_mesh, restored_program  # noqa: E402
+
+CUBE = example_program("cube")
+TOKENS = ["--max_new_tokens", str(art.MAX_NEW_TOKENS)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(workers=1) as box:
+        yield box
+
+
+@pytest.fixture(scope="module")
+def cube_mesh(sandbox):
+    return sandbox.run(CUBE).to_trimesh()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, cube_mesh):
+    root = tmp_path_factory.mktemp("models")
+    full = art.save_memorizer(cube_mesh, root / "full")
+    points = art.shape_points(cube_mesh)
+    broken = art.adapter_run(full, root / "run", points, example_program("cylinder"), merged=True)
+    return {"full": full, "run": broken}
+
+
+def recoder(sandbox, *args, **kwargs) -> CADRecoder:
+    return CADRecoder.from_pretrained(*args, sandbox=sandbox, device="cpu", **kwargs)
+
+
+def one_line_error(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    errors = [line for line in err if "error:" in line]
+    assert len(errors) == 1 and "Traceback" not in "\n".join(err)
+    return errors[0]
+
+
+# -- which weights ----------------------------------------------------------------------
+
+
+def test_merged_model_is_preferred_and_named(models, sandbox, capsys):
+    source = resolve_source(None, models["run"])
+    assert source.kind == "merged_model" and source.model_dir == models["run"] / "merged_model"
+    assert resolve_source(None, models["run"], prefer_merged=False).kind == "adapter"
+    # the adapter recorded its base folder, so --base_model may be left out
+    assert resolve_source(None, models["run"], prefer_merged=False).base == str(models["full"])
+    assert resolve_source(models["full"]).kind == "full_model"
+
+    main(["infer", "--base_model", str(models["full"]), "--lora_path", str(models["run"]), "--shape", "cube", *TOKENS])
+    assert f"using merged model {models['run'] / 'merged_model'}" in capsys.readouterr().err
+    main(["infer", "--lora_path", str(models["run"]), "--no_merged", "--shape", "cube", *TOKENS])
+    assert f"using base model {models['full']} + adapter default={models['run']}" in capsys.readouterr().err
+
+
+def test_merged_and_adapter_generate_the_same_programs(models, sandbox, cube_mesh):
+    merged = recoder(sandbox, lora_path=models["run"])
+    adapter = recoder(sandbox, lora_path=models["run"], prefer_merged=False)
+    assert adapter.adapters == ["default"] and merged.adapters == []
+    a = merged.reconstruct(cube_mesh, num_candidates=2, max_new_tokens=art.MAX_NEW_TOKENS)
+    b = adapter.reconstruct(cube_mesh, num_candidates=2, max_new_tokens=art.MAX_NEW_TOKENS)
+    assert [c.code for c in a.candidates] == [c.code for c in b.candidates]
+
+
+# -- reconstruction, best of N, outputs ----------------------------------------------------
+
+
+def test_shape_outputs_program_solid_picture_and_report(models, tmp_path, capsys):
+    out = tmp_path / "res" / "cube.py"
+    code = main(["infer", "--base_model", str(models["full"]), "--shape", "cube", "--num_candidates", "3",
+                 "--output", str(out), *TOKENS])
+    assert code == 0, capsys.readouterr().err
+    assert out.read_text() == CUBE
+    stl = trimesh.load(out.with_suffix(".stl"))
+    assert stl.volume == pytest.approx(80**3, rel=1e-3)
+    step = load_geometry(out.with_suffix(".step"))
+    assert np.allclose(step.bounds, [[-40, -40, -40], [40, 40, 40]], atol=1e-3)
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["valid"] and report["ground_truth"] == "shape:cube"
+    assert report["cd_gt"] == pytest.approx(0.0, abs=1e-9) and report["iou_gt"] == pytest.approx(1.0, abs=1e-6)
+    assert report["cd_input"] < 0.05
+    assert set(report["timings"]) == {"encode", "generate", "execute", "metrics", "total"}
+    assert report["tokens"]["generated"] == [82, 82, 82] and report["tokens"]["prompt"] == art.POINTS + 1
+    assert [c["seed"] for c in report["candidates"]] == [0, 1, 2]
+    assert "CD to ground truth 0.000, IoU 100.0%" in capsys.readouterr().err
+
+
+def test_best_of_n_is_one_batch_of_fps_draws(models, sandbox, cube_mesh):
+    model = recoder(sandbox, models["full"])
+    batches = []
+    hook = model.core.point_encoder.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
+    try:
+        rec = model.reconstruct(cube_mesh, num_candidates=4, max_new_tokens=art.MAX_NEW_TOKENS)
+    finally:
+        hook.remove()
+    assert batches == [4]  # the prompt is encoded once, for all four draws together
+    draws = [to_model_points(cube_mesh, n_points=art.POINTS, seed=s).points for s in range(4)]
+    assert np.array_equal(rec.input_points, draws[0]) and not np.array_equal(draws[0], draws[1])
+    assert rec.valid and rec.code == CUBE and rec.report["num_valid_candidates"] == 4
+
+
+def test_the_candidate_closest_to_the_input_wins(models, sandbox, cube_mesh):
+    """Selection uses the INPUT points: a cube input picks the cube, never an invalid or farther solid."""
+    model = recoder(sandbox, models["full"])
+    programs = ["r = nonsense(", example_program("cylinder"), CUBE, example_program("l_bracket")]
+    results = sandbox.map(programs)
+    item = model.encode_input(cube_mesh, 4, 0, None)
+    rows = [((code, 5, True), result) for code, result in zip(programs, results)]
+    rec = model.judge_candidates(item, rows, 0, Decoding(), False, dict(encode=0, generate=0, execute=0))
+    assert rec.report["best_candidate"] == 2 and rec.code == CUBE
+    assert rec.candidates[0].status == "syntax_error" and rec.candidates[0].cd_input is None
+    distances = [c.cd_input for c in rec.candidates[1:]]
+    assert distances[1] == min(distances) and rec.report["cd_input"] == distances[1]
+    # the ground truth plays no part: a cylinder ground truth does not change the choice
+    item = model.encode_input(cube_mesh, 4, 0, ("cyl", results[1].to_trimesh()))
+    rec = model.judge_candidates(item, rows, 0, Decoding(), False, dict(encode=0, generate=0, execute=0))
+    assert rec.report["best_candidate"] == 2 and rec.report["iou_gt"] < 0.9
+
+
+def test_invalid_programs_are_reported_not_raised(models, tmp_path, capsys):
+    out = tmp_path / "bad.py"
+    code = main(["infer", "--lora_path", str(models["run"]), "--shape", "cube", "--num_candidates", "2",
+                 "--output", str(out), *TOKENS])
+    assert code == 1
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["valid"] is False and report["num_valid_candidates"] == 0 and report["reason"]
+    assert report["cd_gt"] is None and all(c["status"] != "ok" for c in report["candidates"])
+    assert out.read_text().startswith("# INVALID: no candidate built a valid solid")
+    assert not out.with_suffix(".stl").exists() and not out.with_suffix(".step").exists()
+    assert "INVALID" in capsys.readouterr().err
+
+
+# -- units ----------------------------------------------------------------------------
+
+
+def test_restore_units_maps_model_units_back_to_the_input(sandbox):
+    """A program that fills the model's [-100, 100] cube lands exactly on the input's bounding box."""
+    part = trimesh.creation.box(extents=(0.5, 0.3, 0.2))
+    part.apply_translation((7.0, -2.0, 1.0))
+    transform = to_model_points(part, n_points=art.POINTS).transform
+    # normalized box: x spans [-1, 1], y [-0.6, 0.6], z [-0.4, 0.4]; x100 in model units
+    program = "import cadquery as cq\nr=cq.Workplane('XY').box(200,120,80)\n"
+    model_mesh = sandbox.run(program).to_trimesh()
+    assert np.allclose(restore_mesh(model_mesh, transform).bounds, part.bounds, atol=1e-9)
+    assert np.allclose(transform.invert(np.asarray(model_mesh.vertices) / 100), restore_mesh(model_mesh, transform).vertices)
+    restored = sandbox.run(restored_program(program, transform))
+    assert restored.ok and np.allclose([restored.bbox_min, restored.bbox_max], part.bounds, atol=1e-6)
+
+
+def test_restore_units_writes_solid_in_input_units(models, tmp_path, cube_mesh):
+    scan = cube_mesh.copy()
+    scan.apply_scale(0.01)
+    scan.apply_translation((5.0, -3.0, 2.0))
+    source = tmp_path / "scan.stl"
+    scan.export(source)
+    truth = tmp_path / "truth.py"
+    truth.write_text(CUBE)  # a ground-truth program in its own units: the protocol normalizes both shapes
+    out = tmp_path / "scan_out.py"
+    assert main(["infer", "--lora_path", str(models["full"]), "--point_cloud_file", str(source), "--restore_units",
+                 "--ground_truth", str(truth), "--output", str(out), *TOKENS]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["units"] == "input" and "step_units" not in report
+    assert report["ground_truth"] == str(truth) and report["iou_gt"] == pytest.approx(1.0, abs=1e-6)
+    # the cube program (box 80) in model units -> +-0.4 normalized -> input units around the scan's centre
+    transform = to_model_points(scan, n_points=art.POINTS).transform
+    expected = transform.invert(np.array([[-40.0] * 3, [40.0] * 3]) / 100)
+    assert np.allclose(trimesh.load(out.with_suffix(".stl")).bounds, expected, atol=1e-4)
+    assert np.allclose(load_geometry(out.with_suffix(".step")).bounds, expected, atol=1e-4)
+
+
+# -- batch mode ---------------------------------------------------------------------------
+
+
+def test_batch_mode_folder_in_folder_out(models, tmp_path, cube_mesh, capsys):
+    inputs = tmp_path / "scans"
+    inputs.mkdir()
+    cube_mesh.export(inputs / "a.stl")
+    np.save(inputs / "b.npy", trimesh.sample.sample_surface(cube_mesh, 2000, seed=3)[0])
+    out = tmp_path / "results"
+    assert main(["infer", "--lora_path", str(models["full"]), "--point_cloud_file", str(inputs), "--output_dir",
+                 str(out), "--batch_size", "2", "--no_png", *TOKENS]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.py", "a.step", "a.stl", "b.json", "b.py", "b.step", "b.stl"]
+    assert json.loads((out / "b.json").read_text())["input"] == str(inputs / "b.npy")
+    assert "infer" in capsys.readouterr().err  # the progress bar
+
+
+def test_several_inputs_need_an_output_dir(models, tmp_path, cube_mesh, capsys):
+    cube_mesh.export(tmp_path / "a.stl")
+    line = one_line_error(capsys, ["infer", "--lora_path", str(models["full"]), "--point_cloud_file",
+                                   str(tmp_path / "a.stl"), str(tmp_path / "a.stl")])
+    assert "--output_dir" in line
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+
+def test_shape_list_and_unknown_shape(models, capsys):
+    assert main(["infer", "--lora_path", str(models["full"]), "--shape", "list"]) == 0
+    assert capsys.readouterr().out.split() == list(EXAMPLE_SHAPES)
+    assert "cube" in one_line_error(capsys, ["infer", "--lora_path", str(models["full"]), "--shape", "cubee"])
+
+
+def test_missing_or_garbled_model_files_name_the_file(models, tmp_path, capsys):
+    line = one_line_error(capsys, ["infer", "--lora_path", str(tmp_path / "nope"), "--shape", "cube"])
+    assert str(tmp_path / "nope") in line and "does not exist" in line
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "adapter_config.json is missing" in one_line_error(
+        capsys, ["infer", "--base_model", str(models["full"]), "--lora_path", str(empty), "--shape", "cube"])
+
+    garbled = tmp_path / "garbled"
+    garbled.mkdir()
+    (garbled / "adapter_config.json").write_text("{not json")
+    assert "unreadable adapter config" in one_line_error(
+        capsys, ["infer", "--base_model", str(models["full"]), "--lora_path", str(garbled), "--shape", "cube"])
+
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    (no_weights / "adapter_config.json").write_text((models["run"] / "adapter_config.json").read_text())
+    assert "adapter_model.safetensors is missing" in one_line_error(
+        capsys, ["infer", "--base_model", str(models["full"]), "--lora_path", str(no_weights), "--shape", "cube"])
+
+    line = one_line_error(capsys, ["infer", "--base_model", str(tmp_path / "no_base"), "--lora_path",
+                                   str(models["run"]), "--no_merged", "--shape", "cube"])
+    assert f"base model folder {tmp_path / 'no_base'} does not exist" in line
+
+
+def test_adapter_for_another_base_names_both(models, tmp_path, capsys):
+    other = tmp_path / "other_base"
+    art.CADRecodeForCausalLM.from_lm(art.build_tiny_lm(vocab_size=300, hidden_size=32), num_point_tokens=art.POINTS
+                                     ).save_pretrained(other)
+    art.tokenizer().save_pretrained(other)
+    line = one_line_error(capsys, ["infer", "--base_model", str(other), "--lora_path", str(models["run"]),
+                                   "--no_merged", "--shape", "cube"])
+    assert str(models["run"]) in line and str(other) in line and str(models["full"]) in line
+
+
+def test_bad_point_file_and_unwritable_output(models, tmp_path, capsys):
+    empty = tmp_path / "empty.npy"
+    np.save(empty, np.zeros((0, 3)))
+    line = one_line_error(capsys, ["infer", "--lora_path", str(models["full"]), "--point_cloud_file", str(empty)])
+    assert "contains no points" in line
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    line = one_line_error(capsys, ["infer", "--lora_path", str(models["full"]), "--shape", "cube",
+                                   "--output", str(blocker / "out.py")])
+    assert "cannot write output" in line and f"{blocker} is a file" in line
+
+
+def test_python_api_errors(models, sandbox):
+    model = recoder(sandbox, models["full"])
+    with pytest.raises(UsageError, match="no adapters loaded"):
+        model.set_adapter("x")
+    with pytest.raises(UsageError, match="num_candidates"):
+        model.reconstruct(np.random.default_rng(0).random((100, 3)), num_candidates=0)
+    with pytest.raises(InputError, match="NaN"):
+        model.reconstruct(np.full((10, 3), np.nan))
+    with pytest.raises(UsageError, match="not a trained CAD-Recode model"):
+        resolve_source("Qwen/Qwen3-1.7B-Base")
+
+
+def test_tiny_run_adapter_rebuilds_its_random_base(tmp_path, sandbox):
+    """A tiny_model training run records no base folder: the base is rebuilt from its config.yaml."""
+    from cad_recode.config import load_config, save_config
+    from cad_recode.model import apply_lora
+    from cad_recode.train import build_tiny
+
+    cfg = load_config(None, {"tiny_model": {"hidden_size": 32, "num_hidden_layers": 2}, "seed": 3,
+                             "num_point_tokens": art.POINTS})
+    lm = build_tiny(cfg, vocab_size=len(art.tokenizer()))
+    peft_model = apply_lora(art.CADRecodeForCausalLM.from_lm(lm, num_point_tokens=art.POINTS), r=4, alpha=8, dropout=0.0)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name or "point_encoder" in name:
+                param.add_(0.05)
+    run = tmp_path / "tiny_run"
+    peft_model.save_pretrained(run)
+    art.tokenizer().save_pretrained(run)
+    save_config(cfg, run / "config.yaml")
+
+    loaded = recoder(sandbox, lora_path=run)
+    assert loaded.describe().startswith(f"tiny base rebuilt from {run / 'config.yaml'} + adapter")
+    points = art.shape_points(sandbox.run(CUBE).to_trimesh())
+    ids = torch.tensor([art.code_ids(CUBE)[:10]] * len(points))
+    with torch.no_grad():
+        expected = peft_model.eval()(points=points, input_ids=ids).logits
+        got = loaded.model(points=points, input_ids=ids).logits
+    torch.testing.assert_close(got, expected)
