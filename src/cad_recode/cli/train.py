@@ -1,0 +1,31 @@
+"""``cad-recode train``: LoRA / QLoRA / full fine-tuning from a YAML config and flags.
+
+Argument parsing only; the recipe is ``cad_recode.train``. Every config key is
+also a flag (``--lora_r 8``, ``--use_qlora``, ``--resume_from_checkpoint auto``),
+and a flag overrides the YAML given with ``--config``.
+"""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    """Add the ``train`` verb to the ``cad-recode`` parser."""
+    from cad_recode.config import add_config_arguments
+
+    parser = subparsers.add_parser(
+        "train",
+        help="fine-tune the point encoder + LM (LoRA, QLoRA or full)",
+        description="Train CAD-Recode on a prepared dataset. Writes OUTPUT_DIR/{adapter files, tokenizer, "
+        "config.yaml, checkpoint-N/, merged_model/} (a full fine-tune writes the whole model instead of an "
+        "adapter). Runs unchanged under `accelerate launch` and `torchrun`.",
+    )
+    add_config_arguments(parser)
+    parser.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from cad_recode.config import config_from_args
+    from cad_recode.train import train
+
+    train(config_from_args(args))
+    return 0

@@ -1,0 +1,101 @@
+"""The ``--dry_run`` report: what a training run would cost, without data, weights or writes.
+
+Parameters are counted on the run's real model structure, built on the meta
+device (no memory, no download beyond the base model's config.json). The
+memory figure is an estimate per device: weights (4-bit NF4 + double-quantized
+constants under QLoRA, fp32 LoRA and projector), fp32 gradients and AdamW
+moments of the trainable weights, activations (Korthikanti et al.'s 34 bytes
+per token per hidden unit and layer in 16-bit, no stored attention scores with
+SDPA; only layer inputs plus one layer with gradient checkpointing), and the
+fp32 logits with their gradient, which dominate for Qwen's 152k vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cad_recode.config import TrainConfig
+from cad_recode.errors import InputError
+from cad_recode.train import build_tiny, tiny_spec
+
+
+@dataclass
+class Plan:
+    method: str
+    total_params: int
+    trainable_params: int
+    weight_bytes: int
+    peak_bytes: int
+    tokens_per_step: int
+    world_size: int
+    detail: str
+
+    def format(self) -> str:
+        gib = 1024**3
+        return "\n".join([
+            f"method:             {self.method}",
+            f"parameters:         {self.total_params:,} total, {self.trainable_params:,} trainable "
+            f"({100 * self.trainable_params / max(self.total_params, 1):.2f}%)",
+            f"  {self.detail}",
+            f"weight bytes:       {self.weight_bytes / gib:.3f} GiB ({self.weight_bytes:,})",
+            f"est. peak memory:   {self.peak_bytes / gib:.2f} GiB per device (weights + grads + AdamW + activations; rough)",
+            f"tokens per step:    {self.tokens_per_step:,} at most (points + code, x{self.world_size} devices)",
+            "dry run: nothing trained, nothing written",
+        ])
+
+
+def plan(cfg: TrainConfig) -> Plan:
+    """Count parameters of the run's model without data or weights (meta device for real bases)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from cad_recode.model import CADRecodeForCausalLM, apply_lora, count_parameters
+    from cad_recode.tokenizer import DEFAULT_VOCAB_SIZE
+
+    if cfg.tiny_model is not None:
+        vocab = tiny_spec(cfg).get("vocab_size", DEFAULT_VOCAB_SIZE)
+        with torch.device("meta"):
+            lm = build_tiny(cfg, vocab)
+    else:
+        try:
+            config = AutoConfig.from_pretrained(cfg.base_model, trust_remote_code=cfg.trust_remote_code)
+        except (OSError, ValueError):
+            raise InputError(
+                f"base model {cfg.base_model!r} is not available offline; download it with `huggingface-cli download "
+                f"{cfg.base_model} --local-dir models/{Path(cfg.base_model).name}` and pass that folder as --base_model"
+            ) from None
+        with torch.device("meta"):
+            lm = AutoModelForCausalLM.from_config(config)
+    text = lm.config
+    model = CADRecodeForCausalLM.from_lm(lm, num_point_tokens=cfg.num_point_tokens)
+    if cfg.uses_lora:
+        model = apply_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                           target_modules=cfg.lora_target_modules)
+    counts = count_parameters(model)
+    compute_bytes = 2 if (cfg.bf16 or cfg.fp16) else 4
+    stored_bytes = {"bfloat16": 2, "float16": 2, "float32": 4}.get(cfg.torch_dtype, 4 if cfg.tiny_model else 2)
+    weight_bytes = 0
+    for name, param in model.named_parameters():
+        if "point_encoder" in name or "lora_" in name:  # fp32: projector and LoRA weights
+            weight_bytes += param.numel() * 4
+        elif cfg.finetune_method == "qlora" and param.ndim == 2 and "embed" not in name and "lm_head" not in name:
+            weight_bytes += math.ceil(param.numel() * 4.127 / 8)  # NF4 + double-quantized absmax
+        else:
+            weight_bytes += param.numel() * stored_bytes
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    seq = cfg.num_point_tokens + cfg.max_code_tokens
+    tokens = cfg.per_device_train_batch_size * seq
+    hidden, layers = text.hidden_size, text.num_hidden_layers
+    per_layer = tokens * hidden * 34 * compute_bytes // 2  # Korthikanti et al., without attention scores (SDPA)
+    activations = (layers * tokens * hidden * compute_bytes + per_layer) if cfg.gradient_checkpointing else layers * per_layer
+    logits = tokens * text.vocab_size * 4 * 2  # fp32 logits and their gradient
+    optimizer_state = counts.trainable * (4 + 8)  # gradient + AdamW moments, fp32
+    return Plan(
+        method=cfg.finetune_method, total_params=counts.total, trainable_params=counts.trainable,
+        weight_bytes=weight_bytes, peak_bytes=weight_bytes + optimizer_state + activations + logits,
+        tokens_per_step=tokens * cfg.gradient_accumulation_steps * world, world_size=world, detail=counts.summary(),
+    )

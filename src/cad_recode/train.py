@@ -1,0 +1,396 @@
+"""The training recipe: LoRA / QLoRA / full fine-tuning of point encoder + causal LM.
+
+    train(cfg)   check inputs -> setup -> Trainer.train (resume) -> save_final -> cleanup
+    setup(cfg)   tokenizer, datasets, model (LoRA / 4-bit base / full), merge base loader
+
+Helpers: cad_recode.checkpointing (output layout, checkpoints, merging, resume
+checks), cad_recode.shape_eval (generation metrics at evaluation),
+cad_recode.run_plan (the --dry_run report).
+
+Why the Hugging Face Trainer and not an own accelerate loop: the Trainer already
+gives, tested by many users, every runtime feature the guide promises --
+TensorBoard (``report_to``), a tqdm bar, gradient accumulation with
+token-weighted loss, bf16/fp16 autocast, gradient checkpointing,
+``save_total_limit`` rotation, the same script under ``accelerate launch`` and
+``torchrun`` (DDP, gloo on CPU), and exact resume: adapter/projector weights,
+optimizer, scheduler, per-rank RNG and the data position (batches are skipped
+at the sampler, not loaded). Its per-step work beyond forward/backward/step is
+a few tensor ops and callback calls, so the recipe stays near a bare loop.
+What is project-specific is kept small and visible here and in
+:mod:`cad_recode.checkpointing`: the optimizer's parameter groups (the
+projector has its own learning rate), the point-sampling epoch, the
+generation metrics at evaluation, merging at checkpoints into a separate
+full-precision copy (never the live model), and the final output layout.
+
+Launching: ``torchrun --nproc_per_node N train_cad_recode_lora.py --config ...`` or
+``accelerate launch --multi_gpu --num_processes N train_cad_recode_lora.py ...``
+(also on CPU-only hosts, where it runs gloo; ``accelerate launch --cpu`` starts
+a single process). Only rank 0 writes, except each rank's RNG state file in
+``checkpoint-N/`` that exact resuming needs.
+
+Determinism: items draw their points from a seed of (seed, epoch, record), the
+sampler is seeded per epoch, and side jobs (merging, evaluation) run under
+:func:`cad_recode.checkpointing.preserved_rng`, so a resumed run reproduces the
+losses of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from cad_recode import checkpointing as ckpt
+from cad_recode.config import TRAIN_TOKENIZER, TrainConfig, save_config
+from cad_recode.errors import InputError, UsageError
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    global_step: int
+    train_loss: float
+    resumed_from: Path | None
+
+
+def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> TrainResult | None:
+    """Run the recipe for ``cfg``; ``cfg.dry_run`` only prints the plan. Returns None for a dry run.
+
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects, called after the recipe's own.
+    """
+    if cfg.dry_run:
+        from cad_recode.run_plan import plan
+
+        print(plan(cfg).format())
+        return None
+    resume = ckpt.resolve_resume(cfg)
+    ckpt.check_output_dir(cfg, resume)
+    if resume is not None:
+        ckpt.validate_checkpoint(resume, cfg)
+    run = setup(cfg, resume)
+    trainer = build_trainer(run, callbacks)
+    output_dir = Path(cfg.output_dir)
+    if trainer.is_world_process_zero():
+        if cfg.overwrite_output_dir and resume is None:
+            ckpt.clear_previous_run(output_dir)
+        save_config(cfg, output_dir / ckpt.RUN_CONFIG)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+        if trainer.is_world_process_zero():
+            save_final(run, trainer.model)
+        trainer.accelerator.wait_for_everyone()
+    finally:
+        cleanup(trainer)
+    return TrainResult(output_dir, result.global_step, result.training_loss, resume)
+
+
+def build_trainer(run: Run, extra_callbacks: list[TrainerCallback] | None = None) -> CadRecodeTrainer:
+    cfg = run.cfg
+    evaluator = None
+    if cfg.do_eval:
+        from cad_recode.shape_eval import ShapeEvaluator
+
+        evaluator = ShapeEvaluator(run.eval_dataset.split, run.tokenizer, cfg)
+    callbacks = [
+        EpochCallback(run.train_dataset),
+        ckpt.CheckpointCallback(cfg, run.tokenizer, run.base_loader),
+        ckpt.JsonLogCallback(),
+        *(extra_callbacks or []),
+    ]
+    return CadRecodeTrainer(
+        model=run.model, args=training_arguments(cfg), data_collator=run.collator,
+        train_dataset=run.train_dataset, eval_dataset=run.eval_dataset, processing_class=run.tokenizer,
+        callbacks=callbacks, cfg=cfg, shape_evaluator=evaluator,
+    )
+
+
+def save_final(run: Run, model) -> None:
+    """The final outputs of design.md §3 (rank 0 only); see cad_recode.checkpointing for the layout."""
+    cfg, out = run.cfg, Path(run.cfg.output_dir)
+    if not cfg.uses_lora:
+        ckpt.save_full_model(model, run.tokenizer, cfg, out)
+        return
+    if cfg.adapter_at_end:
+        ckpt.save_adapter(model, run.tokenizer, cfg, out)
+    else:
+        run.tokenizer.save_pretrained(out)
+    if cfg.merge_at_end:
+        ckpt.save_merged_copy(model, run.base_loader, run.tokenizer, out / ckpt.MERGED_DIR)
+
+
+def cleanup(trainer: CadRecodeTrainer) -> None:
+    if trainer.shape_evaluator is not None:
+        trainer.shape_evaluator.close()
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Run:
+    """Everything a training run is made of; ``setup`` builds it, ``train`` uses it."""
+
+    cfg: TrainConfig
+    model: torch.nn.Module  # PeftModel (lora, qlora) or CADRecodeForCausalLM (full)
+    tokenizer: Any
+    train_dataset: Any
+    eval_dataset: Any | None
+    collator: Any
+    base_loader: Callable[[], torch.nn.Module] | None  # fresh full-precision base, for merging
+    resume: Path | None = None
+
+
+def setup(cfg: TrainConfig, resume: Path | None = None) -> Run:
+    """Tokenizer, datasets and model, ready for the Trainer. Raises one-line errors on bad input."""
+    from transformers import set_seed
+
+    from cad_recode.data.dataset import PointCodeCollator, PointCodeDataset
+
+    set_seed(cfg.seed)
+    train_split = open_split(cfg, "train")
+    eval_split = open_split(cfg, "val") if cfg.do_eval else None
+    tokenizer = load_tokenizer(cfg, train_split, resume)
+    datasets = {}
+    for name, split in (("train", train_split), ("val", eval_split)):
+        if split is None:
+            continue
+        datasets[name] = PointCodeDataset(
+            split, tokenizer, n_points=cfg.num_point_tokens, n_surface=cfg.num_surface_points,
+            noise_std=cfg.noise_std if name == "train" else 0.0, noise_prob=cfg.noise_prob if name == "train" else 0.0,
+            max_code_tokens=cfg.max_code_tokens, overflow=cfg.overflow, seed=cfg.seed,
+        )
+        if len(datasets[name]) == 0:
+            raise InputError(
+                f"{cfg.data_dir}: no {name} program fits max_code_tokens={cfg.max_code_tokens} "
+                f"({datasets[name].num_dropped} dropped); raise max_code_tokens or use overflow truncate"
+            )
+    set_seed(cfg.seed)  # the model's random init must not depend on how much the data steps drew
+    model, base_loader = build_model(cfg, vocab_size=len(tokenizer))
+    if resume is not None:
+        check_weights_fit(model, resume, cfg)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else datasets["train"].end_id
+    return Run(cfg, model, tokenizer, datasets["train"], datasets.get("val"), PointCodeCollator(pad_id), base_loader, resume)
+
+
+def open_split(cfg: TrainConfig, split: str):
+    from cad_recode.data.shards import PreparedSplit
+
+    root = Path(cfg.data_dir)
+    if not root.is_dir():
+        raise InputError(
+            f"data_dir {root} not found; prepare a dataset with `cad-recode data prepare --src PROGRAMS --out {root}` "
+            "or point --data_dir at one"
+        )
+    return PreparedSplit.open(root, split)
+
+
+def load_tokenizer(cfg: TrainConfig, train_split, resume: Path | None):
+    """The run's tokenizer: trained on the training programs (tiny runs), or the base model's own."""
+    from transformers import AutoTokenizer
+
+    from cad_recode.tokenizer import DEFAULT_VOCAB_SIZE, train_code_tokenizer
+
+    if cfg.tokenizer == TRAIN_TOKENIZER:
+        if resume is not None:  # the resumed run must see exactly the ids it was trained with
+            return AutoTokenizer.from_pretrained(resume)
+        vocab = tiny_spec(cfg).get("vocab_size", DEFAULT_VOCAB_SIZE)
+        return train_code_tokenizer(train_split.codes(), vocab_size=vocab)
+    source = cfg.tokenizer or cfg.base_model
+    local = Path(source).expanduser()
+    try:
+        return AutoTokenizer.from_pretrained(
+            str(local) if local.exists() else source, trust_remote_code=cfg.trust_remote_code,
+            local_files_only=local.exists() or os.environ.get("HF_HUB_OFFLINE", "0") in ("1", "true", "yes", "on"),
+        )
+    except (OSError, ValueError) as err:
+        raise InputError(
+            f"tokenizer {source!r} is not available ({str(err).splitlines()[0][:160]}); download the model with "
+            f"`huggingface-cli download {source} --local-dir models/{Path(source).name}` and pass that folder "
+            "as --base_model (or --tokenizer)"
+        ) from None
+
+
+def tiny_spec(cfg: TrainConfig) -> dict:
+    spec = cfg.tiny_model
+    if spec is None:
+        return {}
+    if isinstance(spec, str):
+        path = Path(spec)
+        if not path.is_file():
+            raise UsageError(f"tiny_model {spec} is not a file; give a config.json path or a mapping")
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise UsageError(f"tiny_model {spec}: not valid JSON ({err})") from None
+    return dict(spec)
+
+
+def build_tiny(cfg: TrainConfig, vocab_size: int) -> torch.nn.Module:
+    """The tiny base LM of ``cfg.tiny_model``, random init fixed by ``cfg.seed`` (rebuilt identically for merges)."""
+    from cad_recode.model import build_tiny_lm
+
+    spec = tiny_spec(cfg)
+    if "model_type" in spec and "architecture" not in spec:  # a config.json
+        spec["architecture"] = spec.pop("model_type")
+    renames = {"num_hidden_layers": "num_layers", "num_attention_heads": "num_heads", "num_key_value_heads": "num_kv_heads"}
+    kwargs = {renames.get(k, k): v for k, v in spec.items() if k not in ("vocab_size", "architectures", "transformers_version")}
+    architecture = kwargs.pop("architecture", "qwen3")
+    head_dim = kwargs.pop("head_dim", None)
+    heads = kwargs.get("num_heads", 4)
+    if head_dim is not None and head_dim * heads != kwargs.get("hidden_size", 32):
+        raise UsageError(f"tiny_model head_dim {head_dim} must equal hidden_size / num_attention_heads")
+    return build_tiny_lm(architecture, vocab_size=vocab_size, seed=cfg.seed, **kwargs)
+
+
+def build_model(cfg: TrainConfig, vocab_size: int):
+    """(model to train, loader of a fresh full-precision base for merges or None)."""
+    from cad_recode.model import CADRecodeForCausalLM, apply_lora, load_base_lm, quantization_config
+
+    quantization = None
+    if cfg.finetune_method == "qlora":
+        quantization = quantization_config(cfg.bnb_4bit_compute_dtype, cfg.bnb_4bit_quant_type, cfg.bnb_4bit_use_double_quant)
+    device_map = {"": torch.cuda.current_device()} if quantization is not None and torch.cuda.is_available() else None
+    dtype = cfg.torch_dtype
+    if cfg.tiny_model is not None:
+        dtype = "float32" if dtype == "auto" else dtype
+        base_loader = lambda: build_tiny(cfg, vocab_size)  # noqa: E731 - deterministic rebuild
+        lm = base_loader().to(getattr(torch, dtype))
+        if quantization is not None:  # the same 4-bit load path as a real checkpoint
+            with tempfile.TemporaryDirectory(prefix="cad-recode-tiny-") as tmp:
+                lm.save_pretrained(tmp)
+                lm = load_base_lm(tmp, dtype=dtype, quantization=quantization, device_map=device_map)
+    else:
+        kwargs = dict(trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
+        base_loader = lambda: load_base_lm(cfg.base_model, dtype=cfg.torch_dtype, **kwargs)  # noqa: E731
+        lm = load_base_lm(cfg.base_model, dtype=dtype, quantization=quantization, device_map=device_map, **kwargs)
+        if lm.get_input_embeddings().weight.shape[0] < vocab_size:
+            raise InputError(f"tokenizer has {vocab_size} tokens but {cfg.base_model} only {lm.get_input_embeddings().weight.shape[0]}")
+    model = CADRecodeForCausalLM.from_lm(lm, num_point_tokens=cfg.num_point_tokens)
+    if not cfg.uses_lora:
+        model.requires_grad_(True)
+        return model, None
+    model = apply_lora(
+        model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_target_modules, gradient_checkpointing=cfg.gradient_checkpointing,
+    )
+    return model, base_loader
+
+
+def check_weights_fit(model, checkpoint: Path, cfg: TrainConfig) -> None:
+    """Every saved tensor must exist in this model with the same shape (else: another base model)."""
+    from safetensors import safe_open
+
+    if cfg.uses_lora:
+        from peft import get_peft_model_state_dict
+
+        expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
+        files = [checkpoint / "adapter_model.safetensors"]
+    else:
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        files = sorted(checkpoint.glob("model*.safetensors"))
+    for path in files:
+        with safe_open(str(path), framework="pt") as reader:
+            for key in reader.keys():
+                shape = tuple(reader.get_slice(key).get_shape())
+                if expected.get(key) != shape:
+                    problem = f"{key}: saved {shape}, model {expected.get(key, 'has no such tensor')}"
+                    raise ckpt.load_error(checkpoint, ValueError(problem))
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+def parameter_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: LM weights (decay), LM norms/biases (no decay), projector at projector_lr."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        projector = "point_encoder" in name
+        decay = param.ndim >= 2 and "norm" not in name
+        groups.setdefault((projector, decay), []).append(param)
+    return [
+        {"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
+         "lr": cfg.projector_lr if projector else cfg.learning_rate}
+        for (projector, decay), params in sorted(groups.items())
+    ]
+
+
+class CadRecodeTrainer(Trainer):
+    """The Trainer with the projector's own learning rate and generation metrics at evaluation."""
+
+    def __init__(self, *args, cfg: TrainConfig, shape_evaluator=None, **kwargs):
+        self.cfg, self.shape_evaluator = cfg, shape_evaluator
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            self.optimizer = torch.optim.AdamW(
+                parameter_groups(self.model, self.cfg), lr=self.cfg.learning_rate,
+                betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon,
+            )
+        return self.optimizer
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        with ckpt.preserved_rng():  # evaluation must not shift the training RNG streams
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            if self.shape_evaluator is not None and self.is_world_process_zero():
+                shape = {f"{metric_key_prefix}_{k}": v for k, v in self.shape_evaluator(self.model).items()}
+                self.log(shape)
+                metrics.update(shape)
+        return metrics
+
+
+class EpochCallback(TrainerCallback):
+    """Tell the dataset which epoch starts, so each epoch draws fresh (seeded) points."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(int(math.floor((state.epoch or 0.0) + 1e-6)))
+
+
+def training_arguments(cfg: TrainConfig) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        max_steps=cfg.max_steps,
+        num_train_epochs=cfg.num_train_epochs,
+        bf16=cfg.bf16,
+        fp16=cfg.fp16,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        eval_strategy="steps" if cfg.do_eval else "no",
+        eval_steps=cfg.eval_steps,
+        prediction_loss_only=True,
+        seed=cfg.seed,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        remove_unused_columns=False,
+        label_names=["labels"],
+        ddp_find_unused_parameters=False,
+        # Without CUDA, say so: accelerate then sets up multi-process CPU (gloo) under torchrun.
+        use_cpu=not torch.cuda.is_available(),
+    )
