@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from cad_recode.cli import main
 
 
@@ -15,3 +17,22 @@ def test_console_script_reports_version():
     )
     assert out.returncode == 0
     assert out.stdout.strip().startswith("cad-recode ")
+
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--lora_rank", "8"], "unknown flag '--lora_rank' (did you mean '--lora_r'?)"),
+        (["train", "--use-qlora"], "unknown flag '--use-qlora' (did you mean '--use_qlora'?)"),
+        (["train", "--use_qlor"], "unknown flag '--use_qlor' (did you mean '--use_qlora'?)"),
+        (["train", "--confg=x.yaml"], "unknown flag '--confg' (did you mean '--config'?)"),
+        (["exec", "prog.py", "--timout", "2"], "unknown flag '--timout' (did you mean '--timeout'?)"),
+        (["data", "generate", "--num", "3", "--out", "x", "--sed", "1"], "unknown flag '--sed' (did you mean '--seed'?)"),
+        (["train", "--banana"], "unknown flag '--banana' (see --help)"),
+    ],
+)
+def test_unknown_flags_are_one_line_naming_the_closest_flag(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(message) and "\n" not in err

@@ -18,7 +18,6 @@ from cad_recode.config import (
     config_to_dict,
     field_names,
     load_config,
-    reject_unknown_flags,
     save_config,
 )
 from cad_recode.errors import UsageError
@@ -406,26 +405,6 @@ def test_null_and_mapping_flags():
     assert parse(["--tiny_model", "tiny/config.json"]).tiny_model == "tiny/config.json"
     with pytest.raises(UsageError, match="'tiny_model' must be a mapping"):
         parse(["--tiny_model", "{hidden_size: 64"])
-
-
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--lora_rank", "8"], "unknown flag '--lora_rank' (did you mean '--lora_r'?)"),
-        (["--use-qlora"], "unknown flag '--use-qlora' (did you mean '--use_qlora'?)"),
-        (["--confg=x.yaml"], "unknown flag '--confg' (did you mean '--config'?)"),
-        (["--banana"], "unknown flag '--banana' (see --help for the flags)"),
-        (["stray"], "unexpected argument 'stray'"),
-    ],
-)
-def test_unknown_flags_name_the_closest_flag(extra, message):
-    parser = argparse.ArgumentParser(allow_abbrev=False)
-    add_config_arguments(parser)
-    _, leftover = parser.parse_known_args(["--config", str(LORA_YAML), *extra])
-    with pytest.raises(UsageError) as err:
-        reject_unknown_flags(leftover)
-    assert str(err.value).startswith(message)
-    reject_unknown_flags([])  # nothing left over: nothing to say
 
 
 def test_every_field_is_a_flag_and_help_renders():

@@ -315,6 +315,8 @@ def test_lora_goes_on_lm_projections_only():
     assert counts.groups["lora"] == (counts.groups["lora"][0],) * 2
     assert counts.groups["lm"][1] == 0
     assert counts.trainable == counts.groups["lora"][1] + 51 * 32 + 32
+    # PEFT's frozen copy of the projector is memory, not another parameter of the model
+    assert counts.total == count_parameters(tiny_model()).total + counts.groups["lora"][0]
     groups = optimizer_groups(peft_model, learning_rate=1e-4, projector_learning_rate=1e-3, weight_decay=0.1)
     by_lr = {}
     for group in groups:

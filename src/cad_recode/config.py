@@ -811,24 +811,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(f"--{f.name}", **options)
 
 
-def reject_unknown_flags(extra: typing.Sequence[str]) -> None:
-    """Turn what ``parser.parse_known_args`` left over into a UsageError naming the closest flag.
-
-    argparse's own "unrecognized arguments" names no alternative; a CLI that
-    wants "--lora_rank (did you mean --lora_r?)" parses with
-    ``parse_known_args`` and passes the leftovers here.
-    """
-    if not extra:
-        return
-    token = extra[0]
-    if not token.startswith("--"):
-        raise UsageError(f"unexpected argument {token!r}; settings are given as --KEY VALUE (see --help)")
-    name = token[2:].split("=", 1)[0]
-    close = difflib.get_close_matches(name.lower(), [*field_names(), "config"], n=1, cutoff=0.6)
-    hint = f" (did you mean '--{close[0]}'?)" if close else " (see --help for the flags)"
-    raise UsageError(f"unknown flag '--{name}'{hint}")
-
-
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The YAML named by ``--config`` (if any), then only the config flags present in ``args``."""
     given = vars(args)

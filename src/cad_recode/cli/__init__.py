@@ -9,6 +9,7 @@ their own beyond turning flags into arguments.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -28,14 +29,40 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(f"cad_recode.cli.{name}").register(subparsers)
+    _mark_leaf_parsers(parser)
     return parser
+
+
+def _mark_leaf_parsers(parser: argparse.ArgumentParser) -> None:
+    """Each verb's parser: no prefix matching (``--use_qlor`` must not pass for
+    ``--use_qlora``), and a reference to itself so unknown flags can be named."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _mark_leaf_parsers(sub)
+    parser.allow_abbrev = False
+    parser.set_defaults(_verb_parser=parser)
+
+
+def unknown_argument_error(parser: argparse.ArgumentParser, extra: list[str]) -> str:
+    """One line for what the verb's parser did not take, naming the closest flag."""
+    token = extra[0]
+    if not token.startswith("--"):
+        return f"unexpected argument {token!r} (see --help)"
+    name = token.split("=", 1)[0]
+    flags = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+    close = difflib.get_close_matches(name, flags, n=1, cutoff=0.6)
+    return f"unknown flag '{name}'" + (f" (did you mean '{close[0]}'?)" if close else " (see --help)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
+        return 2
+    if extra:
+        print(f"cad-recode {args.command}: error: {unknown_argument_error(args._verb_parser, extra)}", file=sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)

@@ -146,12 +146,19 @@ def _param_group(name: str) -> str:
 
 
 def count_parameters(model: nn.Module) -> ParameterCount:
-    """Count each shared (tied) tensor once; 4-bit packed weights count as their unpacked size."""
+    """Count each shared (tied) tensor once; 4-bit packed weights count as their unpacked size.
+
+    PEFT's ``modules_to_save`` keeps a frozen ``original_module`` copy of the
+    projector beside the trained one: it takes memory (``weight_bytes``) but is
+    not a parameter of the model, so it is not counted again in the totals.
+    """
     count = ParameterCount()
     groups: dict[str, list[int]] = {}
     for name, param in model.named_parameters():
         numel = param.numel()
         count.weight_bytes += numel * param.element_size()
+        if ".original_module." in name:
+            continue
         if param.__class__.__name__ == "Params4bit":  # two 4-bit values per stored byte
             numel *= 2 * param.element_size()
         group = groups.setdefault(_param_group(name), [0, 0])
