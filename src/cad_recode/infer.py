@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import trimesh
 
+import cad_recode.model  # noqa: F401  registers model_type "cad_recode" with the Auto classes
 from cad_recode.atomic import atomic_file
 from cad_recode.errors import InputError, UsageError
 from cad_recode.geometry.normalize import Transform
