@@ -24,25 +24,12 @@ from cad_recode.cli import main  # noqa: E402
 from cad_recode.errors import InputError  # noqa: E402
 from cad_recode.evaluate import evaluate  # noqa: E402
 from cad_recode.geometry.metrics import compare_meshes  # noqa: E402
-from cad_recode.geometry.sandbox import Sandbox  # noqa: E402
 from cad_recode.geometry.shapes import example_program  # noqa: E402
 from cad_recode.infer import CADRecoder, Decoding  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 DECODING = Decoding(max_new_tokens=art.MAX_NEW_TOKENS)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(workers=1) as box:
-        yield box
 
 
 @pytest.fixture(scope="module")

@@ -22,27 +22,14 @@ import infer_artifacts as art  # noqa: E402
 from cad_recode.cli import main  # noqa: E402
 from cad_recode.errors import InputError, UsageError  # noqa: E402
 from cad_recode.geometry.loaders import load_geometry  # noqa: E402
-from cad_recode.geometry.sandbox import Sandbox  # noqa: E402
 from cad_recode.geometry.sampling import to_model_points  # noqa: E402
 from cad_recode.geometry.shapes import EXAMPLE_SHAPES, example_program  # noqa: E402
 from cad_recode.infer import CADRecoder, Decoding, resolve_source, restore_mesh, restored_program  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CUBE = example_program("cube")
 TOKENS = ["--max_new_tokens", str(art.MAX_NEW_TOKENS)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(workers=1) as box:
-        yield box
 
 
 @pytest.fixture(scope="module")

@@ -19,25 +19,12 @@ import infer_artifacts as art  # noqa: E402
 
 from cad_recode.cli import main  # noqa: E402
 from cad_recode.errors import InputError, UsageError  # noqa: E402
-from cad_recode.geometry.sandbox import Sandbox  # noqa: E402
 from cad_recode.geometry.shapes import example_program  # noqa: E402
 from cad_recode.infer import CADRecoder, attach_adapters, load_base  # noqa: E402
 from cad_recode.merge import merge_adapter  # noqa: E402
 from cad_recode.model import CADRecodeForCausalLM, quantization_config  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(workers=1) as box:
-        yield box
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,18 +32,11 @@ from cad_recode.model import (
 )
 from cad_recode.tokenizer import CodeTokens, train_code_tokenizer
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 VOCAB = 300
 POINTS = 16
 TOKENS = CodeTokens(start_id=1, end_id=0, pad_id=0)  # the small BPE's ids (see test_tokenizer.py)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: extra threads only add contention on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_model(architecture: str = "qwen3", seed: int = 0, tie: bool = True) -> CADRecodeForCausalLM:
