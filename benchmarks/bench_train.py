@@ -37,6 +37,7 @@ start and the end: on a loaded 2-core machine 2 threads can run several times sl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -82,6 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, help="override per_device_train_batch_size")
     p.add_argument("--grad-accum", type=int, help="override gradient_accumulation_steps")
     p.add_argument("--logging-steps", type=int, help="override logging_steps (default: the config's)")
+    p.add_argument("--compute-dtype", choices=("bfloat16", "float16", "float32"),
+                   help="override bnb_4bit_compute_dtype of QLoRA (default: the config's, bfloat16)")
     p.add_argument("--warmup", type=int, default=3, help="untimed optimizer steps at the start of each pass")
     p.add_argument("--steps", type=int, default=20, help="timed optimizer steps per pass")
     p.add_argument("--passes", type=int, default=3, help="interleaved passes of (a); the median is reported")
@@ -122,6 +125,14 @@ def load_average() -> list[float]:
 
 
 def peak_rss_mib() -> float:
+    """Peak RSS of this process. VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a worker
+    started from a big parent would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
@@ -161,6 +172,8 @@ def bench_config(args, data_dir: Path, output_dir: Path, method: str, max_steps:
         overrides["gradient_accumulation_steps"] = args.grad_accum
     if args.logging_steps:
         overrides["logging_steps"] = args.logging_steps
+    if args.compute_dtype:
+        overrides["bnb_4bit_compute_dtype"] = args.compute_dtype
     if args.hidden or args.layers:
         tiny = dict(base.tiny_model or {})
         if args.hidden:
@@ -267,7 +280,8 @@ def recipe_pass(run, cfg, batches: list[dict] | None, warmup: int) -> dict:
         trainer.get_train_dataloader = lambda: trainer.accelerator.prepare(loader)
     started = time.perf_counter()
     try:
-        trainer.train()
+        with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its final metrics dict
+            trainer.train()
     finally:
         counter.close()
     wall = time.perf_counter() - started
@@ -309,6 +323,12 @@ def bare_pass(run, cfg, batches: list[dict], warmup: int) -> dict:
 # --------------------------------------------------------------------------- figures
 
 
+def mean_tokens_per_item(batches: list[dict]) -> float:
+    """Non-padding positions + point tokens, per item, over the pre-built batches."""
+    tokens = sum(int(b["attention_mask"].sum()) + b["points"].shape[0] * b["points"].shape[1] for b in batches)
+    return tokens / sum(b["points"].shape[0] for b in batches)
+
+
 def recipe_vs_bare(args, data_dir: Path, scratch: Path) -> dict:
     """Figure (a): interleaved passes of bare loop, recipe (pre-built batches), recipe (incl. data loading)."""
     from cad_recode.train import setup
@@ -344,9 +364,10 @@ def recipe_vs_bare(args, data_dir: Path, scratch: Path) -> dict:
     summary["setup"] = {"method": args.method, "batch_size": cfg.per_device_train_batch_size,
                         "grad_accum": cfg.gradient_accumulation_steps, "logging_steps": cfg.logging_steps,
                         "report_to": cfg.report_to, "dataloader_num_workers": cfg.dataloader_num_workers,
-                        "tiny_model": cfg.tiny_model, "vocab": len(run.tokenizer), "train_items": len(run.train_dataset),
-                        "mean_tokens_per_item": sum(int(b["attention_mask"].sum()) + b["points"].shape[0] * b["points"].shape[1]
-                                                    for b in batches) / sum(b["points"].shape[0] for b in batches),
+                        "tiny_model": cfg.tiny_model, "vocab": len(run.tokenizer),
+                        "train_items": len(run.train_dataset),
+                        "compute_dtype": cfg.bnb_4bit_compute_dtype,
+                        "mean_tokens_per_item": mean_tokens_per_item(batches),
                         "total_params": counts.total, "trainable_params": counts.trainable}
     return summary
 
@@ -367,7 +388,7 @@ def method_worker(args) -> dict:
         result = recipe_pass(run, cfg, batches, args.warmup)
         counts = count_parameters(run.model)
     return {"method": args.worker, "step_s": result["step_s_median"], "tokens_per_s": result["tokens_per_s"],
-            "items_per_s": result["items_per_s"], "peak_rss_mib": peak_rss_mib(), "rss_after_imports_mib": rss_start,
+            "items_per_s": result["items_per_s"], "peak_rss_mib": peak_rss_mib(), "rss_before_setup_mib": rss_start,
             "peak_rss_after_setup_mib": rss_setup, "total_params": counts.total, "trainable_params": counts.trainable,
             "weight_bytes": counts.weight_bytes, "threads": torch.get_num_threads()}
 
@@ -377,7 +398,7 @@ def methods_in_subprocesses(args, data_dir: Path) -> dict:
     rows: dict[str, list[dict]] = {m: [] for m in METHODS}
     forwarded = ["--threads", str(args.threads), "--warmup", str(args.warmup), "--steps", str(args.steps),
                  "--seed", str(args.seed), "--config", str(args.config), "--data", str(data_dir)]
-    for flag in ("hidden", "layers", "batch_size", "grad_accum", "logging_steps"):
+    for flag in ("hidden", "layers", "batch_size", "grad_accum", "logging_steps", "compute_dtype"):
         if getattr(args, flag):
             forwarded += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     for _ in range(args.method_repeats):
@@ -401,7 +422,7 @@ def methods_in_subprocesses(args, data_dir: Path) -> dict:
             continue
         summary[method] = {key: statistics.median(r[key] for r in ok)
                            for key in ("step_s", "tokens_per_s", "items_per_s", "peak_rss_mib",
-                                       "rss_after_imports_mib", "peak_rss_after_setup_mib")}
+                                       "rss_before_setup_mib", "peak_rss_after_setup_mib")}
         summary[method].update({k: ok[0][k] for k in ("total_params", "trainable_params", "weight_bytes")})
         summary[method]["runs"] = runs
     return summary
@@ -440,6 +461,13 @@ def qwen3_parameter_counts() -> list[dict]:
 # --------------------------------------------------------------------------- report
 
 
+def tiny_text(spec: dict | None) -> str:
+    spec = spec or {}
+    return (f"(hidden {spec.get('hidden_size')}, {spec.get('num_hidden_layers')} layers, "
+            f"{spec.get('num_attention_heads')}/{spec.get('num_key_value_heads')} heads, "
+            f"intermediate {spec.get('intermediate_size')})")
+
+
 def report(results: dict) -> str:
     m = results["machine"]
     lines = [
@@ -448,17 +476,21 @@ def report(results: dict) -> str:
         f"bitsandbytes {m['bitsandbytes']}, Python {m['python']}, {m['date']}",
         f"Load average (1/5/15 min): start {results['load_start']}, end {results['load_end']}",
     ]
+    if max(results["load_start"][0], results["load_end"][0]) > 0.5 * (m["cores"] or 1):
+        lines.append("WARNING: the machine was busy during this run; its timings are not reliable "
+                     "(rerun on an idle machine, or with --threads 1)")
     a = results.get("recipe_vs_bare")
     if a:
         s = a["setup"]
         lines += [
             "",
-            f"(a) Recipe vs bare loop, {s['method']}, tiny model {s['tiny_model']}, vocab {s['vocab']}, "
+            f"(a) Recipe vs bare loop, {s['method']}, tiny Qwen3 {tiny_text(s['tiny_model'])}, vocab {s['vocab']}, "
             f"batch {s['batch_size']} x accumulation {s['grad_accum']}, {s['mean_tokens_per_item']:.0f} tokens/item "
             f"(incl. 256 point tokens), {s['trainable_params']:,} of {s['total_params']:,} parameters trainable. "
             f"Logging every {s['logging_steps']} steps (report_to {s['report_to']}), eval and saving off, "
-            f"dataloader_num_workers {s['dataloader_num_workers']}. Median of {len(a['bare']['passes'])} interleaved passes, "
-            f"{a['bare']['passes'][0]['steps']} timed steps each:",
+            f"dataloader_num_workers {s['dataloader_num_workers']}. Median of {len(a['bare']['passes'])} "
+            f"interleaved passes, {a['bare']['passes'][0]['steps']} timed steps each "
+            "(s/step: the median step; tokens/s and items/s: over the timed window):",
             "",
             "| loop | tokens/s | items/s | s/step | overhead vs bare | target |",
             "|---|---|---|---|---|---|",
@@ -469,28 +501,31 @@ def report(results: dict) -> str:
             row = a[key]
             overhead = f"{row['overhead']:.3f}x ({row['overhead_range'][0]:.3f}-{row['overhead_range'][1]:.3f})" \
                 if "overhead" in row else "1"
-            target = {"recipe_prebuilt": f"<= {TARGET_OVERHEAD}x " + ("✔" if row.get("overhead", 9) <= TARGET_OVERHEAD else "✘"),
-                      "recipe_data": "report"}.get(key, "")
+            verdict = "✔" if row.get("overhead", 9) <= TARGET_OVERHEAD else "✘"
+            target = {"recipe_prebuilt": f"<= {TARGET_OVERHEAD}x {verdict}", "recipe_data": "report"}.get(key, "")
             lines.append(f"| {label} | {row['tokens_per_s']:.0f} | {row['items_per_s']:.2f} | {row['step_s']:.3f} "
                          f"| {overhead} | {target} |")
         lines.append(f"\nTrainer.train() start-up per call (outside the timed steps): "
                      f"{a['recipe_prebuilt']['train_call_setup_s']:.2f} s")
     b = results.get("methods")
     if b:
-        lines += ["", "(b) Step time and peak RSS per method (recipe, pre-built batches; one process each):", "",
-                  "| method | s/step | tokens/s | items/s | peak RSS MiB | RSS after imports MiB | trainable / total params |",
+        lines += ["", "(b) Step time and peak RSS per method (recipe, pre-built batches; one process each; "
+                      f"QLoRA compute dtype {a['setup']['compute_dtype'] if a else '?'}):", "",
+                  "| method | s/step | tokens/s | items/s | peak RSS MiB | peak RSS before setup MiB "
+                  "| trainable / total params |",
                   "|---|---|---|---|---|---|---|"]
         for method, row in b.items():
             if "error" in row:
                 lines.append(f"| {method} | failed: {row['error']} | | | | | |")
                 continue
             lines.append(f"| {method} | {row['step_s']:.3f} | {row['tokens_per_s']:.0f} | {row['items_per_s']:.2f} "
-                         f"| {row['peak_rss_mib']:.0f} | {row['rss_after_imports_mib']:.0f} "
+                         f"| {row['peak_rss_mib']:.0f} | {row['rss_before_setup_mib']:.0f} "
                          f"| {row['trainable_params']:,} / {row['total_params']:,} |")
     c = results.get("qwen3_counts")
     if c:
         lines += ["", "(c) Qwen3-1.7B + projector, LoRA on q,k,v,o,gate,up,down (meta device, no download):", "",
-                  "| r | total params | trainable (LoRA + projector) | trainable % | LoRA | LoRA expected 28·r·Σ(in+out) |",
+                  "| r | total params | trainable (LoRA + projector) | trainable % | LoRA "
+                  "| LoRA expected 28·r·Σ(in+out) |",
                   "|---|---|---|---|---|---|"]
         for row in c:
             lines.append(f"| {row['r']} | {row['total_params']:,} | {row['trainable_params']:,} "
