@@ -25,12 +25,8 @@ the public layout to a temporary folder, and prepared there.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
-import os
-import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -45,6 +41,8 @@ from cad_recode.data.prepare import prepare_dataset
 from cad_recode.data.shards import PreparedSplit
 from cad_recode.geometry.sandbox import Sandbox
 
+from benchinfo import machine_info, machine_line
+
 PROJECTED_PROGRAMS = 1_000_000
 PROJECTED_CORES = 32
 TARGET_RATIO = 5.0
@@ -55,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.programs, args.items, args.generate = min(args.programs, 24), min(args.items, 32), min(args.generate, 200)
     tokenizer = load_tokenizer(args.tokenizer)
-    results: dict = {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()}}
+    results: dict = {"machine": machine_info("torch"), "args": {k: str(v) for k, v in vars(args).items()}}
 
     results["generated_per_s"] = programs_per_second(args.generate, args.complexity, seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
@@ -177,24 +175,6 @@ def project(results: dict, workers: list[int]) -> dict:
     }
 
 
-def machine_info() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu, "cores": os.cpu_count(), "load_1min": round(load, 2),
-        "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-        "disk_free_gb": round(shutil.disk_usage(tempfile.gettempdir()).free / 1e9, 1),
-    }
-
-
 def markdown(r: dict, args) -> str:
     m, proj = r["machine"], r["projection"]
     rows = [("programs generated per second (" + args.complexity + ")", f"{r['generated_per_s']:.0f}", "report")]
@@ -217,8 +197,7 @@ def markdown(r: dict, args) -> str:
     ]
     eff = proj["scaling_efficiency_measured"]
     lines = [
-        f"Data pipeline benchmark — {m['date']}, {m['cpu']}, {m['cores']} cores (load {m['load_1min']}), "
-        f"Python {m['python']}, torch {m['torch']}" + (" — QUICK smoke run, not a measurement" if args.quick else ""),
+        f"Data pipeline benchmark — {machine_line(m)}" + (" — QUICK smoke run, not a measurement" if args.quick else ""),
         "",
         "| figure | value | target |",
         "|---|---|---|",

@@ -31,10 +31,7 @@ that set.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import re
 import statistics
 import sys
@@ -49,6 +46,8 @@ from cad_recode.geometry import sandbox as sandbox_module
 from cad_recode.geometry.metrics import compare_meshes
 from cad_recode.geometry.sandbox import Sandbox
 from cad_recode.geometry.shapes import EXAMPLE_SHAPES
+
+from benchinfo import machine_info, machine_line
 
 SCALE_STEPS = range(5, 13)  # k/10: 0.5x .. 1.2x
 GENERATOR_SEED = 20240
@@ -204,39 +203,11 @@ def measure_metrics(valid_results: list, pairs: int, repeats: int) -> dict:
 # --------------------------------------------------------------------------- report
 
 
-def machine_info() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import cadquery
-
-        cadquery_version = cadquery.__version__
-    except Exception:  # reported, not needed
-        cadquery_version = "unknown"
-    return {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "cadquery": cadquery_version,
-        "platform": platform.platform(),
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-    }
-
-
 def markdown(report: dict) -> str:
     m, r = report["machine"], report["results"]
     rates = r["programs_per_s"]
     lines = [
-        f"Machine: {m['cpu']}, {m['usable_cores']} usable of {m['logical_cores']} cores, "
-        f"load {m['load_average_1m']}, Python {m['python']}, CadQuery {m['cadquery']}, {m['date_utc']} UTC",
+        f"Machine: {machine_line(m)}",
         f"Programs: {r['programs']} ({', '.join(f'{k} {v}' for k, v in report['program_set'].items())}), "
         f"median of {r['repeats']} passes; statuses {r['statuses']['sandbox_1']}"
         + ("" if r["same_outcome_all_modes"] else " (MODES DISAGREE: see JSON)"),
@@ -277,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick,
-        "machine": machine_info(),
+        "machine": machine_info("cadquery"),
         "program_set": composition(tagged),
         "results": measure(codes, args.repeats, args.metric_pairs),
     }

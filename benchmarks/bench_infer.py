@@ -24,10 +24,7 @@ projections) is put on that model and perturbed so it is not a no-op.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -52,6 +49,8 @@ from cad_recode.model import (
 )
 from cad_recode.tokenizer import train_code_tokenizer
 
+from benchinfo import machine_info, machine_line
+
 TARGET_BATCHED_RATIO = 0.5
 STAGES = ("encode", "generate", "execute", "metrics")
 
@@ -72,18 +71,6 @@ def parse_args(argv):
     if args.quick:
         args.steps, args.repeats, args.max_new_tokens = min(args.steps, 20), 1, min(args.max_new_tokens, 64)
     return args
-
-
-def machine_info() -> dict:
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
 
 
 def build_models(root: Path, args, meshes: dict) -> dict[str, Path]:
@@ -183,7 +170,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     decoding = Decoding(max_new_tokens=args.max_new_tokens)
-    results: dict = {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()}}
+    results: dict = {"machine": machine_info("torch"), "args": {k: str(v) for k, v in vars(args).items()}}
     names = list(EXAMPLE_SHAPES)[:2] if args.quick else list(EXAMPLE_SHAPES)
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp, Sandbox(workers=args.workers) as sandbox:
         sandbox.start()
@@ -209,8 +196,7 @@ def main(argv=None) -> int:
 def report(results: dict) -> str:
     m = results["machine"]
     lines = [
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
-        f"Python {m['python']}, {m['platform']}, {m['date']}",
+        f"Machine: {machine_line(m)}",
         "",
         "Per-shape latency, one greedy candidate (seconds, median):",
         "",

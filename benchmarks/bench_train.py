@@ -39,10 +39,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -52,6 +50,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from benchinfo import machine_info, machine_line
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "train_config_tiny.yaml"
@@ -99,25 +99,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.programs, args.steps, args.warmup, args.passes = min(args.programs, 16), min(args.steps, 3), 1, 1
         args.method_repeats = 1
     return args
-
-
-def machine_info(threads: int) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for name in ("torch", "transformers", "peft", "accelerate", "bitsandbytes"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            versions[name] = "not installed"
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": threads, "python": platform.python_version(),
-            **versions, "platform": platform.platform(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
 
 
 def load_average() -> list[float]:
@@ -471,9 +452,7 @@ def tiny_text(spec: dict | None) -> str:
 def report(results: dict) -> str:
     m = results["machine"]
     lines = [
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
-        f"transformers {m['transformers']}, peft {m['peft']}, accelerate {m['accelerate']}, "
-        f"bitsandbytes {m['bitsandbytes']}, Python {m['python']}, {m['date']}",
+        f"Machine: {machine_line(m)}",
         f"Load average (1/5/15 min): start {results['load_start']}, end {results['load_end']}",
     ]
     if max(results["load_start"][0], results["load_end"][0]) > 0.5 * (m["cores"] or 1):
@@ -548,7 +527,7 @@ def main(argv=None) -> int:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    results: dict = {"machine": machine_info(torch.get_num_threads()), "load_start": load_average(),
+    results: dict = {"machine": machine_info("torch", "transformers", "peft", "accelerate", "bitsandbytes"), "load_start": load_average(),
                      "args": {k: str(v) for k, v in vars(args).items()}}
     print(f"torch threads: {torch.get_num_threads()}; load average at start: {results['load_start']}", file=sys.stderr)
     if results["load_start"][0] > 0.5 * (os.cpu_count() or 1):
