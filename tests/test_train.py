@@ -639,8 +639,16 @@ def test_two_cpu_processes_under_torchrun(data_dir, tmp_path):
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
                str(script), json.dumps(overrides), str(out), str(record)]
-    done = subprocess.run(command, env=_child_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # Own process group: if torchrun hangs, its two ranks are killed with it instead of outliving the test.
+    launcher = subprocess.Popen(command, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+    try:
+        _, stderr = launcher.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.communicate()
+        raise
+    assert launcher.returncode == 0, stderr[-3000:]
     w0, w1 = torch.load(record / "weights_0.pt"), torch.load(record / "weights_1.pt")
     assert w0.keys() == w1.keys() and w0
     for key in w0:
