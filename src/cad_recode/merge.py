@@ -21,7 +21,6 @@ Protocol:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ from pathlib import Path
 
 import torch
 
-from cad_recode.atomic import atomic_file
 from cad_recode.errors import InputError, UsageError
 from cad_recode.infer import (
     DEFAULT_ADAPTER,
@@ -39,21 +37,6 @@ from cad_recode.infer import (
     resolve_source,
 )
 from cad_recode.model.builders import resolve_dtype
-
-
-def _record_dtype(config_path: Path, dtype: torch.dtype) -> None:
-    """Record the LM's dtype in config.json.
-
-    transformers writes the dtype of the model's FIRST parameter, which is the
-    fp32 projector, so a bfloat16 export would otherwise reload as float32.
-    """
-    name = str(dtype).removeprefix("torch.")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["dtype"] = name
-    if isinstance(config.get("text_config"), dict):
-        config["text_config"]["dtype"] = name
-    with atomic_file(config_path) as tmp:
-        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 @dataclass
@@ -103,7 +86,6 @@ def merge_adapter(
 
     try:
         save_merged(merged, tokenizer, out, overwrite=overwrite, max_shard_size=max_shard_size)
-        _record_dtype(out / "config.json", save_dtype)
     except OSError as err:
         raise InputError(f"cannot write merged model to {out}: {err.strerror or err}; choose a writable folder") from None
     return MergeReport(

@@ -133,6 +133,11 @@ class CADRecodeForCausalLM(PreTrainedModel, GenerationMixin):
         # save_pretrained records self.dtype, so a bf16 export would reload as fp32.
         return self.lm.dtype
 
+    def save_pretrained(self, *args, **kwargs):
+        # The nested LM config records the LM's dtype too, so both levels of config.json agree.
+        self.config.text_config.dtype = self.lm.dtype
+        return super().save_pretrained(*args, **kwargs)
+
     # -- embeddings (delegated so resize/tie/PEFT helpers find them) ----------------------
 
     def get_input_embeddings(self) -> nn.Module:
