@@ -48,6 +48,7 @@ from cad_recode.atomic import atomic_file
 from cad_recode.errors import InputError, UsageError
 from cad_recode.geometry.normalize import Transform
 from cad_recode.geometry.sampling import NUM_SURFACE_POINTS, ModelPoints, sample_surface, to_model_points
+from cad_recode.model.runaway import DEFAULT_RUNAWAY_FACTOR, RunawayStop
 
 MODEL_UNITS = 100.0
 """Half the side of the cube that normalized [-1, 1] points map to in generated programs."""
@@ -294,7 +295,7 @@ class Candidate:
     seed: int
     code: str
     tokens: int  # generated tokens, up to the end token
-    finished: bool  # ended with <|endoftext|> (False: cut at max_new_tokens)
+    finished: bool  # ended with <|endoftext|> (False: cut at max_new_tokens, or as a runaway)
     status: str = ""
     reason: str = ""
     cd_input: float | None = None  # CD x10^3 to the input points, unit cube (protocol units)
@@ -328,17 +329,23 @@ class Decoding:
     do_sample: bool = False
     temperature: float | None = None
     top_p: float | None = None
+    # best-of-N: end a candidate once half its siblings finished and it is this many times longer
+    # than the longest of them (cad_recode.model.runaway); 0 never ends one early
+    runaway_factor: float = DEFAULT_RUNAWAY_FACTOR
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise UsageError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.runaway_factor != 0 and not self.runaway_factor > 1:
+            raise UsageError(f"runaway_factor must be 0 (off) or > 1, got {self.runaway_factor}")
         if self.temperature is not None and self.temperature <= 0:
             raise UsageError(f"temperature must be > 0, got {self.temperature}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise UsageError(f"top_p must be in (0, 1], got {self.top_p}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature, top_p=self.top_p)
+        return dict(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature,
+                    top_p=self.top_p, runaway_factor=self.runaway_factor)
 
 
 @dataclass
@@ -507,18 +514,31 @@ class CADRecoder:
     def num_point_tokens(self) -> int:
         return int(self.core.config.num_point_tokens)
 
-    def generate(self, points: np.ndarray, decoding: Decoding, seed: int = 0) -> list[tuple[str, int, bool]]:
-        """(B, P, 3) normalized points -> B x (code, generated tokens, finished), one batch."""
+    def generate(self, points: np.ndarray, decoding: Decoding, seed: int = 0,
+                 group_size: int = 1) -> list[tuple[str, int, bool]]:
+        """(B, P, 3) normalized points -> B x (code, generated tokens, finished), one batch.
+
+        ``group_size``: rows ``g*N .. g*N+N-1`` are the N candidates of one input, so
+        a runaway among them can end early (``decoding.runaway_factor``).
+        """
         tensor = torch.as_tensor(np.asarray(points, dtype=np.float32), device=self.device)
         if decoding.do_sample:
             torch.manual_seed(seed)
+        runaway = None
+        if group_size > 1 and decoding.runaway_factor:
+            runaway = RunawayStop(group_size, self.tokens.end_id, decoding.runaway_factor)
         rows = self.core.generate_ids(
             tensor, self.tokens, max_new_tokens=decoding.max_new_tokens, num_candidates=1,
             do_sample=decoding.do_sample, temperature=decoding.temperature, top_p=decoding.top_p,
+            stopping_criteria=[runaway] if runaway else None,
         )
         out = []
-        for ids in rows.tolist():
-            finished = self.tokens.end_id in ids
+        for i, ids in enumerate(rows.tolist()):
+            cut = runaway is not None and runaway.cut is not None and bool(runaway.cut[i])
+            if cut:  # ended by RunawayStop: drop the padding it got after the cut
+                while ids and ids[-1] == self.tokens.pad_id:
+                    ids.pop()
+            finished = not cut and self.tokens.end_id in ids
             kept = ids[: ids.index(self.tokens.end_id)] if finished else ids
             out.append((self.tokenizer.decode(kept, skip_special_tokens=False), len(kept), finished))
         return out
@@ -605,7 +625,7 @@ class CADRecoder:
         prepared = [self.encode_input(source, n, seed, truth) for source, truth in zip(inputs, truths)]
         started = time.perf_counter()
         points = np.stack([draw.points for item in prepared for draw in item.draws])
-        generated = self.generate(points, decoding, seed=seed)
+        generated = self.generate(points, decoding, seed=seed, group_size=n)
         generate_seconds = (time.perf_counter() - started) / len(prepared)
         started = time.perf_counter()
         executed = self.sandbox.map([code for code, _, _ in generated])

@@ -88,6 +88,9 @@ def _add_decoding_arguments(p) -> None:
     p.add_argument("--temperature", type=float)
     p.add_argument("--top_p", type=float)
     p.add_argument("--max_new_tokens", type=int, default=768)
+    p.add_argument("--runaway_factor", type=float, metavar="F",
+                   help="best of N: end a candidate once half of the others finished and it is F times longer "
+                        "than the longest of them (default 2; 0: never)")
     p.add_argument("--seed", type=int, default=0, help="first point-sampling seed (candidate k uses seed + k)")
     p.add_argument("--batch_size", type=int, default=1, help="inputs per generate call (each with N candidates)")
 
@@ -131,7 +134,8 @@ def _decoding(args):
 
     if args.num_candidates < 1:
         raise UsageError(f"--num_candidates must be >= 1, got {args.num_candidates}")
-    return Decoding(args.max_new_tokens, args.do_sample, args.temperature, args.top_p)
+    runaway = {} if args.runaway_factor is None else {"runaway_factor": args.runaway_factor}
+    return Decoding(args.max_new_tokens, args.do_sample, args.temperature, args.top_p, **runaway)
 
 
 def _collect_inputs(items: list[str]) -> list[Path]:

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import (
+    AutoConfig, AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel, StoppingCriteriaList,
+)
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
 from cad_recode.errors import UsageError
@@ -234,13 +236,15 @@ class CADRecodeForCausalLM(PreTrainedModel, GenerationMixin):
         temperature: float | None = None,
         top_p: float | None = None,
         top_k: int | None = None,
+        stopping_criteria: list | None = None,
     ) -> torch.LongTensor:
         """Generate code token ids for (B, P, 3) points -> (B * num_candidates, L).
 
         Rows are grouped per shape (candidates of shape 0 first). A row that
         stopped early is padded with the pad id after its <|endoftext|>. Several
         candidates per shape need ``do_sample``; for best-of-N over several point
-        draws pass the draws as a batch instead.
+        draws pass the draws as a batch instead. ``stopping_criteria``: extra
+        ``transformers.StoppingCriteria`` (e.g. :class:`cad_recode.model.runaway.RunawayStop`).
         """
         tokens = CodeTokens.from_any(tokens)
         if num_candidates > 1 and not do_sample:
@@ -264,7 +268,8 @@ class CADRecodeForCausalLM(PreTrainedModel, GenerationMixin):
         try:
             # Decoder-only generate() given only inputs_embeds returns just the new tokens.
             return self.generate(
-                inputs_embeds=prompt.inputs_embeds, attention_mask=prompt.attention_mask, generation_config=config
+                inputs_embeds=prompt.inputs_embeds, attention_mask=prompt.attention_mask, generation_config=config,
+                stopping_criteria=StoppingCriteriaList(stopping_criteria or []),
             )
         finally:
             self.train(was_training)
