@@ -119,7 +119,8 @@ def test_lora_run_writes_the_guide_layout(lora_run, data_dir):
 
     names = {p.name for p in lora_run.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "config.yaml", "checkpoint-2", "checkpoint-4", "merged_model", "train_log.jsonl", "runs"} <= names
+            "config.yaml", "checkpoint-2", "checkpoint-4", "merged_model", "train_log.jsonl", "runs",
+            "training_curves.png"} <= names
     assert load_config(lora_run / "config.yaml") == tiny_config(data_dir, lora_run, report_to="tensorboard")
     merged = lora_run / "merged_model"
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= {p.name for p in merged.iterdir()}

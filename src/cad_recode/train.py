@@ -49,6 +49,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from cad_recode import checkpointing as ckpt
 from cad_recode.config import TRAIN_TOKENIZER, TrainConfig, save_config
+from cad_recode.curves import write_run_curves
 from cad_recode.errors import InputError, UsageError
 
 # --------------------------------------------------------------------------- the run
@@ -116,6 +117,10 @@ def build_trainer(run: Run, extra_callbacks: list[TrainerCallback] | None = None
 def save_final(run: Run, model) -> None:
     """The final outputs of design.md §3 (rank 0 only); see cad_recode.checkpointing for the layout."""
     cfg, out = run.cfg, Path(run.cfg.output_dir)
+    try:
+        write_run_curves(out)
+    except InputError:  # a run too short to log a loss has no curves
+        pass
     if not cfg.uses_lora:
         ckpt.save_full_model(model, run.tokenizer, cfg, out)
         return

@@ -22,10 +22,27 @@ def register(subparsers) -> None:
     add_config_arguments(parser)
     parser.set_defaults(func=cmd_train)
 
+    curves = subparsers.add_parser(
+        "curves",
+        help="plot a training run's loss and validation IoU against steps",
+        description="Redraw OUTPUT_DIR/training_curves.png from OUTPUT_DIR/train_log.jsonl (training writes it "
+        "at the end; this works during a run too).",
+    )
+    curves.add_argument("output_dir", help="the training output_dir")
+    curves.add_argument("--output", help="where to write the PNG (default OUTPUT_DIR/training_curves.png)")
+    curves.set_defaults(func=cmd_curves)
+
 
 def cmd_train(args) -> int:
     from cad_recode.config import config_from_args
     from cad_recode.train import train
 
     train(config_from_args(args))
+    return 0
+
+
+def cmd_curves(args) -> int:
+    from cad_recode.curves import write_run_curves
+
+    print(f"wrote {write_run_curves(args.output_dir, args.output)}")
     return 0
