@@ -135,6 +135,7 @@ def test_eval_cli(models, programs, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "| inputs | IoU % |" in captured.out and "| 1 | 100.0 | 0.000 | 0.000 | 0.0 |" in captured.out
     assert (out / "per_item.csv").is_file() and (out / "summary.json").is_file()
+    assert (out / "summary.md").read_text().startswith("| inputs | IoU % |")
     empty = tmp_path / "empty"
     empty.mkdir()
     for data in (empty, tmp_path / "missing"):

@@ -26,3 +26,35 @@ def test_ci_installs_as_the_readme_says_and_runs_its_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "bash scripts/setup.sh" in ci and "bash scripts/setup.sh" in README
     assert ".venv/bin/python -m pytest" in ci
+
+
+def test_the_readme_main_command_runs_end_to_end_on_a_reduced_budget(tmp_path):
+    """`bash quickstart.sh` itself, with its documented knobs turned down; then again, reusing every stage."""
+    import json
+    import os
+    import subprocess
+
+    import pytest
+
+    if not (ROOT / ".venv" / "bin" / "cad-recode").exists():
+        pytest.skip("needs the .venv that scripts/setup.sh makes (the quickstart runs .venv/bin/cad-recode)")
+    work = tmp_path / "tiny"
+    env = {
+        **os.environ, "WORKDIR": str(work), "QUICKSTART_SKIP_SETUP": "1", "QUICKSTART_PROGRAMS": "60",
+        "QUICKSTART_EVAL_LIMIT": "3", "QUICKSTART_EVAL_CANDIDATES": "2",
+        "QUICKSTART_TRAIN_FLAGS": "--max_steps 3 --eval_steps 3 --save_steps 3 --logging_steps 1 --eval_num_samples 2 "
+                                  "--max_new_tokens 16",
+    }
+    command = next(line for line in README.splitlines() if line.startswith("bash quickstart.sh")).split("#")[0].split()
+    first = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    summary = json.loads((work / "eval" / "summary.json").read_text())
+    assert summary["count"] == 3 and summary["num_candidates"] == 2
+    assert (work / "model" / "model.safetensors").is_file() and (work / "model" / "training_curves.png").is_file()
+    assert {"code.py", "code.json", "code.png"} <= {p.name for p in (work / "cube").iterdir()}
+    tail = first.stdout[first.stdout.rindex("==> done"):]
+    assert "| inputs | IoU % |" in tail and str(work / "eval" / "summary.json") in tail  # the table and where things are
+
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "programs: reusing" in again.stdout and "train: reusing" in again.stdout

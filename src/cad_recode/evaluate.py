@@ -20,7 +20,8 @@ chosen against the ground truth), then measure it against the ground truth:
   the unit-cube DeepCAD or Fusion360 test STLs.
 
 Outputs (``out_dir``): ``per_item.csv`` (one row per input, skipped ones
-included) and ``summary.json`` (the four numbers, counts, settings).
+included), ``summary.json`` (the four numbers, counts, settings) and
+``summary.md`` (the printed table).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from cad_recode.infer import CADRecoder, Decoding
 
 CSV_NAME = "per_item.csv"
 SUMMARY_NAME = "summary.json"
+TABLE_NAME = "summary.md"
 CSV_FIELDS = ("id", "valid", "cd", "iou", "status", "reason", "valid_candidates", "generated_tokens", "seconds")
 MESH_DATA_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb", ".step", ".stp")
 GT_CHUNK = 32  # ground-truth shapes loaded (programs executed) at a time
@@ -266,6 +268,9 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
         body = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in body.items()}
         with atomic_file(json_path) as tmp:
             tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+        table_path = out / TABLE_NAME
+        with atomic_file(table_path) as tmp:
+            tmp.write_text(report.table() + "\n", encoding="utf-8")
     except OSError as err:
         raise InputError(f"cannot write evaluation results to {out}: {err.strerror or err}; choose a writable folder") from None
-    return {"csv": csv_path, "json": json_path}
+    return {"csv": csv_path, "json": json_path, "table": table_path}

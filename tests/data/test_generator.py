@@ -118,6 +118,13 @@ def test_generated_dataset_has_the_public_layout_and_a_seed_fixed_split(tmp_path
                      batch_size=8, progress=False, sandbox=sandbox)
     assert {p.relative_to(again).as_posix(): p.read_text() for p in again.rglob("*.py")} == texts
 
+    # simple programs are valid and unique by construction: without the sandbox check, the same dataset
+    unchecked = tmp_path / "unchecked"
+    generate_dataset(unchecked, 20, seed=5, complexity="simple", val_fraction=0.1, test_fraction=0.15,
+                     batch_size=8, progress=False, execute=False)
+    assert {p.relative_to(unchecked).as_posix(): p.read_text() for p in unchecked.rglob("*.py")} == texts
+    assert json.loads((unchecked / "manifest.json").read_text())["executed"] is False
+
 
 def test_full_dataset_keeps_only_valid_solids(tmp_path, sandbox):
     out = tmp_path / "full"

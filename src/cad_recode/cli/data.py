@@ -35,6 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--test_fraction", "--test-fraction", type=float, default=0.05, help="share of programs in test/ (default 0.05)")
     p.add_argument("--batch_size", "--batch-size", type=int, default=1000, help="programs per train/batch_XX folder (default 1000)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    p.add_argument("--no_execute", "--no-execute", action="store_true",
+                   help="skip the sandbox check (keep programs new by code); for simple programs, valid by "
+                        "construction: data prepare runs them anyway and lists any that fail")
     p.add_argument("--no_progress", "--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
 
@@ -78,7 +81,7 @@ def cmd_generate(args) -> int:
     report = generate_dataset(
         args.out, args.num, seed=args.seed, workers=args.workers, complexity=args.complexity,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, batch_size=args.batch_size,
-        overwrite=args.overwrite, progress=not args.no_progress,
+        overwrite=args.overwrite, progress=not args.no_progress, execute=not args.no_execute,
     )
     counts = ", ".join(f"{split} {n}" for split, n in report.counts.items())
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(report.failures.items())) or "none"
