@@ -24,6 +24,7 @@ projections) is put on that model and perturbed so it is not a no-op.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -146,16 +147,22 @@ def best_of_n(recoder: CADRecoder, meshes: dict, n: int, decoding: Decoding, rep
             "generate_s": sum(r.report["timings"]["generate"] for r in recs),
             "execute_s": sum(r.report["timings"]["execute"] for r in recs),
             "tokens": sum(r.report["tokens"]["generated_total"] for r in recs),
+            # unfinished below the token limit: ended early as runaways
+            "cut": sum(not c.finished and c.tokens < decoding.max_new_tokens for r in recs for c in r.candidates),
         }
 
+    uncut = dataclasses.replace(decoding, runaway_factor=0)
     out = {}
     for name, mesh in meshes.items():
         batched, recs = timed(lambda: recoder.reconstruct_many([mesh], n, decoding=decoding), repeats)
+        batched_uncut, recs_uncut = timed(lambda: recoder.reconstruct_many([mesh], n, decoding=uncut), repeats)
         sequential, runs = timed(
             lambda: [recoder.reconstruct_many([mesh], 1, seed=k, decoding=decoding)[0] for k in range(n)], repeats
         )
-        out[name] = {"batched_s": batched, "sequential_s": sequential, "ratio": batched / sequential,
-                     "batched": split(recs), "sequential": split(runs)}
+        out[name] = {"batched_s": batched, "batched_uncut_s": batched_uncut, "sequential_s": sequential,
+                     "ratio": batched / sequential, "ratio_uncut": batched_uncut / sequential,
+                     "same_winner": recs[0].code == recs_uncut[0].code,
+                     "batched": split(recs), "batched_uncut": split(recs_uncut), "sequential": split(runs)}
     return out
 
 
@@ -207,15 +214,18 @@ def report(results: dict) -> str:
         cells = " | ".join(f"{row[s]:.3f}" for s in (*STAGES, "total"))
         lines.append(f"| {name} | {cells} | {row['tokens']} | {'yes' if row['valid'] else 'no'} |")
     n = results["args"]["candidates"]
-    lines += ["", f"Best of {n}: one batch vs {n} sequential calls (seconds, median; target ratio <= {TARGET_BATCHED_RATIO}):",
-              "", "| shape | batched (generate / execute, tokens) | sequential (generate / execute, tokens) | ratio |",
-              "|---|---|---|---|"]
+    lines += ["", f"Best of {n}: one batch vs {n} sequential calls (seconds, median; target ratio <= {TARGET_BATCHED_RATIO}),",
+              "the batch with runaway candidates ended early (the default) and without:",
+              "", "| shape | batched (generate / execute, tokens, cut) | batched, no runaway stop | sequential "
+              "(generate / execute, tokens) | ratio | ratio, no stop | same winner |",
+              "|---|---|---|---|---|---|---|"]
     for name, row in results["best_of_n"].items():
-        b, q = row["batched"], row["sequential"]
+        b, u, q = row["batched"], row["batched_uncut"], row["sequential"]
         lines.append(
-            f"| {name} | {row['batched_s']:.3f} ({b['generate_s']:.2f} / {b['execute_s']:.2f}, {b['tokens']}) "
+            f"| {name} | {row['batched_s']:.3f} ({b['generate_s']:.2f} / {b['execute_s']:.2f}, {b['tokens']}, {b['cut']}) "
+            f"| {row['batched_uncut_s']:.3f} ({u['tokens']} tokens) "
             f"| {row['sequential_s']:.3f} ({q['generate_s']:.2f} / {q['execute_s']:.2f}, {q['tokens']}) "
-            f"| {row['ratio']:.2f} |"
+            f"| {row['ratio']:.2f} | {row['ratio_uncut']:.2f} | {'yes' if row['same_winner'] else 'no'} |"
         )
     lines += ["", "Generation speed, all shapes in one batch:", "", "| model | tokens | seconds | tokens/s |", "|---|---|---|---|"]
     for key in ("merged", "adapter"):

@@ -270,6 +270,9 @@ def test_bad_point_file_and_unwritable_output(models, tmp_path, capsys):
     line = one_line_error(capsys, ["infer", "--lora_path", str(models["full"]), "--shape", "cube",
                                    "--output", str(blocker / "out.py")])
     assert "cannot write output" in line and f"{blocker} is a file" in line
+    line = one_line_error(capsys, ["infer", "--lora_path", str(models["full"]), "--shape", "cube",
+                                   "--num_candidates", "4", "--runaway_factor", "0.5"])
+    assert "runaway_factor must be 0 (off) or > 1, got 0.5" in line
 
 
 def test_python_api_errors(models, sandbox):
