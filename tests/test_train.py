@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import types
 import time
 from pathlib import Path
 
@@ -552,18 +553,25 @@ def test_eval_logs_loss_and_generation_metrics(data_dir, tmp_path):
 
 
 class _Oracle(torch.nn.Module):
-    """Stands in for a perfectly trained model: writes each validation shape's own program (one broken)."""
+    """Stands in for a perfectly trained model: writes each validation shape's own program (one broken).
 
-    def __init__(self, codes: list[str]):
+    It answers ``generate_ids`` as CADRecodeForCausalLM does, so the evaluator's real path
+    (CADRecoder: decode, sandbox, best of N, protocol metrics) runs on it.
+    """
+
+    def __init__(self, codes: list[str], tokenizer, num_point_tokens: int = 32):
         super().__init__()
-        self.codes, self.embed = codes, torch.nn.Embedding(4, 4)
+        self.codes, self.tokenizer, self.embed = list(codes), tokenizer, torch.nn.Embedding(len(tokenizer), 4)
+        self.config = types.SimpleNamespace(num_point_tokens=num_point_tokens)
 
     def get_input_embeddings(self):
         return self.embed
 
-    def generate_code(self, points, tokenizer, **kwargs):
-        assert points.shape[1:] == (32, 3) and kwargs["num_candidates"] == 1
-        return [self.codes.pop(0) for _ in range(points.shape[0])]
+    def generate_ids(self, points, tokens, num_candidates=1, **kwargs):
+        assert points.shape[1:] == (self.config.num_point_tokens, 3) and num_candidates == 1
+        rows = [self.tokenizer.encode(self.codes.pop(0)) + [tokens.end_id] for _ in range(points.shape[0])]
+        width = max(len(r) for r in rows)
+        return torch.tensor([r + [tokens.pad_id] * (width - len(r)) for r in rows])
 
 
 def test_shape_metrics_of_perfect_and_broken_programs(data_dir, tmp_path):
@@ -571,18 +579,23 @@ def test_shape_metrics_of_perfect_and_broken_programs(data_dir, tmp_path):
     sampling floor; a program that does not run counts in IR and is left out of CD and IoU."""
     from cad_recode.data.shards import PreparedSplit
     from cad_recode.shape_eval import ShapeEvaluator
+    from cad_recode.tokenizer import train_code_tokenizer
 
     split = PreparedSplit.open(data_dir, "val")
     cfg = tiny_config(data_dir, tmp_path / "run", eval_num_samples=4, per_device_eval_batch_size=3)
     codes = [split[i]["code"] for i in range(4)]
     codes[1] = "import cadquery as cq\nr=cq.Workplane('XY').box(0,1,1)\n"  # no solid
-    evaluator = ShapeEvaluator(split, tokenizer=None, cfg=cfg)
+    tokenizer = train_code_tokenizer(codes * 2, vocab_size=300)
+    evaluator = ShapeEvaluator(split, tokenizer=tokenizer, cfg=cfg)
+    oracle = _Oracle(codes, tokenizer)
+    oracle.train()
     try:
-        metrics = evaluator(_Oracle(codes))
+        metrics = evaluator(oracle)
     finally:
         evaluator.close()
     assert metrics["ir"] == pytest.approx(0.25)
     assert metrics["iou"] > 0.98 and 0 <= metrics["cd_mean"] < 1.0 and 0 <= metrics["cd_median"] < 1.0
+    assert oracle.training and not oracle.codes  # back in training mode; every program was asked for once
 
 
 # --------------------------------------------------------------------------- multi-process
