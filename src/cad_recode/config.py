@@ -306,7 +306,8 @@ class TrainConfig:
     )
     eval_num_candidates: int = _field(
         1,
-        "Programs generated per shape in evaluation; >1 samples and keeps the one closest to the input points.",
+        "Programs generated per validation shape in evaluation: best of N point draws, greedy, the valid one "
+        "closest to the input points kept (as cad-recode eval --num_candidates).",
     )
     max_new_tokens: int = _field(768, "Longest generated program, in tokens.")
 
