@@ -202,7 +202,7 @@ def evaluate(
         for gt, rec in zip(pending, recoder.reconstruct_many(
             shapes, num_candidates, ground_truths=shapes, seed=seed, decoding=decoding, batch_size=batch_size,
         )):
-            rows.append(_row(gt.id, rec.report))
+            rows.append(protocol_row(gt.id, rec.report))
         if bar is not None:
             bar.update(len(pending))
         pending.clear()
@@ -226,7 +226,7 @@ def evaluate(
     measured = [r for r in rows if r["status"] != "skipped"]
     if not measured:
         raise InputError(f"--data {data}: none of the {len(rows)} ground-truth shapes could be loaded; first: {rows[0]['reason']}")
-    summary = summarize([r["cd"] if r["valid"] else None for r in measured], [r["iou"] if r["valid"] else None for r in measured])
+    summary = summarize_rows(measured)
     settings = dict(
         model=recoder.describe(), data=str(data), data_kind=kind, split=split if kind == "prepared" else None,
         num_candidates=num_candidates, limit=limit, seed=seed, decoding=decoding.to_dict(),
@@ -238,7 +238,13 @@ def evaluate(
     return report
 
 
-def _row(item_id: str, report: dict) -> dict:
+def summarize_rows(rows: list[dict]) -> MetricSummary:
+    """The protocol's four numbers over ``protocol_row`` rows (an invalid row counts in IR only)."""
+    return summarize([r["cd"] if r["valid"] else None for r in rows], [r["iou"] if r["valid"] else None for r in rows])
+
+
+def protocol_row(item_id: str, report: dict) -> dict:
+    """One input's CSV row from a reconstruction report; a solid not comparable with the ground truth is invalid."""
     valid = bool(report["valid"]) and report.get("cd_gt") is not None
     reason = "" if valid else report.get("reason") or report.get("gt_error", "")
     return {

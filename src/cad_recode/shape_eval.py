@@ -27,7 +27,7 @@ class ShapeEvaluator:
             self.shapes.append((record["id"], trimesh.Trimesh(record["vertices"], record["faces"], process=False)))
 
     def __call__(self, model) -> dict[str, float]:
-        from cad_recode.geometry.metrics import summarize
+        from cad_recode.evaluate import protocol_row, summarize_rows
         from cad_recode.geometry.sandbox import Sandbox
         from cad_recode.infer import CADRecoder, Decoding
 
@@ -45,9 +45,7 @@ class ShapeEvaluator:
             )
         finally:
             base.train(was_training)
-        # a valid solid that cannot be compared with the ground truth (degenerate) counts as invalid
-        measured = [r.report if r.valid and r.report["cd_gt"] is not None else None for r in reconstructions]
-        summary = summarize([m and m["cd_gt"] for m in measured], [m and m["iou_gt"] for m in measured])
+        summary = summarize_rows([protocol_row(name, r.report) for (name, _), r in zip(self.shapes, reconstructions)])
         return {"ir": summary.invalid_ratio, "cd_mean": summary.mean_cd, "cd_median": summary.median_cd,
                 "iou": summary.mean_iou}
 
