@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cad_recode.data.dataset import PointCodeCollator, PointCodeDataset
-from cad_recode.data.generator import generate_program, program_rng, programs_per_second
+from cad_recode.data.generator import COMPLEXITIES, generate_program, program_rng, programs_per_second
 from cad_recode.data.prepare import prepare_dataset
 from cad_recode.data.shards import PreparedSplit
 from cad_recode.geometry.sandbox import Sandbox
@@ -95,7 +95,7 @@ def parse_args(argv):
     p.add_argument("--generate", type=int, default=2000, help="programs to generate for the generator rate")
     p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
                    help="sandbox worker counts to measure, comma-separated (default 1,2)")
-    p.add_argument("--complexity", choices=("simple", "full"), default="full")
+    p.add_argument("--complexity", choices=COMPLEXITIES, default="full")
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=8, help="DataLoader batch size")
     p.add_argument("--seed", type=int, default=0)

@@ -28,7 +28,7 @@ def _programs(seed, n, complexity):
     return [generate_program(program_rng(seed, i), complexity) for i in range(n)]
 
 
-@pytest.mark.parametrize("complexity", ["simple", "full"])
+@pytest.mark.parametrize("complexity", ["simple", "medium", "full"])
 def test_a_seed_fixes_the_programs(complexity):
     first, again, other = _programs(7, 30, complexity), _programs(7, 30, complexity), _programs(8, 30, complexity)
     assert first == again
@@ -37,22 +37,23 @@ def test_a_seed_fixes_the_programs(complexity):
 
 
 def test_unknown_complexity_is_a_usage_error():
-    with pytest.raises(UsageError, match="simple, full"):
-        generate_program(np.random.default_rng(0), "medium")
+    with pytest.raises(UsageError, match="simple, medium, full"):
+        generate_program(np.random.default_rng(0), "hard")
 
 
 def test_programs_are_in_the_cad_recode_style():
     header = re.compile(r"^import cadquery as cq\n(w\d=cq\.Workplane\('(XY|YZ|ZX)',origin=\([-\d,]+\)\)\n)+r=w0\.")
-    for code in _programs(1, 200, "simple") + _programs(1, 50, "full"):
+    for code in _programs(1, 200, "simple") + _programs(1, 100, "medium") + _programs(1, 50, "full"):
         assert header.match(code), code
         assert not code.endswith("\n") and code.count("\nr=") == 1
         numbers = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", code.split("\nr=")[1])]
         assert all(abs(x) <= 200 for x in numbers), code
 
 
-def test_simple_programs_have_one_spelling_per_shape():
+@pytest.mark.parametrize("complexity", ["simple", "medium"])
+def test_simple_programs_have_one_spelling_per_shape(complexity):
     for i in range(300):
-        part = generate_part(program_rng(2, i), "simple")
+        part = generate_part(program_rng(2, i), complexity)
         code = render(part)
         assert "." not in re.sub(r"\.[a-zA-Z]", "", code.split("\nr=")[1]), code  # integers only
         assert 1 <= len(part) <= 2
@@ -63,6 +64,14 @@ def test_simple_programs_have_one_spelling_per_shape():
         # the plane origins are the bottoms along each normal; no rect/circle sketch without a hole
         if ".sketch().rect(" in code or re.search(r"\.sketch\(\)(\.push\(\[[^]]*\]\))?\.circle\(", code):
             assert "mode='s'" in code, code
+
+
+def test_simple_plates_are_rectangles_and_circles_and_medium_adds_drawn_outlines():
+    simple, medium = _programs(4, 300, "simple"), _programs(4, 300, "medium")
+    assert not [code for code in simple if ".segment(" in code or ".arc(" in code]
+    assert sum(".sketch().rect(" in code or ".sketch().circle(" in code for code in simple) > 100
+    drawn = [code for code in medium if ".sketch().segment(" in code]
+    assert 50 < len(drawn) < 250  # polygon and arc outlines, besides the simple shapes
 
 
 def test_loops_start_at_their_smallest_vertex_and_run_counter_clockwise():

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cad_recode.data.generator import COMPLEXITIES
+
 
 def register(subparsers) -> None:
     """Add the ``data`` verb group to the ``cad-recode`` parser."""
@@ -29,8 +31,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (must not hold a dataset)")
     p.add_argument("--seed", type=int, default=0, help="fixes the programs and the split (default 0)")
     p.add_argument("--workers", type=int, default=1, help="sandbox processes (default 1)")
-    p.add_argument("--complexity", choices=("simple", "full"), default="simple",
-                   help="simple: 1-2 bodies, one spelling per shape (CPU default); full: the published recipe")
+    p.add_argument("--complexity", choices=COMPLEXITIES, default="simple",
+                   help="simple: 1-2 bodies of boxes, cylinders and rectangle or circle plates with holes, one "
+                        "spelling per shape (CPU default); medium: simple plus plates with polygon and arc outlines; "
+                        "full: the published recipe")
     p.add_argument("--val_fraction", "--val-fraction", type=float, default=0.05, help="share of programs in val/ (default 0.05)")
     p.add_argument("--test_fraction", "--test-fraction", type=float, default=0.05, help="share of programs in test/ (default 0.05)")
     p.add_argument("--batch_size", "--batch-size", type=int, default=1000, help="programs per train/batch_XX folder (default 1000)")

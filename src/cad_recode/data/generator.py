@@ -2,18 +2,22 @@
 
 Two distributions:
 
-``simple`` (the CPU default) -- one or two bodies, written in ONE canonical way,
-so a shape never has two spellings for the model to choose between:
+``simple`` (the CPU default) -- one or two bodies of few primitives, written in
+ONE canonical way, so a shape never has two spellings for the model to choose between:
   * a box is always ``box`` on the XY plane, origin at its bottom, positive offset;
   * a cylinder is always ``cylinder`` on the plane normal to its axis;
-  * a sketch plate is an outline (a rectangle or circle with at least one hole, a
-    slot, a D shape, a chamfered rectangle, a trapezoid, a triangle, an L, U or T
-    profile, a hexagon) with 0-2 holes strictly inside, extruded by a positive depth
-    from its bottom; loops start at their smallest (u, v) vertex and run
-    counter-clockwise; holes are listed in (u, v) order;
+  * a sketch plate is a rectangle or circle with 1-2 rectangular or round holes
+    strictly inside, extruded by a positive depth from its bottom; holes are listed
+    in (u, v) order;
   * a second body is a boss on top of the first (a cylinder, or a box on XY parts),
     strictly inside the top face;
   * every number is an integer; the part is centred with its largest extent 200.
+
+``medium`` -- ``simple`` whose plates may also have outlines drawn as loops of
+segments and arcs (a slot, a D shape, a chamfered rectangle, a trapezoid, a
+triangle, an L, U or T profile, a hexagon) with 0-2 holes; loops start at their
+smallest (u, v) vertex and run counter-clockwise. (Generator version 1 called
+this level ``simple``; a seed gives the same programs.)
 
 ``full`` -- the published recipe: 1-3 bodies on random XY/YZ/ZX planes with
 origins along the normal and signed extrusions; each sketch combines 3 to 8
@@ -43,8 +47,8 @@ from cad_recode.data.cadcode import (
 )
 from cad_recode.errors import CadRecodeError, UsageError
 
-GENERATOR_VERSION = "1"
-COMPLEXITIES = ("simple", "full")
+GENERATOR_VERSION = "2"
+COMPLEXITIES = ("simple", "medium", "full")
 EXTENT = 200  # largest extent of every part, as in the public data ([-100, 100])
 MARGIN = 4  # smallest wall between a hole or boss and an outline edge, in program units
 
@@ -56,8 +60,8 @@ def generate_program(rng: np.random.Generator, complexity: str = "simple") -> st
 
 def generate_part(rng: np.random.Generator, complexity: str = "simple") -> tuple:
     """The part behind `generate_program`: a tuple of bodies (see `cad_recode.data.cadcode`)."""
-    if complexity == "simple":
-        part = _simple_part(rng)
+    if complexity in SIMPLE_OUTLINES:
+        part = _simple_part(rng, SIMPLE_OUTLINES[complexity])
     elif complexity == "full":
         part = _full_part(rng)
     else:
@@ -165,9 +169,16 @@ def _extents(rng: np.random.Generator, long_normal: bool) -> tuple[int, int, int
     return tuple(max(4, round(EXTENT * s / top)) for s in (a, b, h))
 
 
-def _outline(rng: np.random.Generator, A: int, B: int) -> _Outline:
-    kind = rng.choice(["rect", "circle", "slot", "dshape", "chamfer", "trapezoid", "triangle", "L", "U", "T",
-                       "hexagon"], p=[.16, .12, .1, .08, .1, .08, .06, .1, .07, .06, .07])
+# plate outlines and how often each is drawn, per level (the order fixes the random stream)
+SIMPLE_OUTLINES = {
+    "simple": {"rect": .57, "circle": .43},
+    "medium": {"rect": .16, "circle": .12, "slot": .1, "dshape": .08, "chamfer": .1, "trapezoid": .08,
+               "triangle": .06, "L": .1, "U": .07, "T": .06, "hexagon": .07},
+}
+
+
+def _outline(rng: np.random.Generator, A: int, B: int, outlines: dict[str, float]) -> _Outline:
+    kind = rng.choice(list(outlines), p=list(outlines.values()))
     if kind == "rect":
         A, B = _even(A), _even(B)
         poly = [(0, 0), (A, 0), (A, B), (0, B)]
@@ -261,7 +272,7 @@ def _place_features(rng, out: _Outline, count: int, size: float, taken=(), tries
     return placed
 
 
-def _simple_base(rng: np.random.Generator, kind: str, plane: str, A: int, B: int, H: int):
+def _simple_base(rng: np.random.Generator, kind: str, plane: str, A: int, B: int, H: int, outlines: dict):
     """First body at n in [0, H]; returns (body, footprint polygon, holes) for placing a boss."""
     if kind == "box":
         return BoxBody("XY", 0, 0, 0, A, B, H), _rect_polygon(A, B), []
@@ -269,7 +280,7 @@ def _simple_base(rng: np.random.Generator, kind: str, plane: str, A: int, B: int
         r = max(2, max(A, B) // 2)
         return CylinderBody(plane, 0, 0, 0, r, H), _circle_polygon(0, 0, r), []
     for _ in range(20):
-        out = _outline(rng, A, B)
+        out = _outline(rng, A, B, outlines)
         want = int(rng.choice([0, 1, 2], p=[.3, .45, .25]))
         want = max(want, 1) if out.needs_hole else want
         size = 0.45 * min(A, B)
@@ -308,7 +319,7 @@ def _simple_boss(rng: np.random.Generator, base, poly, holes, top: int, height: 
     return None
 
 
-def _simple_part(rng: np.random.Generator) -> tuple:
+def _simple_part(rng: np.random.Generator, outlines: dict[str, float]) -> tuple:
     kind = str(rng.choice(["box", "cylinder", "plate"], p=[.17, .17, .66]))
     plane = "XY" if kind == "box" else str(rng.choice(PLANES))
     # a lone cylinder has one free size at extent 200 (a few hundred programs): mostly give it a boss
@@ -318,11 +329,11 @@ def _simple_part(rng: np.random.Generator) -> tuple:
     if kind == "cylinder":
         A = B = _even(max(A, B))
     if not two:
-        base, _, _ = _simple_base(rng, kind, plane, A, B, H)
+        base, _, _ = _simple_base(rng, kind, plane, A, B, H, outlines)
         return (base,)
     top = max(2, round(H * rng.uniform(0.25, 0.7)))
     height = max(2, H - top)
-    base, poly, holes = _simple_base(rng, kind, plane, A, B, top)
+    base, poly, holes = _simple_base(rng, kind, plane, A, B, top, outlines)
     boss = _simple_boss(rng, base, poly, holes, top, height)
     # no room for a boss: the base alone, at full height so the largest extent stays EXTENT
     return (replace(base, depth=H),) if boss is None else (base, boss)
@@ -354,7 +365,7 @@ def _star_loop(rng: np.random.Generator, cx: float, cy: float, radius: float, ed
 def _template_loop(rng: np.random.Generator, cx: float, cy: float, size: float, subtract: bool) -> Loop:
     A, B = max(8, round(size * rng.uniform(0.6, 1.0))), max(8, round(size * rng.uniform(0.3, 1.0)))
     for _ in range(10):
-        out = _outline(rng, A, B)
+        out = _outline(rng, A, B, SIMPLE_OUTLINES["medium"])
         if isinstance(out.face, Loop):
             loop = out.face
             return Loop(tuple((x + cx - A / 2, y + cy - B / 2) for x, y in loop.vertices),
