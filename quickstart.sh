@@ -7,7 +7,8 @@
 #
 # Knobs (environment variables), e.g. for a smoke run:
 #   QUICKSTART_PROGRAMS=60 QUICKSTART_TRAIN_FLAGS="--max_steps 4" QUICKSTART_EVAL_LIMIT=4 bash quickstart.sh
-# QUICKSTART_EVAL_CANDIDATES is N of best-of-N at evaluation (N point draws, closest valid solid to the input).
+# QUICKSTART_EVAL_CANDIDATES is N of best-of-N at evaluation (N point draws, closest valid solid to the input);
+# QUICKSTART_REFINE is the sandbox runs that fit each winner's numbers to the input points (0: off).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,6 +17,7 @@ PROGRAMS=${QUICKSTART_PROGRAMS:-5000}
 WORKERS=${QUICKSTART_WORKERS:-2}
 EVAL_LIMIT=${QUICKSTART_EVAL_LIMIT:-100}
 EVAL_CANDIDATES=${QUICKSTART_EVAL_CANDIDATES:-4}
+REFINE=${QUICKSTART_REFINE:-120}
 TRAIN_FLAGS=${QUICKSTART_TRAIN_FLAGS:-}
 SKIP_SETUP=${QUICKSTART_SKIP_SETUP:-0}
 
@@ -41,6 +43,19 @@ EVAL_DIR="$WORKDIR/eval"
 CUBE_DIR="$WORKDIR/cube"
 
 if [ -f "$PROGRAMS_DIR/manifest.json" ]; then
+  # programs from another generator version would silently train a model on other shapes
+  .venv/bin/python - "$PROGRAMS_DIR/manifest.json" "$WORKDIR" <<'PY' || exit 2
+import json, sys
+from cad_recode.data.generator import GENERATOR_VERSION
+manifest, workdir = sys.argv[1:]
+try:
+    made = json.load(open(manifest, encoding="utf-8")).get("generator_version")
+except (OSError, ValueError) as err:
+    sys.exit(f"quickstart: error: {manifest} is unreadable ({err}); remove {workdir} (or set WORKDIR) and run again")
+if made != GENERATOR_VERSION:
+    sys.exit(f"quickstart: error: {workdir} holds programs of generator version {made}, this checkout writes "
+             f"version {GENERATOR_VERSION}; remove {workdir} (or set WORKDIR to a new folder) and run again")
+PY
   say "programs: reusing $PROGRAMS_DIR"
 else
   say "programs: generating $PROGRAMS simple CAD-Recode-style programs"
@@ -61,14 +76,14 @@ else
     --resume_from_checkpoint auto $TRAIN_FLAGS
 fi
 
-say "eval: the held-out test split (IR, CD x10^3, IoU), greedy, best of $EVAL_CANDIDATES point draws"
+say "eval: the held-out test split (IR, CD x10^3, IoU), greedy, best of $EVAL_CANDIDATES point draws, refined with up to $REFINE sandbox runs"
 $CLI eval --model "$MODEL_DIR" --data "$DATA_DIR" --split test --limit "$EVAL_LIMIT" \
-  --num_candidates "$EVAL_CANDIDATES" --output_dir "$EVAL_DIR" --workers "$WORKERS" --batch_size 8
+  --num_candidates "$EVAL_CANDIDATES" --refine "$REFINE" --output_dir "$EVAL_DIR" --workers "$WORKERS" --batch_size 8
 
 say "infer: reconstructing the built-in cube"
 # exit 1 = the model wrote no valid solid for the cube (reported, not fatal); 2 = a real error
 rc=0
-.venv/bin/python inference_lora.py --lora_path "$MODEL_DIR" --shape cube --output "$CUBE_DIR/code.py" || rc=$?
+.venv/bin/python inference_lora.py --lora_path "$MODEL_DIR" --shape cube --refine "$REFINE" --output "$CUBE_DIR/code.py" || rc=$?
 [ "$rc" -le 1 ]
 
 say "done"

@@ -142,3 +142,23 @@ def test_eval_cli(models, programs, tmp_path, capsys):
         assert main(["eval", "--model", str(models["full"]), "--data", str(data)]) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
         assert len(err) == 1 and str(data) in err[0]
+
+
+def test_refinement_reports_the_programs_before_and_after_it(recoder, sandbox, tmp_path):
+    """The memorizer writes the cube; refined to a flatter box's points, it must come closer, and say by how much."""
+    data = tmp_path / "flat"
+    data.mkdir()
+    sandbox.run(example_program("cube").replace("box(80,80,80)", "box(80,80,64)")).to_trimesh().export(data / "0.stl")
+    refining = Decoding(max_new_tokens=art.MAX_NEW_TOKENS, refine_evaluations=60)
+    report = evaluate(recoder, data, out_dir=tmp_path / "out", decoding=refining, progress=False)
+
+    row = report.rows[0]
+    assert row["valid"] and row["iou"] > row["model_iou"] + 0.05 and row["cd"] < row["model_cd"]
+    assert report.model_summary.mean_iou == pytest.approx(row["model_iou"])
+    assert report.summary.mean_iou == pytest.approx(row["iou"])
+    table = report.table().splitlines()
+    assert table[0].endswith("| programs |") and "as the model wrote them" in table[2] and "refined" in table[3]
+    summary = json.loads(report.paths["json"].read_text())
+    assert summary["before_refinement"]["mean_iou"] == pytest.approx(row["model_iou"])
+    assert summary["decoding"]["refine_evaluations"] == 60
+    assert float(read_csv(report.paths["csv"])[0]["model_iou"]) == pytest.approx(row["model_iou"])

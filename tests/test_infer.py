@@ -22,7 +22,7 @@ import infer_artifacts as art  # noqa: E402
 from cad_recode.cli import main  # noqa: E402
 from cad_recode.errors import InputError, UsageError  # noqa: E402
 from cad_recode.geometry.loaders import load_geometry  # noqa: E402
-from cad_recode.geometry.sampling import to_model_points  # noqa: E402
+from cad_recode.geometry.sampling import sample_surface, to_model_points  # noqa: E402
 from cad_recode.geometry.shapes import EXAMPLE_SHAPES, example_program  # noqa: E402
 from cad_recode.infer import CADRecoder, Decoding, resolve_source, restore_mesh, restored_program  # noqa: E402
 
@@ -157,6 +157,23 @@ def test_invalid_programs_are_reported_not_raised(models, tmp_path, capsys):
 # -- units ----------------------------------------------------------------------------
 
 
+def test_refine_fits_the_written_program_to_the_input_and_keeps_the_original(models, sandbox, tmp_path, capsys):
+    flat = sandbox.run(CUBE.replace("box(80,80,80)", "box(80,80,64)")).to_trimesh()
+    points = tmp_path / "flat.npy"
+    np.save(points, sample_surface(flat, n=4096, seed=0))
+    out = tmp_path / "flat.py"
+    assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(points), "--refine", "45",
+                 "--output", str(out), *TOKENS]) == 0, capsys.readouterr().err
+    report = json.loads(out.with_suffix(".json").read_text())
+    refinement = report["refinement"]
+    assert refinement["model_code"] == CUBE and out.read_text() != CUBE  # the memorizer wrote the cube
+    assert refinement["literals_changed"] >= 1 and 0 < refinement["evaluations"] <= 45
+    assert report["cd_input"] < report["candidates"][0]["cd_input"]
+    assert "refine" in report["timings"] and report["decoding"]["refine_evaluations"] == 45
+    extents = trimesh.load(out.with_suffix(".stl")).extents  # the files hold the refined solid: flatter than a cube
+    assert extents[2] / extents[0] < 0.95
+
+
 def test_restore_units_maps_model_units_back_to_the_input(sandbox):
     """A program that fills the model's [-100, 100] cube lands exactly on the input's bounding box."""
     part = trimesh.creation.box(extents=(0.5, 0.3, 0.2))
@@ -273,6 +290,8 @@ def test_bad_point_file_and_unwritable_output(models, tmp_path, capsys):
     line = one_line_error(capsys, ["infer", "--lora_path", str(models["full"]), "--shape", "cube",
                                    "--num_candidates", "4", "--runaway_factor", "0.5"])
     assert "runaway_factor must be 0 (off) or > 1, got 0.5" in line
+    line = one_line_error(capsys, ["infer", "--lora_path", str(models["full"]), "--shape", "cube", "--refine", "-3"])
+    assert "--refine must be >= 0 sandbox runs (0: off), got -3" in line
 
 
 def test_python_api_errors(models, sandbox):

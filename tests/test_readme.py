@@ -41,7 +41,7 @@ def test_the_readme_main_command_runs_end_to_end_on_a_reduced_budget(tmp_path):
     work = tmp_path / "tiny"
     env = {
         **os.environ, "WORKDIR": str(work), "QUICKSTART_SKIP_SETUP": "1", "QUICKSTART_PROGRAMS": "60",
-        "QUICKSTART_EVAL_LIMIT": "3", "QUICKSTART_EVAL_CANDIDATES": "2",
+        "QUICKSTART_EVAL_LIMIT": "3", "QUICKSTART_EVAL_CANDIDATES": "2", "QUICKSTART_REFINE": "10",
         "QUICKSTART_TRAIN_FLAGS": "--max_steps 3 --eval_steps 3 --save_steps 3 --logging_steps 1 --eval_num_samples 2 "
                                   "--max_new_tokens 16",
     }
@@ -49,7 +49,7 @@ def test_the_readme_main_command_runs_end_to_end_on_a_reduced_budget(tmp_path):
     first = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads((work / "eval" / "summary.json").read_text())
-    assert summary["count"] == 3 and summary["num_candidates"] == 2
+    assert summary["count"] == 3 and summary["num_candidates"] == 2 and summary["decoding"]["refine_evaluations"] == 10
     assert (work / "model" / "model.safetensors").is_file() and (work / "model" / "training_curves.png").is_file()
     assert {"code.py", "code.json", "code.png"} <= {p.name for p in (work / "cube").iterdir()}
     tail = first.stdout[first.stdout.rindex("==> done"):]
@@ -58,3 +58,23 @@ def test_the_readme_main_command_runs_end_to_end_on_a_reduced_budget(tmp_path):
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "programs: reusing" in again.stdout and "train: reusing" in again.stdout
+
+
+def test_the_main_command_refuses_programs_of_another_generator_version(tmp_path):
+    import json
+    import os
+    import subprocess
+
+    import pytest
+
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("needs the .venv that scripts/setup.sh makes")
+    work = tmp_path / "old"
+    (work / "programs").mkdir(parents=True)
+    (work / "programs" / "manifest.json").write_text(json.dumps({"generator_version": "1"}))
+    env = {**os.environ, "WORKDIR": str(work), "QUICKSTART_SKIP_SETUP": "1"}
+    run = subprocess.run(["bash", "quickstart.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    errors = [line for line in run.stderr.splitlines() if "error:" in line]
+    assert run.returncode == 2 and len(errors) == 1, run.stderr
+    assert "generator version 1" in errors[0] and f"remove {work}" in errors[0]
+    assert not (work / "data").exists()  # stopped before anything was built on the old programs

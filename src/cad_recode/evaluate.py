@@ -46,7 +46,9 @@ from cad_recode.infer import CADRecoder, Decoding
 CSV_NAME = "per_item.csv"
 SUMMARY_NAME = "summary.json"
 TABLE_NAME = "summary.md"
-CSV_FIELDS = ("id", "valid", "cd", "iou", "status", "reason", "valid_candidates", "generated_tokens", "seconds")
+# model_cd / model_iou: the program as the model wrote it, before refinement (empty without --refine)
+CSV_FIELDS = ("id", "valid", "cd", "iou", "status", "reason", "valid_candidates", "generated_tokens", "seconds",
+              "model_cd", "model_iou")
 MESH_DATA_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb", ".step", ".stp")
 GT_CHUNK = 32  # ground-truth shapes loaded (programs executed) at a time
 
@@ -66,14 +68,18 @@ class EvalReport:
     data_kind: str
     settings: dict = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
+    model_summary: MetricSummary | None = None  # with refinement: the programs as the model wrote them
 
     def table(self) -> str:
-        """The summary as a markdown table, in the papers' units."""
-        s = self.summary
-        head = "| inputs | IoU % | mean CD x10^3 | median CD x10^3 | IR % |\n|---|---|---|---|---|\n"
-        return head + (
-            f"| {s.count} | {_pct(s.mean_iou)} | {_num(s.mean_cd)} | {_num(s.median_cd)} | {_pct(s.invalid_ratio)} |"
-        )
+        """The summary as a markdown table, in the papers' units; with refinement, a row before and after it."""
+        def row(s: MetricSummary) -> str:
+            return f"| {s.count} | {_pct(s.mean_iou)} | {_num(s.mean_cd)} | {_num(s.median_cd)} | {_pct(s.invalid_ratio)} |"
+
+        head = "| inputs | IoU % | mean CD x10^3 | median CD x10^3 | IR % |"
+        if self.model_summary is None:
+            return f"{head}\n|---|---|---|---|---|\n{row(self.summary)}"
+        return (f"{head} programs |\n|---|---|---|---|---|---|\n{row(self.model_summary)} as the model wrote them |\n"
+                f"{row(self.summary)} refined to the input points |")
 
 
 def _pct(value: float) -> str:
@@ -227,25 +233,31 @@ def evaluate(
     if not measured:
         raise InputError(f"--data {data}: none of the {len(rows)} ground-truth shapes could be loaded; first: {rows[0]['reason']}")
     summary = summarize_rows(measured)
+    model_summary = summarize_rows(measured, before_refinement=True) if decoding.refine_evaluations else None
     settings = dict(
         model=recoder.describe(), data=str(data), data_kind=kind, split=split if kind == "prepared" else None,
         num_candidates=num_candidates, limit=limit, seed=seed, decoding=decoding.to_dict(),
         seconds=round(time.perf_counter() - started, 3),
     )
-    report = EvalReport(summary, rows, skipped, kind, settings)
+    report = EvalReport(summary, rows, skipped, kind, settings, model_summary=model_summary)
     if out_dir is not None:
         report.paths = write_report(report, out_dir)
     return report
 
 
-def summarize_rows(rows: list[dict]) -> MetricSummary:
-    """The protocol's four numbers over ``protocol_row`` rows (an invalid row counts in IR only)."""
-    return summarize([r["cd"] if r["valid"] else None for r in rows], [r["iou"] if r["valid"] else None for r in rows])
+def summarize_rows(rows: list[dict], before_refinement: bool = False) -> MetricSummary:
+    """The protocol's four numbers over ``protocol_row`` rows (an invalid row counts in IR only).
+
+    ``before_refinement``: of the programs as the model wrote them (refinement only touches valid ones).
+    """
+    cd, iou = ("model_cd", "model_iou") if before_refinement else ("cd", "iou")
+    return summarize([r[cd] if r["valid"] else None for r in rows], [r[iou] if r["valid"] else None for r in rows])
 
 
 def protocol_row(item_id: str, report: dict) -> dict:
     """One input's CSV row from a reconstruction report; a solid not comparable with the ground truth is invalid."""
     valid = bool(report["valid"]) and report.get("cd_gt") is not None
+    refinement = report.get("refinement", {})
     reason = "" if valid else report.get("reason") or report.get("gt_error", "")
     return {
         "id": item_id,
@@ -257,7 +269,14 @@ def protocol_row(item_id: str, report: dict) -> dict:
         "valid_candidates": report["num_valid_candidates"],
         "generated_tokens": report["tokens"]["generated_total"],
         "seconds": report["timings"]["total"],
+        "model_cd": refinement.get("model_cd_gt") if valid else None,
+        "model_iou": refinement.get("model_iou_gt") if valid else None,
     }
+
+
+def _nan_to_none(values: dict) -> dict:
+    """JSON has no NaN: an undefined mean (no valid input) is written as null."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
 
 
 def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -270,8 +289,9 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
             writer.writeheader()
             for row in report.rows:
                 writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in CSV_FIELDS})
-        body = {**report.summary.to_dict(), "skipped": len(report.skipped), **report.settings}
-        body = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in body.items()}
+        body = _nan_to_none({**report.summary.to_dict(), "skipped": len(report.skipped), **report.settings})
+        if report.model_summary is not None:
+            body["before_refinement"] = _nan_to_none(report.model_summary.to_dict())
         with atomic_file(json_path) as tmp:
             tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
         table_path = out / TABLE_NAME

@@ -323,7 +323,7 @@ class Reconstruction:
 
 @dataclass
 class Decoding:
-    """Generation settings: greedy by default (design.md §2)."""
+    """How a program is produced: generation (greedy by default, design.md §2), then optional refinement."""
 
     max_new_tokens: int = 768
     do_sample: bool = False
@@ -332,8 +332,13 @@ class Decoding:
     # best-of-N: end a candidate once half its siblings finished and it is this many times longer
     # than the longest of them (cad_recode.model.runaway); 0 never ends one early
     runaway_factor: float = DEFAULT_RUNAWAY_FACTOR
+    # > 0: fit the winner's integer dimensions to the input points with up to this many sandbox
+    # runs (cad_recode.refine); the report keeps the program as the model wrote it. 0: off
+    refine_evaluations: int = 0
 
     def __post_init__(self):
+        if self.refine_evaluations < 0:
+            raise UsageError(f"refine_evaluations must be >= 0 (0: off), got {self.refine_evaluations}")
         if self.max_new_tokens < 1:
             raise UsageError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.runaway_factor != 0 and not self.runaway_factor > 1:
@@ -345,7 +350,7 @@ class Decoding:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, temperature=self.temperature,
-                    top_p=self.top_p, runaway_factor=self.runaway_factor)
+                    top_p=self.top_p, runaway_factor=self.runaway_factor, refine_evaluations=self.refine_evaluations)
 
 
 @dataclass
@@ -359,6 +364,21 @@ class EncodedInput:
     ground_truth_name: str | None
     encode_seconds: float
     truth_seconds: float  # loading / running the ground truth: counted under metrics
+
+
+def _compare_with_truth(mesh: trimesh.Trimesh, truth: trimesh.Trimesh) -> dict[str, Any]:
+    """Report fields cd_gt and iou_gt (None when not measurable), and iou_error / gt_error when something failed."""
+    from cad_recode.geometry.metrics import compare_meshes
+
+    fields: dict[str, Any] = {"cd_gt": None, "iou_gt": None}
+    try:
+        comparison = compare_meshes(mesh, truth)
+    except (ValueError, InputError) as err:
+        return {**fields, "gt_error": str(err).splitlines()[0]}
+    fields.update(cd_gt=comparison.cd, iou_gt=None if math.isnan(comparison.iou) else comparison.iou)
+    if comparison.iou_error:
+        fields["iou_error"] = comparison.iou_error
+    return fields
 
 
 def restore_mesh(mesh: trimesh.Trimesh, transform: Transform) -> trimesh.Trimesh:
@@ -642,7 +662,8 @@ class CADRecoder:
 
         ``rows``: per candidate ((code, generated tokens, finished), ExecResult), in draw order.
         """
-        from cad_recode.geometry.metrics import candidate_distances, compare_meshes
+        from cad_recode.geometry.metrics import candidate_distances
+        from cad_recode.refine import refine_program
 
         started = time.perf_counter()
         candidates, meshes = [], []
@@ -660,7 +681,20 @@ class CADRecoder:
             meshes.append(mesh)
         scored = [(c.cd_input, k) for k, c in enumerate(candidates) if c.cd_input is not None and math.isfinite(c.cd_input)]
         best = min(scored)[1] if scored else None
+        code = candidates[best].code if best is not None else ""
+        result = rows[best][1] if best is not None else None
+        mesh = meshes[best] if best is not None else None
+        cd_input = candidates[best].cd_input if best is not None else None
         transform = item.draws[0].transform
+        refinement = None
+        if best is not None and decoding.refine_evaluations:
+            refined = refine_program(code, item.dense, self.sandbox, max_evaluations=decoding.refine_evaluations,
+                                     start_result=result)
+            refinement = {**refined.to_dict(), "model_code": code}
+            timings["refine"] = refined.seconds
+            if refined.changed:
+                code, result, mesh = refined.code, refined.result, refined.result.to_trimesh()
+                cd_input = candidate_distances([mesh], item.dense)[0] / 4.0 * 1e3
         report: dict[str, Any] = {
             "input": item.name,
             "model": self.describe(),
@@ -668,7 +702,7 @@ class CADRecoder:
             "best_candidate": best,
             "num_candidates": len(candidates),
             "num_valid_candidates": len(scored),
-            "cd_input": candidates[best].cd_input if best is not None else None,
+            "cd_input": cd_input,
             "ground_truth": item.ground_truth_name,
             "cd_gt": None,
             "iou_gt": None,
@@ -676,19 +710,16 @@ class CADRecoder:
             "transform": transform.to_dict(),
             "decoding": decoding.to_dict(),
         }
-        mesh = meshes[best] if best is not None else None
+        if refinement is not None:
+            report["refinement"] = refinement
         if mesh is not None and item.ground_truth is not None:
-            try:
-                comparison = compare_meshes(mesh, item.ground_truth)
-                report["cd_gt"] = comparison.cd
-                report["iou_gt"] = None if math.isnan(comparison.iou) else comparison.iou
-                if comparison.iou_error:
-                    report["iou_error"] = comparison.iou_error
-            except (ValueError, InputError) as err:
-                report["gt_error"] = str(err).splitlines()[0]
+            report.update(_compare_with_truth(mesh, item.ground_truth))
+            if refinement is not None:  # the program as written, measured too: refined and model-only figures
+                written = report if mesh is meshes[best] else _compare_with_truth(meshes[best], item.ground_truth)
+                refinement.update(model_cd_gt=written["cd_gt"], model_iou_gt=written["iou_gt"])
         if mesh is not None and restore_units:
             mesh = restore_mesh(mesh, transform)
-        timings["metrics"] = time.perf_counter() - started + item.truth_seconds
+        timings["metrics"] = time.perf_counter() - started - timings.get("refine", 0.0) + item.truth_seconds
         timings["total"] = sum(timings.values())
         report["timings"] = {k: round(v, 6) for k, v in timings.items()}
         report["tokens"] = {
@@ -702,8 +733,8 @@ class CADRecoder:
             reasons = sorted({f"{c.status}: {c.reason}" if c.reason else c.status for c in candidates})
             report["reason"] = "; ".join(reasons)[:500]
         return Reconstruction(
-            code=candidates[best].code if best is not None else "",
-            result=rows[best][1] if best is not None else None,
+            code=code,
+            result=result,
             mesh=mesh,
             report=report,
             candidates=candidates,

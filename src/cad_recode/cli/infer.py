@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from cad_recode.errors import UsageError
+from cad_recode.refine import DEFAULT_MAX_EVALUATIONS as DEFAULT_REFINE_EVALUATIONS
 
 
 def register(subparsers) -> None:
@@ -91,6 +92,10 @@ def _add_decoding_arguments(p) -> None:
     p.add_argument("--runaway_factor", type=float, metavar="F",
                    help="best of N: end a candidate once half of the others finished and it is F times longer "
                         "than the longest of them (default 2; 0: never)")
+    p.add_argument("--refine", type=int, nargs="?", const=DEFAULT_REFINE_EVALUATIONS, default=0, metavar="RUNS",
+                   help="fit the winner's integer dimensions to the input points (a search that keeps the program's "
+                        f"structure) with at most RUNS sandbox runs (default {DEFAULT_REFINE_EVALUATIONS} when given; "
+                        "off when not); the report keeps the program as the model wrote it")
     p.add_argument("--seed", type=int, default=0, help="first point-sampling seed (candidate k uses seed + k)")
     p.add_argument("--batch_size", type=int, default=1, help="inputs per generate call (each with N candidates)")
 
@@ -135,7 +140,10 @@ def _decoding(args):
     if args.num_candidates < 1:
         raise UsageError(f"--num_candidates must be >= 1, got {args.num_candidates}")
     runaway = {} if args.runaway_factor is None else {"runaway_factor": args.runaway_factor}
-    return Decoding(args.max_new_tokens, args.do_sample, args.temperature, args.top_p, **runaway)
+    if args.refine < 0:
+        raise UsageError(f"--refine must be >= 0 sandbox runs (0: off), got {args.refine}")
+    return Decoding(args.max_new_tokens, args.do_sample, args.temperature, args.top_p, **runaway,
+                    refine_evaluations=args.refine)
 
 
 def _collect_inputs(items: list[str]) -> list[Path]:

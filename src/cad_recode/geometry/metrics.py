@@ -223,31 +223,41 @@ def invalid_ratio(results: Iterable[Any]) -> float:
 # --------------------------------------------------------------------------- best of N
 
 
+class CloudDistance:
+    """Raw CD of meshes to one input point cloud: the best-of-N criterion.
+
+    The input cloud and each mesh are normalized separately the way the model's
+    input is (bbox centre at 0, scale 2 / max extent); the mesh contributes ``n``
+    seeded surface samples, the input cloud all its points. The cloud is
+    normalized and indexed once, so scoring many meshes against it is cheap.
+    """
+
+    def __init__(self, input_points: np.ndarray):
+        cloud = _as_points(input_points, "input_points")
+        self.cloud = fit_normalization(cloud, where="input point cloud").apply(cloud)
+        self.tree = cKDTree(self.cloud)
+
+    def __call__(self, mesh: trimesh.Trimesh | None, n: int = NUM_SURFACE_POINTS, seed: int = 0,
+                 where: str = "candidate") -> float:
+        """``inf`` for a missing or empty mesh."""
+        if mesh is None or len(mesh.faces) == 0:
+            return math.inf
+        samples = _mesh_normalization(mesh, where).apply(sample_surface(mesh, n=n, seed=seed))
+        return _mean_squared_nn(samples, self.tree) + _mean_squared_nn(self.cloud, cKDTree(samples))
+
+
 def candidate_distances(
     candidate_meshes: Sequence[trimesh.Trimesh | None],
     input_points: np.ndarray,
     n: int = NUM_SURFACE_POINTS,
     seed: int = 0,
 ) -> list[float]:
-    """Raw CD of each candidate to the input cloud (``inf`` for an invalid one).
+    """Raw CD of each candidate to the input cloud (``inf`` for an invalid one); see ``CloudDistance``.
 
-    The input cloud and each candidate are normalized separately the way the
-    model's input is (bbox centre at 0, scale 2 / max extent); the candidate
-    contributes ``n`` seeded surface samples, the input cloud all its points.
     The ground truth plays no part.
     """
-    cloud = _as_points(input_points, "input_points")
-    cloud = fit_normalization(cloud, where="input point cloud").apply(cloud)
-    cloud_tree = cKDTree(cloud)
-    distances = []
-    for index, mesh in enumerate(candidate_meshes):
-        if mesh is None or len(mesh.faces) == 0:
-            distances.append(math.inf)
-            continue
-        transform = _mesh_normalization(mesh, f"candidate {index}")
-        samples = transform.apply(sample_surface(mesh, n=n, seed=seed))
-        distances.append(_mean_squared_nn(samples, cloud_tree) + _mean_squared_nn(cloud, cKDTree(samples)))
-    return distances
+    distance = CloudDistance(input_points)
+    return [distance(mesh, n=n, seed=seed, where=f"candidate {index}") for index, mesh in enumerate(candidate_meshes)]
 
 
 def select_best(

@@ -420,16 +420,23 @@ class Sandbox:
 
     def map(
         self, codes: Sequence[str], *, progress: bool | str = False, timeout: float | None = None,
-        tessellate: bool = True,
+        tessellate: bool = True, tolerances: tuple[float, float] | None = None,
     ) -> list[ExecResult]:
-        """Run many programs on all workers; results in input order. ``progress``: tqdm bar (str = label)."""
-        requests = [self._request(code, tessellate, False) for code in codes]
+        """Run many programs on all workers; results in input order. ``progress``: tqdm bar (str = label).
+
+        ``tolerances``: (linear, angular) tessellation for these runs instead of the sandbox's own.
+        """
+        requests = [self._request(code, tessellate, False, tolerances) for code in codes]
         return self._run_jobs(requests, timeout, progress)
 
-    def _request(self, code: str, tessellate: bool, unchecked: bool) -> dict:
+    def _request(self, code: str, tessellate: bool, unchecked: bool, tolerances: tuple[float, float] | None = None
+                 ) -> dict:
+        linear, angular = tolerances if tolerances is not None else (self.tolerance, self.angular_tolerance)
+        if linear <= 0 or angular <= 0:
+            raise ValueError(f"tessellation tolerances must be > 0, got {linear}, {angular}")
         return {
             "code": code if isinstance(code, str) else None, "tessellate": bool(tessellate),
-            "check": not unchecked, "tolerance": self.tolerance, "angular_tolerance": self.angular_tolerance,
+            "check": not unchecked, "tolerance": float(linear), "angular_tolerance": float(angular),
         }
 
     def _run_jobs(self, requests: list[dict], timeout: float | None, progress: bool | str) -> list[ExecResult]:

@@ -1,0 +1,269 @@
+"""Fit a program's integer dimensions to the input points: a pattern search on CD.
+
+A small model reads a few dozen points and writes numbers to the unit, so its
+usual miss is a right program with a plate three units too wide or a hole a
+little off. ``refine_program`` nudges the integer literals, runs every variant in
+the sandbox, and keeps what brings the solid closer to the INPUT points; the
+ground truth plays no part. Only numbers change, never the program's structure,
+so the result is as editable as what the model wrote.
+
+The distance is the one that picks the best of N: CD to the input points with
+both sides normalized by their bounding boxes. So the search fits shape and
+proportions; a literal that only moves the whole part changes nothing and is
+dropped after its first poll.
+
+The search, after Hooke and Jeeves:
+
+- poll: the 2k nudges (+-step) of the k literals run at once, on all sandbox
+  workers; when several improve, they are also tried together, and the better
+  of "together" and "the best one alone" is kept;
+- pattern: the kept move is then repeated 1, 3 and 7 more times in one batch,
+  again while the farthest probe wins, so a miss of 30 units closes in a few
+  runs rather than eight polls;
+- a poll without improvement moves to the next step: 4, 2, 1 program units
+  (a part spans 200).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+import tokenize
+from dataclasses import dataclass
+
+from cad_recode.errors import InputError, UsageError
+
+DEFAULT_STEPS = (4, 2, 1)
+DEFAULT_MAX_EVALUATIONS = 120
+REFINE_SAMPLES = 2048  # surface samples per variant: enough to rank nudges of one unit
+TARGET_POINTS = 4096  # input points compared with: a scan of millions would only slow every run
+# Variants are tessellated coarser (1.6x faster to run, the same for every variant, so rankings
+# hold); the program kept is run again at the sandbox's own tolerances.
+VARIANT_TOLERANCES = (0.01, 0.3)
+PATTERN_REACH = (1, 3, 7)  # pattern probes: the kept move repeated this many more times
+# a "-" right after one of these is a sign, not a subtraction
+_SIGN_CONTEXT = {"(", "[", "{", ",", "=", ":"}
+
+
+@dataclass(frozen=True)
+class Literal:
+    """An integer literal in a program: its character span (a sign included) and value."""
+
+    start: int
+    end: int
+    value: int
+
+
+def integer_literals(code: str) -> list[Literal]:
+    """The program's integer literals, a leading sign included, in order.
+
+    Left out: floats, numbers in names (``w0``), strings and comments, and a
+    divisor right after ``/`` (the ``offset=h/2`` idiom halves, it is not a size).
+    Raises ``UsageError`` for text that Python cannot tokenize.
+    """
+    line_starts = [0]
+    for line in code.splitlines(keepends=True):
+        line_starts.append(line_starts[-1] + len(line))
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(code).readline)
+                  if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT,
+                                    tokenize.DEDENT)]
+    except (tokenize.TokenError, SyntaxError) as err:
+        raise UsageError(f"cannot read the program's numbers: {err}") from None
+    literals = []
+    for i, tok in enumerate(tokens):
+        if tok.type != tokenize.NUMBER or not tok.string.isdigit():
+            continue
+        before = tokens[i - 1].string if i >= 1 else ""
+        if before == "/":
+            continue
+        start = line_starts[tok.start[0] - 1] + tok.start[1]
+        end = line_starts[tok.end[0] - 1] + tok.end[1]
+        value = int(tok.string)
+        if before == "-" and (i < 2 or tokens[i - 2].string in _SIGN_CONTEXT):
+            start, value = line_starts[tokens[i - 1].start[0] - 1] + tokens[i - 1].start[1], -value
+        literals.append(Literal(start, end, value))
+    return literals
+
+
+def with_values(code: str, literals: list[Literal], values) -> str:
+    """``code`` with each literal's span replaced by its new value."""
+    pieces, last = [], 0
+    for literal, value in zip(literals, values):
+        pieces += [code[last:literal.start], str(int(value))]
+        last = literal.end
+    return "".join(pieces) + code[last:]
+
+
+@dataclass
+class Refinement:
+    """What the search kept: the program, its execution, and how far it moved."""
+
+    code: str
+    result: object  # the kept program's ExecResult
+    start_distance: float  # raw CD to the input points (normalized, see the module doc) as written; nan: no budget
+    distance: float  # ... of the kept program (<= start_distance)
+    changed: int  # literals whose value changed
+    evaluations: int  # variants run in the sandbox
+    seconds: float
+
+    def to_dict(self) -> dict:
+        """The report's fields: CDs x10^3 in the protocol's unit-cube scale, at the variants' tessellation."""
+        def protocol(raw: float) -> float | None:
+            return None if math.isnan(raw) else raw / 4.0 * 1e3  # [-1, 1]^3 -> the unit cube, x10^3
+
+        return dict(cd_input_before=protocol(self.start_distance), cd_input_after=protocol(self.distance),
+                    literals_changed=self.changed, evaluations=self.evaluations, seconds=round(self.seconds, 3))
+
+
+def refine_program(
+    code: str,
+    input_points,
+    sandbox,
+    *,
+    steps: tuple[int, ...] = DEFAULT_STEPS,
+    max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+    samples: int = REFINE_SAMPLES,
+    seed: int = 0,
+    start_result=None,
+) -> Refinement:
+    """Search the integer literals of a valid ``code`` for a solid closer to ``input_points``.
+
+    ``input_points``: (N, 3), any units (both sides are normalized); up to TARGET_POINTS of them are used.
+    ``start_result``: the program's ExecResult if the caller already ran it.
+    Stops when the smallest step finds nothing, or before a batch of runs that
+    would take it past ``max_evaluations``: one run scores the program as written,
+    a poll takes 2k + 1 for k literals, so a program with more than
+    (max_evaluations - 2) / 2 literals is left as written.
+    """
+    import numpy as np
+
+    from cad_recode.geometry.metrics import CloudDistance  # here: the CLI reads this module's defaults cheaply
+
+    if any(int(s) < 1 for s in steps) or max_evaluations < 0:
+        raise UsageError(f"refinement steps must be >= 1 and max_evaluations >= 0, got {steps}, {max_evaluations}")
+    started = time.perf_counter()
+    points = np.asarray(input_points, dtype=np.float64)
+    if points.ndim == 2 and len(points) > TARGET_POINTS:
+        points = points[np.random.default_rng(seed).choice(len(points), TARGET_POINTS, replace=False)]
+    try:
+        distance = CloudDistance(points)
+    except ValueError as err:
+        raise InputError(f"refinement input points: {err}") from None
+    result = start_result if start_result is not None else sandbox.run(code)
+    if not result.ok:
+        raise UsageError(f"only a valid program can be refined; this one is {result.status.value}: {result.reason}")
+
+    literals = integer_literals(code)
+    search = _Search(code, literals, sandbox, distance, samples, seed, max_evaluations)
+    first = search.run([search.values])  # scored like the variants: at their tolerances
+    if first is None:  # no budget: nothing to compare with
+        return Refinement(code, result, math.nan, math.nan, 0, 0, time.perf_counter() - started)
+    search.keep(first[0])
+    start = search.best
+    for step in steps:
+        active = None  # literals to poll; None: all of them
+        while not search.out_of_budget:
+            gained = search.poll(step, active)
+            if gained:  # follow the move, then poll just the literals that paid off
+                search.extend()
+                active = gained
+            elif active is None:  # nothing left at this step
+                break
+            else:  # the few found nothing: back to all of them
+                active = None
+        if search.out_of_budget:
+            break
+    changed = sum(v != lit.value for v, lit in zip(search.values, literals))
+    refined = with_values(code, literals, search.values)
+    kept = sandbox.run(refined) if changed else result  # at the sandbox's own tolerances, like the input's run
+    if not kept.ok:  # valid when coarse, invalid when fine: keep what the model wrote
+        refined, kept, changed, search.best = code, result, 0, start
+    return Refinement(refined, kept, start, search.best, changed, search.evaluations, time.perf_counter() - started)
+
+
+class _Search:
+    """The state of one refinement: the kept literal values, their score, the runs spent."""
+
+    def __init__(self, code, literals, sandbox, distance, samples, seed, max_evaluations):
+        self.code, self.literals, self.sandbox = code, literals, sandbox
+        self.distance, self.samples, self.seed = distance, samples, seed
+        self.max_evaluations = max_evaluations
+        self.values = [lit.value for lit in literals]
+        self.best, self.best_result = math.inf, None
+        self.evaluations = 0
+        self.out_of_budget = False
+        self.last_move: list[int] = []
+        self.inert: set[int] = set()  # literals whose nudges do not change the score
+
+    def score(self, result) -> float:
+        if not result.ok:
+            return math.inf
+        try:
+            return self.distance(result.to_trimesh(), n=self.samples, seed=self.seed)
+        except (ValueError, InputError):  # a degenerate solid (no area): never better
+            return math.inf
+
+    def run(self, variants: list[list[int]]) -> list[tuple[float, object, list[int]]] | None:
+        """(score, result, values) per variant, or None (and out_of_budget) when the batch does not fit."""
+        if self.evaluations + len(variants) > self.max_evaluations:
+            self.out_of_budget = True
+            return None
+        results = self.sandbox.map([with_values(self.code, self.literals, v) for v in variants],
+                                   tolerances=VARIANT_TOLERANCES)
+        self.evaluations += len(variants)
+        return [(self.score(r), r, v) for r, v in zip(results, variants)]
+
+    def keep(self, scored: tuple[float, object, list[int]]) -> None:
+        score, result, values = scored
+        self.last_move = [new - old for new, old in zip(values, self.values)]
+        self.best, self.best_result, self.values = score, result, values
+
+    def poll(self, step: int, literals: set[int] | None = None) -> set[int]:
+        """Try the single nudges of ``step`` of ``literals`` (default all), and the improving ones together.
+
+        Keeps the best; returns the literals whose nudges improved (empty: none did).
+        """
+        moves = [(i, sign * step) for i in range(len(self.values))
+                 if i not in self.inert and (literals is None or i in literals) for sign in (1, -1)]
+        if not moves or self.evaluations + len(moves) + 1 > self.max_evaluations:
+            self.out_of_budget = bool(moves)
+            return set()
+        polled = self.run([self._moved({i: delta}) for i, delta in moves])
+        gains: dict[int, tuple[float, int]] = {}  # literal -> (score, nudge) of its better improving nudge
+        unmoved: dict[int, int] = {}  # literal -> how many of its nudges left the score exactly as it was
+        for (i, delta), (score, _, _) in zip(moves, polled):
+            if score < self.best and (i not in gains or score < gains[i][0]):
+                gains[i] = (score, delta)
+            if abs(score - self.best) <= 1e-9 * self.best:
+                unmoved[i] = unmoved.get(i, 0) + 1
+        # Both nudges changed nothing: the literal only moves the whole part (an origin of a one-body
+        # part), which the bounding-box-normalized distance cannot see. Polling it again is wasted.
+        self.inert.update(i for i, count in unmoved.items() if count == 2)
+        if not gains:
+            return set()
+        candidate = min(polled, key=lambda scored: scored[0])
+        if len(gains) > 1:
+            together = self.run([self._moved({i: delta for i, (_, delta) in gains.items()})])
+            if together is not None and together[0][0] < candidate[0]:
+                candidate = together[0]
+        self.keep(candidate)
+        return set(gains)
+
+    def extend(self) -> None:
+        """Repeat the last kept move further while that improves (or until out of budget)."""
+        while PATTERN_REACH:
+            move = self.last_move
+            probes = self.run([[v + reach * d for v, d in zip(self.values, move)] for reach in PATTERN_REACH])
+            if probes is None:
+                return
+            best = min(probes, key=lambda scored: scored[0])
+            if best[0] >= self.best:
+                return
+            self.keep(best)  # the next probes repeat this longer move: the reach grows geometrically
+            if best is not probes[-1]:
+                return
+
+    def _moved(self, deltas: dict[int, int]) -> list[int]:
+        return [v + deltas.get(i, 0) for i, v in enumerate(self.values)]

@@ -1,0 +1,79 @@
+"""Refinement: which numbers it may touch, and that it fits a real solid to real input points."""
+
+import pytest
+
+from cad_recode.errors import UsageError
+from cad_recode.geometry.sampling import sample_surface
+from cad_recode.refine import integer_literals, refine_program, with_values
+
+PLATE = """import cadquery as cq
+w0=cq.Workplane('XY',origin=(0,0,-25))
+r=w0.box({width},200,50).union(w0.workplane(offset=50/2).moveTo(-60,0).cylinder(30,24))
+"""
+
+
+def test_integer_literals_take_signed_integers_and_leave_names_floats_text_and_halving_divisors():
+    code = ("w0=cq.Workplane('XY',origin=(0,-30,7))  # 12 in a comment\n"
+            "r=w0.workplane(offset=44/2).box(200,3-1,1.5).moveTo(-4,0)\n"
+            "s='99'\n")
+    literals = integer_literals(code)
+    assert [lit.value for lit in literals] == [0, -30, 7, 44, 200, 3, 1, -4, 0]
+    assert [code[lit.start:lit.end] for lit in literals] == ["0", "-30", "7", "44", "200", "3", "1", "-4", "0"]
+
+
+def test_with_values_round_trips_and_rewrites_signs():
+    code = "r=w0.box(200,-30,5).translate((4,0,-7))\n"
+    literals = integer_literals(code)
+    assert with_values(code, literals, [lit.value for lit in literals]) == code
+    assert with_values(code, literals, [198, 2, 5, -4, 0, 7]) == "r=w0.box(198,2,5).translate((-4,0,7))\n"
+
+
+def test_integer_literals_reject_text_python_cannot_read():
+    with pytest.raises(UsageError, match="cannot read the program's numbers"):
+        integer_literals("r=w0.box(200,\n")
+
+
+def test_refinement_fits_a_dimension_to_the_input_points_and_never_gets_worse(sandbox):
+    target = sandbox.run(PLATE.format(width=176)).to_trimesh()
+    points = sample_surface(target, n=4096, seed=3)
+    written = PLATE.format(width=190)  # the model's kind of miss: the right program, a plate too wide
+
+    refined = refine_program(written, points, sandbox, max_evaluations=120)
+
+    assert refined.distance < 0.7 * refined.start_distance  # what is left is the sampling noise floor
+    assert refined.result.ok and refined.changed >= 1
+    # both sides are normalized before the distance, so proportions are what it fits: width to depth
+    width, depth = (int(v) for v in refined.code.split("box(")[1].split(",")[:2])
+    assert abs(200 * width / depth - 176) <= 3, refined.code
+    # only numbers change: the program's text outside its literals is what the model wrote
+    assert [c for c in refined.code if not c.isdigit() and c != "-"] == [c for c in written if not c.isdigit() and c != "-"]
+    assert refined.evaluations <= 120
+    report = refined.to_dict()
+    assert report["cd_input_after"] < report["cd_input_before"] and report["literals_changed"] == refined.changed
+
+
+def test_refinement_keeps_its_budget_and_keeps_the_program_when_the_budget_is_too_small(sandbox):
+    code = PLATE.format(width=190)
+    points = sample_surface(sandbox.run(PLATE.format(width=176)).to_trimesh(), n=2048, seed=0)
+    literals = len(integer_literals(code))
+
+    nothing = refine_program(code, points, sandbox, max_evaluations=0)
+    assert (nothing.code, nothing.evaluations, nothing.changed) == (code, 0, 0)
+    assert nothing.to_dict()["cd_input_before"] is None  # not measured, and JSON has no NaN
+
+    # the program as written is scored first (1 run); a poll of k literals then needs 2k + 1 more
+    short = refine_program(code, points, sandbox, max_evaluations=2 * literals + 1)
+    assert (short.code, short.evaluations, short.changed) == (code, 1, 0)
+    assert short.distance == short.start_distance
+
+    one_poll = refine_program(code, points, sandbox, steps=(4,), max_evaluations=2 * literals + 2)
+    assert one_poll.evaluations in (2 * literals + 1, 2 * literals + 2)
+    assert one_poll.distance < one_poll.start_distance and one_poll.code != code
+
+
+def test_refinement_refuses_an_invalid_program_and_bad_settings(sandbox):
+    points = sample_surface(sandbox.run(PLATE.format(width=176)).to_trimesh(), n=512, seed=0)
+    with pytest.raises(UsageError, match="only a valid program can be refined"):
+        refine_program("import cadquery as cq\nr=cq.Workplane('XY').box(0,10,10)\n", points, sandbox)
+    with pytest.raises(UsageError, match="steps must be >= 1"):
+        refine_program(PLATE.format(width=176), points, sandbox, steps=(2, 0))
