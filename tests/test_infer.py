@@ -164,6 +164,7 @@ def test_refine_fits_the_written_program_to_the_input_and_keeps_the_original(mod
     out = tmp_path / "flat.py"
     assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(points), "--refine", "45",
                  "--output", str(out), *TOKENS]) == 0, capsys.readouterr().err
+    assert "; refinement changed" in capsys.readouterr().err
     report = json.loads(out.with_suffix(".json").read_text())
     refinement = report["refinement"]
     assert refinement["model_code"] == CUBE and out.read_text() != CUBE  # the memorizer wrote the cube

@@ -73,7 +73,8 @@ class EvalReport:
     def table(self) -> str:
         """The summary as a markdown table, in the papers' units; with refinement, a row before and after it."""
         def row(s: MetricSummary) -> str:
-            return f"| {s.count} | {_pct(s.mean_iou)} | {_num(s.mean_cd)} | {_num(s.median_cd)} | {_pct(s.invalid_ratio)} |"
+            cells = (s.count, _pct(s.mean_iou), _num(s.mean_cd), _num(s.median_cd), _pct(s.invalid_ratio))
+            return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
         head = "| inputs | IoU % | mean CD x10^3 | median CD x10^3 | IR % |"
         if self.model_summary is None:

@@ -20,8 +20,12 @@ The search, after Hooke and Jeeves:
 - pattern: the kept move is then repeated 1, 3 and 7 more times in one batch,
   again while the farthest probe wins, so a miss of 30 units closes in a few
   runs rather than eight polls;
-- a poll without improvement moves to the next step: 4, 2, 1 program units
-  (a part spans 200).
+- the next poll asks only the literals that just paid off; when they stall,
+  all literals are polled again, and when a full poll finds nothing, the step
+  goes down: 4, 2, 1 program units (a part spans 200).
+
+Variants are tessellated coarser than usual; the program kept is run again at
+the sandbox's own tolerances.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ DEFAULT_STEPS = (4, 2, 1)
 DEFAULT_MAX_EVALUATIONS = 120
 REFINE_SAMPLES = 2048  # surface samples per variant: enough to rank nudges of one unit
 TARGET_POINTS = 4096  # input points compared with: a scan of millions would only slow every run
-# Variants are tessellated coarser (1.6x faster to run, the same for every variant, so rankings
-# hold); the program kept is run again at the sandbox's own tolerances.
+# (linear, angular) tessellation of the variants: 1.7x faster to run than the sandbox's default,
+# and the same for every variant, so the ranking of nudges holds
 VARIANT_TOLERANCES = (0.01, 0.3)
 PATTERN_REACH = (1, 3, 7)  # pattern probes: the kept move repeated this many more times
 # a "-" right after one of these is a sign, not a subtraction
@@ -102,7 +106,9 @@ class Refinement:
 
     code: str
     result: object  # the kept program's ExecResult
-    start_distance: float  # raw CD to the input points (normalized, see the module doc) as written; nan: no budget
+    # raw CD to the input points (both normalized, see the module doc) of the program as written;
+    # nan: no budget to measure it, inf: not measurable
+    start_distance: float
     distance: float  # ... of the kept program (<= start_distance)
     changed: int  # literals whose value changed
     evaluations: int  # variants run in the sandbox
@@ -111,7 +117,7 @@ class Refinement:
     def to_dict(self) -> dict:
         """The report's fields: CDs x10^3 in the protocol's unit-cube scale, at the variants' tessellation."""
         def protocol(raw: float) -> float | None:
-            return None if math.isnan(raw) else raw / 4.0 * 1e3  # [-1, 1]^3 -> the unit cube, x10^3
+            return raw / 4.0 * 1e3 if math.isfinite(raw) else None  # [-1, 1]^3 -> the unit cube, x10^3
 
         return dict(cd_input_before=protocol(self.start_distance), cd_input_after=protocol(self.distance),
                     literals_changed=self.changed, evaluations=self.evaluations, seconds=round(self.seconds, 3))
@@ -158,8 +164,9 @@ def refine_program(
     literals = integer_literals(code)
     search = _Search(code, literals, sandbox, distance, samples, seed, max_evaluations)
     first = search.run([search.values])  # scored like the variants: at their tolerances
-    if first is None:  # no budget: nothing to compare with
-        return Refinement(code, result, math.nan, math.nan, 0, 0, time.perf_counter() - started)
+    if first is None or not math.isfinite(first[0][0]):  # no budget, or nothing to measure from: as written
+        measured = math.nan if first is None else math.inf
+        return Refinement(code, result, measured, measured, 0, search.evaluations, time.perf_counter() - started)
     search.keep(first[0])
     start = search.best
     for step in steps:

@@ -140,6 +140,17 @@ def test_map_progress_bar_and_empty_input(sandbox, capsys):
     assert "shapes" in capsys.readouterr().err
 
 
+def test_map_tessellates_at_the_tolerances_asked_for(sandbox):
+    cylinder = "import cadquery as cq\nr=cq.Workplane('XY').cylinder(40,30)\n"
+    fine = sandbox.map([cylinder])[0]
+    coarse = sandbox.map([cylinder], tolerances=(0.01, 0.5))[0]
+    assert coarse.ok and len(coarse.faces) < len(fine.faces) / 2
+    assert abs(coarse.to_trimesh().volume - fine.to_trimesh().volume) < 0.1 * fine.to_trimesh().volume
+    assert len(sandbox.map([cylinder])[0].faces) == len(fine.faces)  # the sandbox's own tolerances are untouched
+    with pytest.raises(ValueError, match="tolerances must be > 0"):
+        sandbox.map([cylinder], tolerances=(0.0, 0.1))
+
+
 def test_step_and_stl_exports_load_back(sandbox, tmp_path):
     import cadquery as cq
     import trimesh

@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch_size", "--batch-size", type=int, default=1000, help="programs per train/batch_XX folder (default 1000)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     p.add_argument("--no_execute", "--no-execute", action="store_true",
-                   help="skip the sandbox check (keep programs new by code); for simple programs, valid by "
+                   help="skip the sandbox check (keep programs new by code); for simple and medium programs, valid by "
                         "construction: data prepare runs them anyway and lists any that fail")
     p.add_argument("--no_progress", "--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)

@@ -171,7 +171,10 @@ def _line(rec) -> str:
     if r.get("cd_gt") is not None:
         iou = "n/a" if r.get("iou_gt") is None else f"{r['iou_gt'] * 100:.1f}%"
         text += f", CD to ground truth {r['cd_gt']:.3f}, IoU {iou}"
-    return text + f" ({r['num_valid_candidates']}/{r['num_candidates']} candidates valid)"
+    text += f" ({r['num_valid_candidates']}/{r['num_candidates']} candidates valid"
+    if "refinement" in r:
+        text += f"; refinement changed {r['refinement']['literals_changed']} numbers in {r['refinement']['evaluations']} runs"
+    return text + ")"
 
 
 def cmd_infer(args) -> int:

@@ -25,10 +25,10 @@ primitives (circles, rectangles, closed loops of segments and arcs) by union and
 subtraction (``mode='s'``); boxes and cylinders too; integer coordinates, each part
 centred and scaled so that its largest extent is 200.
 
-Both are pure functions of the random generator, so a seed fixes the programs.
+All are pure functions of the random generator, so a seed fixes the programs.
 Whether a program really yields one valid solid is decided by running it in the
-sandbox (`generate_dataset` does that); ``simple`` programs are valid by
-construction, ``full`` ones sometimes are not (disjoint pieces, degenerate arcs).
+sandbox (`generate_dataset` does that); ``simple`` and ``medium`` programs are
+valid by construction, ``full`` ones sometimes are not (disjoint pieces, degenerate arcs).
 """
 
 from __future__ import annotations
