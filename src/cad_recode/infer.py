@@ -359,7 +359,7 @@ class EncodedInput:
 
     name: str
     draws: list[ModelPoints]
-    dense: np.ndarray  # input units; normalized by candidate_distances
+    dense: np.ndarray  # input units; normalized by CloudDistance
     ground_truth: trimesh.Trimesh | None
     ground_truth_name: str | None
     encode_seconds: float
@@ -662,10 +662,11 @@ class CADRecoder:
 
         ``rows``: per candidate ((code, generated tokens, finished), ExecResult), in draw order.
         """
-        from cad_recode.geometry.metrics import candidate_distances
+        from cad_recode.geometry.metrics import CloudDistance, protocol_cd
         from cad_recode.refine import refine_program
 
         started = time.perf_counter()
+        to_input = CloudDistance(item.dense)  # the input cloud indexed once for every candidate
         candidates, meshes = [], []
         for k, ((code, tokens, finished), result) in enumerate(rows):
             candidate = Candidate(seed + k, code, tokens, finished, result.status.value, result.reason)
@@ -673,8 +674,7 @@ class CADRecoder:
             if result.ok:
                 try:
                     mesh = result.to_trimesh()
-                    # candidate_distances works in [-1,1]^3; /4 gives the unit-cube protocol scale, x10^3.
-                    candidate.cd_input = candidate_distances([mesh], item.dense)[0] / 4.0 * 1e3
+                    candidate.cd_input = protocol_cd(to_input(mesh, where=f"candidate {k}"))
                 except (ValueError, InputError) as err:  # degenerate tessellation: not a usable solid
                     mesh, candidate.status, candidate.reason = None, "invalid", str(err).splitlines()[0]
             candidates.append(candidate)
@@ -694,7 +694,7 @@ class CADRecoder:
             timings["refine"] = refined.seconds
             if refined.changed:
                 code, result, mesh = refined.code, refined.result, refined.result.to_trimesh()
-                cd_input = candidate_distances([mesh], item.dense)[0] / 4.0 * 1e3
+                cd_input = protocol_cd(to_input(mesh, where="refined program"))
         report: dict[str, Any] = {
             "input": item.name,
             "model": self.describe(),

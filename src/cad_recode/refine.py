@@ -116,8 +116,10 @@ class Refinement:
 
     def to_dict(self) -> dict:
         """The report's fields: CDs x10^3 in the protocol's unit-cube scale, at the variants' tessellation."""
+        from cad_recode.geometry.metrics import protocol_cd
+
         def protocol(raw: float) -> float | None:
-            return raw / 4.0 * 1e3 if math.isfinite(raw) else None  # [-1, 1]^3 -> the unit cube, x10^3
+            return protocol_cd(raw) if math.isfinite(raw) else None
 
         return dict(cd_input_before=protocol(self.start_distance), cd_input_after=protocol(self.distance),
                     literals_changed=self.changed, evaluations=self.evaluations, seconds=round(self.seconds, 3))

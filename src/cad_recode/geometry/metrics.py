@@ -246,6 +246,11 @@ class CloudDistance:
         return _mean_squared_nn(samples, self.tree) + _mean_squared_nn(self.cloud, cKDTree(samples))
 
 
+def protocol_cd(raw: float) -> float:
+    """A raw ``CloudDistance`` (measured in [-1, 1]^3) in the protocol's unit-cube scale, x10^3."""
+    return raw / 4.0 * CD_SCALE
+
+
 def candidate_distances(
     candidate_meshes: Sequence[trimesh.Trimesh | None],
     input_points: np.ndarray,
