@@ -61,11 +61,11 @@ else
   say "programs: generating $PROGRAMS simple CAD-Recode-style programs"
   rm -rf "$PROGRAMS_DIR"
   # simple programs are valid by construction; the next stage runs each one in the sandbox anyway
-  $CLI data generate --num "$PROGRAMS" --complexity simple --seed 0 --no_execute --out "$PROGRAMS_DIR"
+  $CLI data generate --num "$PROGRAMS" --complexity simple --seed 0 --no_execute --output_dir "$PROGRAMS_DIR"
 fi
 
 say "data: executing and tessellating the programs into $DATA_DIR (resumable)"
-$CLI data prepare --src "$PROGRAMS_DIR" --out "$DATA_DIR" --workers "$WORKERS" --resume
+$CLI data prepare --src "$PROGRAMS_DIR" --output_dir "$DATA_DIR" --workers "$WORKERS" --resume
 
 if [ -f "$MODEL_DIR/config.yaml" ] && { [ -f "$MODEL_DIR/model.safetensors" ] || [ -f "$MODEL_DIR/adapter_model.safetensors" ]; }; then
   say "train: reusing the trained model in $MODEL_DIR"

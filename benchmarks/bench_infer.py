@@ -38,7 +38,7 @@ import torch
 from cad_recode.geometry.sampling import to_model_points
 from cad_recode.geometry.sandbox import Sandbox
 from cad_recode.geometry.shapes import EXAMPLE_SHAPES
-from cad_recode.infer import CADRecoder, Decoding
+from cad_recode.inference import CADRecoder, Decoding
 from cad_recode.model import (
     CADRecodeForCausalLM,
     apply_lora,
@@ -48,7 +48,7 @@ from cad_recode.model import (
     merged_copy,
     save_merged,
 )
-from cad_recode.tokenizer import train_code_tokenizer
+from cad_recode.model.tokenizer import train_code_tokenizer
 
 from benchinfo import machine_info, machine_line
 
@@ -133,8 +133,8 @@ def per_shape_latency(recoder: CADRecoder, meshes: dict, decoding: Decoding, rep
     for name, mesh in meshes.items():
         runs = [recoder.reconstruct_many([(name, mesh)], 1, ground_truths=[(name, mesh)], decoding=decoding)[0]
                 for _ in range(repeats)]
-        table[name] = {stage: statistics.median(r.report["timings"][stage] for r in runs) for stage in (*STAGES, "total")}
-        table[name]["tokens"] = runs[0].report["tokens"]["generated_total"]
+        table[name] = {stage: statistics.median(r.timings.to_dict()[stage] for r in runs) for stage in (*STAGES, "total")}
+        table[name]["tokens"] = sum(c.tokens for c in runs[0].candidates)
         table[name]["valid"] = runs[0].valid
     return table
 
@@ -144,9 +144,9 @@ def best_of_n(recoder: CADRecoder, meshes: dict, n: int, decoding: Decoding, rep
 
     def split(recs) -> dict:
         return {
-            "generate_s": sum(r.report["timings"]["generate"] for r in recs),
-            "execute_s": sum(r.report["timings"]["execute"] for r in recs),
-            "tokens": sum(r.report["tokens"]["generated_total"] for r in recs),
+            "generate_s": sum(r.timings.generate for r in recs),
+            "execute_s": sum(r.timings.execute for r in recs),
+            "tokens": sum(sum(c.tokens for c in r.candidates) for r in recs),
             # unfinished below the token limit: ended early as runaways
             "cut": sum(not c.finished and c.tokens < decoding.max_new_tokens for r in recs for c in r.candidates),
         }

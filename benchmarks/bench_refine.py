@@ -6,7 +6,7 @@
 The model writes its best-of-N programs once (greedy, ``--num_candidates`` point
 draws, the candidate closest to the input points wins, as ``cad-recode eval``
 does). Then each budget refines the same winners against the same input points
-(``cad_recode.refine.refine_program``), and the protocol's figures (IoU, CD x10^3
+(``cad_recode.inference.refine.refine_program``), and the protocol's figures (IoU, CD x10^3
 to the ground truth) and the seconds per shape are printed side by side, budget 0
 being the programs as written. The ground truth only measures.
 """
@@ -26,8 +26,8 @@ from benchinfo import machine_info, machine_line  # noqa: E402
 
 from cad_recode.evaluate import describe_data, iter_ground_truth  # noqa: E402
 from cad_recode.geometry.metrics import compare_meshes, summarize  # noqa: E402
-from cad_recode.infer import CADRecoder  # noqa: E402
-from cad_recode.refine import refine_program  # noqa: E402
+from cad_recode.inference import CADRecoder  # noqa: E402
+from cad_recode.inference.refine import refine_program  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
                                            progress="best of N")
         # the dense input cloud each winner was chosen against (seed 0, as in reconstruct_many)
         clouds = [recoder.encode_input(shape, 1).dense for shape in shapes]
-        rows = [_figures(0, [(w.report["cd_gt"], w.report["iou_gt"]) if w.valid else None for w in winners], 0.0)]
+        rows = [_figures(0, [(w.truth.cd, w.truth.iou) if w.valid else None for w in winners], 0.0)]
         for budget in args.budgets:
             started, measured = time.perf_counter(), []
             for winner, cloud, gt in zip(winners, clouds, truths):

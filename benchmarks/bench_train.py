@@ -9,7 +9,7 @@ Figures (issue 4, "Benchmarks"), the tiny model of configs/train_config_tiny.yam
 a. tokens/s of the recipe (``train.setup`` + ``train.build_trainer`` + ``Trainer.train``) against a bare
    PyTorch loop over the SAME model object and the SAME pre-collated batches, in interleaved passes
    (median). The bare loop does the same math: forward, loss / gradient_accumulation_steps, backward,
-   clip_grad_norm_(max_grad_norm), AdamW over ``train.parameter_groups`` (the recipe's groups), the
+   clip_grad_norm_(max_grad_norm), AdamW over ``model.optimizer_groups`` (the recipe's groups), the
    same LR schedule, zero_grad. Two recipe rows:
      - "recipe, pre-built batches": the Trainer's DataLoader yields the bare loop's batches, in order;
        this row gives the overhead ratio (target <= 1.15x);
@@ -251,7 +251,7 @@ def recipe_pass(run, cfg, batches: list[dict] | None, warmup: int) -> dict:
     ``batches``: the pre-built batches, yielded in order through the Trainer's accelerator-prepared
     DataLoader; None = the recipe's own DataLoader over the dataset.
     """
-    from cad_recode.train import build_trainer
+    from cad_recode.training.recipe import build_trainer
 
     counter = TokenCounter(run.model)
     clock = Clock(counter)
@@ -276,12 +276,12 @@ def bare_pass(run, cfg, batches: list[dict], warmup: int) -> dict:
     """The same math as the recipe's step, written as a plain loop over the pre-built batches."""
     from transformers import get_scheduler
 
-    from cad_recode.train import parameter_groups
+    from cad_recode.model import optimizer_groups
 
     model, accum = run.model, cfg.gradient_accumulation_steps
     counter = TokenCounter(model)
     clock = Clock(counter)
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.learning_rate, cfg.projector_lr, cfg.weight_decay), lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8)
     scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=cfg.warmup_steps,
                               num_training_steps=cfg.max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -312,7 +312,7 @@ def mean_tokens_per_item(batches: list[dict]) -> float:
 
 def recipe_vs_bare(args, data_dir: Path, scratch: Path) -> dict:
     """Figure (a): interleaved passes of bare loop, recipe (pre-built batches), recipe (incl. data loading)."""
-    from cad_recode.train import setup
+    from cad_recode.training.recipe import setup
 
     total = args.warmup + args.steps
     cfg = bench_config(args, data_dir, scratch / "recipe", args.method, total)
@@ -356,7 +356,7 @@ def recipe_vs_bare(args, data_dir: Path, scratch: Path) -> dict:
 def method_worker(args) -> dict:
     """Figure (b), inside its own process: setup, pre-built batches, one recipe run; step time and peak RSS."""
     from cad_recode.model import count_parameters
-    from cad_recode.train import setup
+    from cad_recode.training.recipe import setup
 
     torch.set_num_threads(args.threads)
     total = args.warmup + args.steps

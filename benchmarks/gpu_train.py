@@ -15,7 +15,7 @@ QLoRA: the same random base saved once to a scratch folder and loaded back in 4-
 quantization through ``load_base_lm`` + ``quantization_config`` (the recipe's load path). Sequences:
 256 point tokens + 768 code tokens = 1024 positions, random token ids, no padding (every position
 counts as a token). Each step: forward under bf16 autocast (as the Trainer's ``bf16: true``), backward,
-clip_grad_norm_, AdamW over ``cad_recode.train.parameter_groups``; one fixed random batch.
+clip_grad_norm_, AdamW over ``cad_recode.model.optimizer_groups``; one fixed random batch.
 
 MFU convention: model FLOPs per token = 4N for LoRA/QLoRA (forward 2N + backward activation gradients 2N;
 the frozen base gets no weight gradients; LoRA's own FLOPs are under 1% and left out), where
@@ -139,7 +139,7 @@ def sync(device) -> None:
 
 def measure(model, cfg, batch: dict, checkpointing: bool, args, device) -> dict:
     """Warm-up + timed optimizer steps of ``model`` on ``batch``; tokens/s and peak memory."""
-    from cad_recode.train import parameter_groups
+    from cad_recode.model import optimizer_groups
 
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -147,7 +147,7 @@ def measure(model, cfg, batch: dict, checkpointing: bool, args, device) -> dict:
         model.gradient_checkpointing_disable()
     model.train()
     reset_memory(device)
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.learning_rate, cfg.projector_lr, cfg.weight_decay), lr=cfg.learning_rate)
     params = [p for p in model.parameters() if p.requires_grad]
     tokens_per_step = batch["input_ids"].numel() + batch["points"].shape[0] * batch["points"].shape[1]
     try:

@@ -24,7 +24,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 python3 -c "import bitsandbytes" 2>/dev/null \
   || echo "gpu_train.sh: bitsandbytes cannot be imported: QLoRA will be skipped (carry its wheel in .whl/)"
-if ! python3 -c "import cad_recode.model, cad_recode.train" 2>"$RESULTS/import_error.txt"; then
+if ! python3 -c "import cad_recode.model, cad_recode.training.recipe" 2>"$RESULTS/import_error.txt"; then
   echo "gpu_train.sh: cannot import cad_recode on this machine: $(tail -n 1 "$RESULTS/import_error.txt")"
   echo "gpu_train.sh: if transformers/peft there are too old, carry newer wheels in .whl/ (pip download --no-deps)"
   exit 2

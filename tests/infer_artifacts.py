@@ -31,7 +31,7 @@ from cad_recode.model import (
     merged_copy,
     save_merged,
 )
-from cad_recode.tokenizer import train_code_tokenizer
+from cad_recode.model.tokenizer import train_code_tokenizer
 
 POINTS = 32
 MAX_NEW_TOKENS = 100  # the cube program is 82 tokens

@@ -25,7 +25,7 @@ from cad_recode.errors import InputError  # noqa: E402
 from cad_recode.evaluate import evaluate  # noqa: E402
 from cad_recode.geometry.metrics import compare_meshes  # noqa: E402
 from cad_recode.geometry.shapes import example_program  # noqa: E402
-from cad_recode.infer import CADRecoder, Decoding  # noqa: E402
+from cad_recode.inference import CADRecoder, Decoding  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

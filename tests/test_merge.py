@@ -20,7 +20,8 @@ import infer_artifacts as art  # noqa: E402
 from cad_recode.cli import main  # noqa: E402
 from cad_recode.errors import InputError, UsageError  # noqa: E402
 from cad_recode.geometry.shapes import example_program  # noqa: E402
-from cad_recode.infer import CADRecoder, attach_adapters, load_base  # noqa: E402
+from cad_recode.inference import CADRecoder  # noqa: E402
+from cad_recode.model.loading import attach_adapters, load_base  # noqa: E402
 from cad_recode.merge import merge_adapter  # noqa: E402
 from cad_recode.model import CADRecodeForCausalLM, quantization_config  # noqa: E402
 
@@ -129,7 +130,7 @@ def test_two_adapters_give_their_own_outputs(models, sandbox, points):
                                       sandbox=sandbox, device="cpu")
     assert both.adapters == ["a", "b"] and both.active_adapter == "a"
     settings = dict(max_new_tokens=40)
-    from cad_recode.infer import Decoding
+    from cad_recode.inference import Decoding
 
     out_a = both.generate(points.numpy(), Decoding(**settings))
     proj_a = both.core.point_encoder(points).detach()

@@ -41,6 +41,7 @@ from typing import Any, Mapping, Union
 
 import yaml
 
+from cad_recode import defaults
 from cad_recode.atomic import atomic_file
 from cad_recode.errors import UsageError
 
@@ -68,7 +69,6 @@ CHOICES = {
     "lr_scheduler_type": LR_SCHEDULERS,
     "overflow": OVERFLOW_POLICIES,
 }
-DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TRAIN_TOKENIZER = "train"
 RESUME_LATEST = "auto"
 METHOD_KEYS = ("finetune_method", "use_qlora", "load_in_4bit")
@@ -166,16 +166,16 @@ class TrainConfig:
 
     # --- LoRA ---
     lora_r: int = _field(
-        16,
+        defaults.LORA_R,
         "LoRA rank: trainable parameters grow linearly with it (8 small, 16 balanced, 64 large).",
     )
     lora_alpha: int = _field(
-        32,
+        defaults.LORA_ALPHA,
         "LoRA scaling numerator: the update is scaled by lora_alpha / lora_r; usually 2 * lora_r.",
     )
-    lora_dropout: float = _field(0.1, "Dropout on the LoRA branch input, in [0, 1).")
+    lora_dropout: float = _field(defaults.LORA_DROPOUT, "Dropout on the LoRA branch input, in [0, 1).")
     lora_target_modules: list[str] = _field(
-        list(DEFAULT_TARGET_MODULES),
+        list(defaults.LORA_TARGET_MODULES),
         "Names of the LM's linear layers that get LoRA adapters (the point projector never does). "
         "Flags: comma-separated or several values.",
     )
@@ -209,10 +209,10 @@ class TrainConfig:
 
     # --- Points and projector ---
     num_point_tokens: int = _field(
-        256,
+        defaults.NUM_POINT_TOKENS,
         "Points per shape after farthest point sampling = point tokens before the code.",
     )
-    num_surface_points: int = _field(8192, "Surface samples taken from a mesh before farthest point sampling.")
+    num_surface_points: int = _field(defaults.NUM_SURFACE_POINTS, "Surface samples taken from a mesh before farthest point sampling.")
     noise_std: float = _field(
         0.01,
         "Training augmentation: std of Gaussian noise, in normalized units ([-1, 1] box).",
@@ -226,7 +226,7 @@ class TrainConfig:
     # --- Data ---
     data_dir: str = _field(
         "data/prepared",
-        "Prepared dataset folder: the --out of `cad-recode data prepare` (train/ and val/ splits).",
+        "Prepared dataset folder: the --output_dir of `cad-recode data prepare` (train/ and val/ splits).",
     )
     max_code_tokens: int = _field(
         768,
@@ -309,7 +309,7 @@ class TrainConfig:
         "Programs generated per validation shape in evaluation: best of N point draws, greedy, the valid one "
         "closest to the input points kept (as cad-recode eval --num_candidates).",
     )
-    max_new_tokens: int = _field(768, "Longest generated program, in tokens.")
+    max_new_tokens: int = _field(defaults.MAX_NEW_TOKENS, "Longest generated program, in tokens.")
 
     # --- Run ---
     seed: int = _field(42, "Seed of weights init, data order, point sampling and noise.")

@@ -22,3 +22,12 @@ class InputError(CadRecodeError):
     """A bad input file (point cloud, mesh, program, dataset, checkpoint)."""
 
     exit_code = 2
+
+
+class ProgramFailed(InputError):
+    """A CadQuery program that was rejected, failed or built no valid solid: exit code 1.
+
+    The program, not the command line, is at fault, so scripts can tell the two apart.
+    """
+
+    exit_code = 1

@@ -22,6 +22,9 @@ chosen against the ground truth), then measure it against the ground truth:
 Outputs (``out_dir``): ``per_item.csv`` (one row per input, skipped ones
 included), ``summary.json`` (the four numbers, counts, settings) and
 ``summary.md`` (the printed table).
+
+:class:`GenerationMetrics` is the same protocol on a training run's validation
+shapes; the CLI injects it into the training recipe (which does not import this).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import trimesh
 from cad_recode.atomic import atomic_file
 from cad_recode.errors import InputError, UsageError
 from cad_recode.geometry.metrics import MetricSummary, summarize
-from cad_recode.infer import CADRecoder, Decoding
+from cad_recode.inference import CADRecoder, Decoding, Reconstruction
 
 CSV_NAME = "per_item.csv"
 SUMMARY_NAME = "summary.json"
@@ -130,8 +133,6 @@ def describe_data(data: str | os.PathLike, split: str = "test") -> tuple[str, li
 
 def iter_ground_truth(data, kind: str, ids: list[str], sandbox, split: str = "test") -> Iterator[GroundTruth]:
     """Ground-truth meshes in order, loaded (or executed) a chunk at a time."""
-    from cad_recode.geometry.loaders import load_geometry
-
     root = Path(data)
     if kind == "prepared":
         from cad_recode.data.shards import PreparedSplit, read_manifest
@@ -143,31 +144,15 @@ def iter_ground_truth(data, kind: str, ids: list[str], sandbox, split: str = "te
             record = records[int(item_id.split(":", 1)[1])]
             yield GroundTruth(record["id"], trimesh.Trimesh(record["vertices"], record["faces"], process=False))
         return
+    from cad_recode.geometry.load_shape import load_shapes
+
     for start in range(0, len(ids), GT_CHUNK):
         chunk = ids[start : start + GT_CHUNK]
-        if kind == "programs":
-            codes = []
-            for item_id in chunk:
-                try:
-                    codes.append((root / item_id).read_text(encoding="utf-8"))
-                except (OSError, UnicodeDecodeError) as err:
-                    codes.append(f"# unreadable: {err}\n")
-            for item_id, result in zip(chunk, sandbox.map(codes)):
-                if result.ok:
-                    yield GroundTruth(item_id, result.to_trimesh())
-                else:
-                    yield GroundTruth(item_id, None, f"ground truth {result.status.value}: {result.reason}")
-        else:
-            for item_id in chunk:
-                try:
-                    geometry = load_geometry(root / item_id)
-                except InputError as err:
-                    yield GroundTruth(item_id, None, str(err))
-                    continue
-                if isinstance(geometry, trimesh.Trimesh):
-                    yield GroundTruth(item_id, geometry)
-                else:
-                    yield GroundTruth(item_id, None, "a point cloud, not a mesh: no ground truth to measure")
+        for item_id, shape in zip(chunk, load_shapes([root / i for i in chunk], sandbox, what="ground truth")):
+            if isinstance(shape, trimesh.Trimesh):
+                yield GroundTruth(item_id, shape)
+            else:
+                yield GroundTruth(item_id, None, str(shape))
 
 
 # --------------------------------------------------------------------------- the run
@@ -209,7 +194,7 @@ def evaluate(
         for gt, rec in zip(pending, recoder.reconstruct_many(
             shapes, num_candidates, ground_truths=shapes, seed=seed, decoding=decoding, batch_size=batch_size,
         )):
-            rows.append(protocol_row(gt.id, rec.report))
+            rows.append(protocol_row(gt.id, rec))
         if bar is not None:
             bar.update(len(pending))
         pending.clear()
@@ -255,23 +240,24 @@ def summarize_rows(rows: list[dict], before_refinement: bool = False) -> MetricS
     return summarize([r[cd] if r["valid"] else None for r in rows], [r[iou] if r["valid"] else None for r in rows])
 
 
-def protocol_row(item_id: str, report: dict) -> dict:
-    """One input's CSV row from a reconstruction report; a solid not comparable with the ground truth is invalid."""
-    valid = bool(report["valid"]) and report.get("cd_gt") is not None
-    refinement = report.get("refinement", {})
-    reason = "" if valid else report.get("reason") or report.get("gt_error", "")
+def protocol_row(item_id: str, rec: Reconstruction) -> dict:
+    """One input's CSV row; a solid not comparable with the ground truth is invalid."""
+    truth = rec.truth
+    valid = rec.valid and truth is not None and truth.cd is not None
+    model_truth = rec.refinement.model_truth if rec.refinement is not None else None
+    reason = "" if valid else rec.reason or (truth.error if truth else "")
     return {
         "id": item_id,
         "valid": valid,
-        "cd": report["cd_gt"] if valid else None,
-        "iou": report["iou_gt"] if valid else None,
+        "cd": truth.cd if valid else None,
+        "iou": truth.iou if valid else None,
         "status": "ok" if valid else "invalid",
         "reason": reason,
-        "valid_candidates": report["num_valid_candidates"],
-        "generated_tokens": report["tokens"]["generated_total"],
-        "seconds": report["timings"]["total"],
-        "model_cd": refinement.get("model_cd_gt") if valid else None,
-        "model_iou": refinement.get("model_iou_gt") if valid else None,
+        "valid_candidates": rec.num_valid_candidates,
+        "generated_tokens": sum(c.tokens for c in rec.candidates),
+        "seconds": round(rec.timings.total, 6),
+        "model_cd": model_truth.cd if valid and model_truth else None,
+        "model_iou": model_truth.iou if valid and model_truth else None,
     }
 
 
@@ -301,3 +287,50 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
     except OSError as err:
         raise InputError(f"cannot write evaluation results to {out}: {err.strerror or err}; choose a writable folder") from None
     return {"csv": csv_path, "json": json_path, "table": table_path}
+
+
+# --------------------------------------------------------------------------- during training
+
+
+class GenerationMetrics:
+    """IR, CD (x10^3) and IoU on the first ``eval_num_samples`` validation shapes of a training run.
+
+    The same path as ``cad-recode eval``: ``eval_num_candidates`` point draws per shape
+    generated greedily in one batch, every program run only in the sandbox, the valid
+    candidate closest to the INPUT points kept, then the protocol's metrics against the
+    ground truth. Built by the CLI and handed to the training recipe
+    (``train(cfg, generation_metrics=GenerationMetrics)``).
+    """
+
+    def __init__(self, split, tokenizer, cfg):
+        self.tokenizer, self.cfg, self.sandbox = tokenizer, cfg, None
+        self.shapes = []
+        for index in range(min(cfg.eval_num_samples, len(split))):
+            record = split[index]
+            self.shapes.append((record["id"], trimesh.Trimesh(record["vertices"], record["faces"], process=False)))
+
+    def __call__(self, model) -> dict[str, float]:
+        from cad_recode.geometry.sandbox import Sandbox
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        was_training = base.training
+        if self.sandbox is None:
+            self.sandbox = Sandbox(workers=1)
+        n = self.cfg.eval_num_candidates
+        try:
+            recoder = CADRecoder(base, self.tokenizer, device=base.get_input_embeddings().weight.device,
+                                 sandbox=self.sandbox)
+            reconstructions = recoder.reconstruct_many(
+                self.shapes, n, ground_truths=self.shapes, decoding=Decoding(self.cfg.max_new_tokens),
+                batch_size=max(1, self.cfg.per_device_eval_batch_size // n),
+            )
+        finally:
+            base.train(was_training)
+        summary = summarize_rows([protocol_row(name, r) for (name, _), r in zip(self.shapes, reconstructions)])
+        return {"ir": summary.invalid_ratio, "cd_mean": summary.mean_cd, "cd_median": summary.median_cd,
+                "iou": summary.mean_iou}
+
+    def close(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.close()
+            self.sandbox = None

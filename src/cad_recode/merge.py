@@ -29,14 +29,14 @@ from pathlib import Path
 import torch
 
 from cad_recode.errors import InputError, UsageError
-from cad_recode.infer import (
+from cad_recode.model.builders import resolve_dtype
+from cad_recode.model.loading import (
     DEFAULT_ADAPTER,
     attach_adapters,
     load_source_base,
     load_tokenizer,
     resolve_source,
 )
-from cad_recode.model.builders import resolve_dtype
 
 
 @dataclass

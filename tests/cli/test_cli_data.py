@@ -23,7 +23,7 @@ def _qwen_tokenizer() -> Path | None:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "programs"
-    code = main(["data", "generate", "--num", "10", "--out", str(out), "--seed", "4", "--workers", "2",
+    code = main(["data", "generate", "--num", "10", "--output_dir", str(out), "--seed", "4", "--workers", "2",
                  "--val-fraction", "0.2", "--test-fraction", "0.1", "--no-progress"])
     assert code == 0
     return out
@@ -68,7 +68,7 @@ def test_stats_counts_tokens_of_a_tokenizer(dataset, capsys):
 
 def test_generate_refuses_an_existing_dataset(dataset, capsys):
     before = {p: p.read_text() for p in dataset.rglob("*.py")}
-    assert main(["data", "generate", "--num", "3", "--out", str(dataset), "--no-progress"]) == 2
+    assert main(["data", "generate", "--num", "3", "--output_dir", str(dataset), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"cad-recode data: error: {dataset}: already holds a dataset; pass --overwrite to replace it " \
                   "or choose another --out"
@@ -77,8 +77,8 @@ def test_generate_refuses_an_existing_dataset(dataset, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["data", "stats", "/no/such/folder"], "/no/such/folder: no such folder"),
-    (["data", "generate", "--num", "0", "--out", "x"], "--num must be a positive integer"),
-    (["data", "generate", "--num", "5", "--out", "x", "--test-fraction", "1"], "--test-fraction must be in [0, 1)"),
+    (["data", "generate", "--num", "0", "--output_dir", "x"], "--num must be a positive integer"),
+    (["data", "generate", "--num", "5", "--output_dir", "x", "--test-fraction", "1"], "--test-fraction must be in [0, 1)"),
 ])
 def test_mistakes_are_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -95,7 +95,7 @@ def test_data_without_a_verb_prints_help_and_exits_2(capsys):
 
 def test_prepare_runs_on_a_generated_dataset(dataset, tmp_path, capsys):
     out = tmp_path / "prepared"
-    assert main(["data", "prepare", "--src", str(dataset), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
+    assert main(["data", "prepare", "--src", str(dataset), "--output_dir", str(out), "--workers", "2", "--no-progress"]) == 0
     assert "prepared 10 of 10 programs" in capsys.readouterr().out
-    assert main(["data", "prepare", "--src", str(dataset), "--out", str(out), "--no-progress"]) == 2
+    assert main(["data", "prepare", "--src", str(dataset), "--output_dir", str(out), "--no-progress"]) == 2
     assert "already holds a prepared dataset" in capsys.readouterr().err

@@ -45,7 +45,7 @@ def cube_exports(tmp_path_factory) -> dict:
     for suffix in (".stl", ".step"):
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(["exec", str(program), "--out", str(folder / f"cube{suffix}")])
+            code = main(["exec", str(program), "--output", str(folder / f"cube{suffix}")])
         runs[suffix] = (code, out.getvalue(), err.getvalue())
     return {"folder": folder, "program": program, "runs": runs}
 
@@ -63,7 +63,7 @@ def test_shapes_prints_and_writes_a_program(capsys, tmp_path):
     code, out, _ = run(capsys, "shapes", "flange")
     assert code == 0 and out == EXAMPLE_SHAPES["flange"]
     target = tmp_path / "sub" / "flange.py"
-    assert run(capsys, "shapes", "flange", "--out", target)[0] == 0
+    assert run(capsys, "shapes", "flange", "--output", target)[0] == 0
     assert target.read_text() == EXAMPLE_SHAPES["flange"]
 
 
@@ -71,8 +71,8 @@ def test_shapes_prints_and_writes_a_program(capsys, tmp_path):
     "argv, message",
     [
         (["shapes", "cubee"], "did you mean 'cube'"),
-        (["shapes", "list", "--out", "x.py"], "--out needs a shape NAME"),
-        (["shapes", "cube", "--out", "cube.txt"], "must end in .py"),
+        (["shapes", "list", "--output", "x.py"], "--output needs a shape NAME"),
+        (["shapes", "cube", "--output", "cube.txt"], "must end in .py"),
     ],
 )
 def test_shapes_bad_usage_is_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, message):
@@ -104,7 +104,7 @@ def test_exec_exports_stl_and_step_that_load_back(cube_exports):
 def test_exec_of_a_program_that_fails_at_run_time_exits_1_and_writes_nothing(capsys, tmp_path):
     program = tmp_path / "broken.py"
     program.write_text("import cadquery as cq\nr=cq.Workplane('XY').box(10,10,10).faces('>Z').fillet(50)\n")
-    code, out, err = run(capsys, "exec", program, "--out", tmp_path / "broken.step")
+    code, out, err = run(capsys, "exec", program, "--output", tmp_path / "broken.step")
     assert code == 1 and out == ""
     assert one_line(err).startswith(f"cad-recode exec: error: {program}: error: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.py"]
@@ -113,7 +113,7 @@ def test_exec_of_a_program_that_fails_at_run_time_exits_1_and_writes_nothing(cap
 def test_exec_refuses_a_hostile_program_before_it_runs(capsys, tmp_path):
     program = tmp_path / "evil.py"
     program.write_text(HOSTILE)
-    code, out, err = run(capsys, "exec", program, "--out", tmp_path / "evil.stl")
+    code, out, err = run(capsys, "exec", program, "--output", tmp_path / "evil.stl")
     assert code == 1 and out == ""
     assert one_line(err) == (
         f"cad-recode exec: error: {program}: rejected: line 1: import of 'os' is not allowed (only cadquery and math)"
@@ -126,7 +126,7 @@ def test_exec_refuses_a_hostile_program_before_it_runs(capsys, tmp_path):
     [
         (["exec", "missing.py"], "missing.py: no such file"),
         (["exec", "shape.txt"], "must end in .py"),
-        (["exec", "cube.py", "--out", "cube.obj"], "--out must end in .stl or .step or .stp"),
+        (["exec", "cube.py", "--output", "cube.obj"], "--output must end in .stl or .step or .stp"),
         (["exec", "cube.py", "--timeout", "0"], "--timeout must be a positive"),
     ],
 )
@@ -143,7 +143,7 @@ def test_console_script_runs_a_program_and_exports_it(tmp_path):
     program.write_text(example_program("tube"))
     script = Path(sys.executable).with_name("cad-recode")
     done = subprocess.run(
-        [str(script), "exec", str(program), "--out", str(tmp_path / "tube.stl")],
+        [str(script), "exec", str(program), "--output", str(tmp_path / "tube.stl")],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0 and done.stderr == ""
@@ -160,7 +160,7 @@ def test_points_of_an_stl_are_256_normalized_points_with_their_transform(capsys,
     box.apply_translation((100.0, -50.0, 5.0))
     stl, npy = tmp_path / "part.stl", tmp_path / "out" / "points.npy"
     box.export(stl)
-    code, out, _ = run(capsys, "points", stl, "--out", npy, "--seed", 3)
+    code, out, _ = run(capsys, "points", stl, "--output", npy, "--seed", 3)
     assert code == 0
     points = np.load(npy)
     assert points.shape == (256, 3) and points.dtype == np.float32
@@ -181,7 +181,7 @@ def test_points_with_a_custom_count(capsys, tmp_path):
     cloud = np.random.default_rng(0).normal(size=(5000, 3))
     src = tmp_path / "scan.npy"
     np.save(src, cloud)
-    assert run(capsys, "points", src, "--n", 64, "--out", tmp_path / "p.npy")[0] == 0
+    assert run(capsys, "points", src, "--n", 64, "--output", tmp_path / "p.npy")[0] == 0
     assert np.load(tmp_path / "p.npy").shape == (64, 3)
 
 
@@ -190,7 +190,7 @@ def test_points_with_a_custom_count(capsys, tmp_path):
     [
         (["points", "missing.stl"], "missing.stl: no such file"),
         (["points", "part.docx"], "unsupported file type '.docx'"),
-        (["points", "part.stl", "--out", "points.txt"], "--out must end in .npy"),
+        (["points", "part.stl", "--output", "points.txt"], "--output must end in .npy"),
         (["points", "part.stl", "--n", "0"], "--n must be a positive"),
     ],
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cad_recode.cli.flags import add_output_flag, required_output_dir
 from cad_recode.data.generator import COMPLEXITIES
 
 
@@ -24,11 +25,11 @@ def register(subparsers) -> None:
     p = verbs.add_parser(
         "generate", help="write N valid, unique generated programs in the public layout",
         description="Draw programs from the generator, keep those that run to one valid solid in the "
-        "sandbox and are new (by code and by geometry), and write them as OUT/train/batch_XX/N.py, "
-        "OUT/val/N.py, OUT/test/N.py with OUT/manifest.json. The seed fixes programs and split.",
+        "sandbox and are new (by code and by geometry), and write them as OUTPUT_DIR/train/batch_XX/N.py, "
+        "OUTPUT_DIR/val/N.py, OUTPUT_DIR/test/N.py with OUTPUT_DIR/manifest.json. The seed fixes programs and split.",
     )
     p.add_argument("--num", type=int, required=True, help="programs to write")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (must not hold a dataset)")
+    add_output_flag(p, folder=True, old="--out", type=Path, metavar="DIR", help="output folder (must not hold a dataset)")
     p.add_argument("--seed", type=int, default=0, help="fixes the programs and the split (default 0)")
     p.add_argument("--workers", type=int, default=1, help="sandbox processes (default 1)")
     p.add_argument("--complexity", choices=COMPLEXITIES, default="simple",
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--val_fraction", "--val-fraction", type=float, default=0.05, help="share of programs in val/ (default 0.05)")
     p.add_argument("--test_fraction", "--test-fraction", type=float, default=0.05, help="share of programs in test/ (default 0.05)")
     p.add_argument("--batch_size", "--batch-size", type=int, default=1000, help="programs per train/batch_XX folder (default 1000)")
-    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --output_dir")
     p.add_argument("--no_execute", "--no-execute", action="store_true",
                    help="skip the sandbox check (keep programs new by code); for simple and medium programs, valid by "
                         "construction: data prepare runs them anyway and lists any that fail")
@@ -61,15 +62,15 @@ def register(subparsers) -> None:
     p = verbs.add_parser(
         "prepare", help="execute and tessellate a folder of programs into training shards",
         description="Run every program under --src (train/batch_XX/N.py, val/N.py, test/N.py) in the "
-        "sandbox, tessellate it and store meshes, code and split in resumable shards under --out. "
-        "Failed programs are listed in OUT/failures.csv and never stop the run.",
+        "sandbox, tessellate it and store meshes, code and split in resumable shards under --output_dir. "
+        "Failed programs are listed in OUTPUT_DIR/failures.csv and never stop the run.",
     )
     p.add_argument("--src", type=Path, required=True, metavar="DIR", help="folder of programs")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="prepared dataset folder")
+    add_output_flag(p, folder=True, old="--out", type=Path, metavar="DIR", help="prepared dataset folder")
     p.add_argument("--workers", type=int, default=1, help="sandbox processes (default 1)")
     p.add_argument("--shard_size", "--shard-size", type=int, default=None, help="shapes per shard (default: the library's)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (or keep a finished one)")
-    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --output_dir")
     p.add_argument("--no_progress", "--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
 
@@ -83,7 +84,7 @@ def cmd_generate(args) -> int:
     from cad_recode.data.generator import generate_dataset
 
     report = generate_dataset(
-        args.out, args.num, seed=args.seed, workers=args.workers, complexity=args.complexity,
+        required_output_dir(args), args.num, seed=args.seed, workers=args.workers, complexity=args.complexity,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, batch_size=args.batch_size,
         overwrite=args.overwrite, progress=not args.no_progress, execute=not args.no_execute,
     )
@@ -109,7 +110,7 @@ def cmd_prepare(args) -> int:
     from cad_recode.data.prepare import prepare_dataset
 
     extra = {} if args.shard_size is None else {"shard_size": args.shard_size}
-    report = prepare_dataset(args.src, args.out, workers=args.workers, resume=args.resume,
+    report = prepare_dataset(args.src, required_output_dir(args), workers=args.workers, resume=args.resume,
                              overwrite=args.overwrite, progress=not args.no_progress, **extra)
     print(report.summary())
     return 0

@@ -14,17 +14,12 @@ import math
 from pathlib import Path
 
 from cad_recode.atomic import atomic_file
-from cad_recode.errors import CadRecodeError, InputError, UsageError
+from cad_recode.cli.flags import add_output_flag
+from cad_recode.errors import ProgramFailed, UsageError
+from cad_recode.geometry.load_shape import PROGRAM_SUFFIX, is_program, read_program
 from cad_recode.geometry.sandbox import DEFAULT_TIMEOUT  # light: numpy only, no CadQuery
 
-PROGRAM_SUFFIX = ".py"
 EXPORT_SUFFIXES = (".stl", ".step", ".stp")
-
-
-class ProgramFailed(CadRecodeError):
-    """A CadQuery program that was rejected, failed or built no valid solid (exit 1)."""
-
-    exit_code = 1
 
 
 def register(subparsers) -> None:
@@ -37,7 +32,7 @@ def register(subparsers) -> None:
         "is rejected, fails, times out or builds no valid solid.",
     )
     p.add_argument("program", type=Path, metavar="PROGRAM.py")
-    p.add_argument("--out", type=Path, metavar="SHAPE.stl|.step", help="export the solid here")
+    add_output_flag(p, folder=False, old="--out", type=Path, metavar="SHAPE.stl|.step", help="export the solid here")
     _add_timeout(p)
     p.set_defaults(func=cmd_exec)
 
@@ -49,7 +44,8 @@ def register(subparsers) -> None:
         "that maps them back (original = points / scale + center).",
     )
     p.add_argument("input", type=Path, metavar="INPUT")
-    p.add_argument("--out", type=Path, metavar="POINTS.npy", help="default: INPUT's name + .points.npy, beside it")
+    add_output_flag(p, folder=False, old="--out", type=Path, metavar="POINTS.npy",
+                    help="default: INPUT's name + .points.npy, beside it")
     p.add_argument("--n", type=int, default=256, help="number of points (default 256)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.set_defaults(func=cmd_points)
@@ -72,10 +68,11 @@ def register(subparsers) -> None:
         "shapes",
         help="list the built-in example shapes or print one's program",
         description="'list' (the default) prints the names; NAME prints that shape's CadQuery "
-        "program, or writes it with --out.",
+        "program, or writes it with --output.",
     )
     p.add_argument("name", nargs="?", default="list", metavar="list|NAME")
-    p.add_argument("--out", type=Path, metavar="F.py", help="write the program here instead of printing it")
+    add_output_flag(p, folder=False, old="--out", type=Path, metavar="F.py",
+                    help="write the program here instead of printing it")
     p.set_defaults(func=cmd_shapes)
 
 
@@ -94,7 +91,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
     code = _read_program(args.program)
     timeout = _check_timeout(args.timeout)
-    out = _check_suffix(args.out, EXPORT_SUFFIXES, "--out") if args.out else None
+    out = _check_suffix(args.output, EXPORT_SUFFIXES, "--output") if args.output else None
     _reject_early(args.program, code)
     # The sandbox writes the export atomically, and only for a valid solid.
     export = {} if out is None else {"stl_path" if out.suffix.lower() == ".stl" else "step_path": out}
@@ -149,8 +146,8 @@ def cmd_points(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UsageError(f"--n must be a positive number of points, got {args.n}")
-    out = args.out or args.input.with_name(args.input.name + ".points.npy")
-    _check_suffix(out, (".npy",), "--out")
+    out = args.output or args.input.with_name(args.input.name + ".points.npy")
+    _check_suffix(out, (".npy",), "--output")
     model_points = to_model_points(load_geometry(args.input), n_points=args.n, seed=args.seed)
     with atomic_file(out) as tmp, open(tmp, "wb") as handle:
         np.save(handle, model_points.points)  # a handle: np.save would append .npy to a path
@@ -164,22 +161,20 @@ def cmd_points(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from cad_recode.geometry.load_shape import load_shapes
     from cad_recode.geometry.metrics import compare_meshes
+    from cad_recode.geometry.sandbox import Sandbox
 
     timeout = _check_timeout(args.timeout)
-    paths = {"A": args.a, "B": args.b}
-    for label, path in paths.items():
-        _check_exists(path, label)
-    programs = {label: _read_program(path) for label, path in paths.items() if _is_program(path)}
-    for label, code in programs.items():
-        _reject_early(paths[label], code)
-    # Files first: a bad file should fail before any program runs.
-    meshes = {label: _load_mesh(path, label) for label, path in paths.items() if label not in programs}
-    if programs:
-        meshes.update(_run_programs(programs, paths, timeout))
-    result = compare_meshes(meshes["A"], meshes["B"], seed=args.seed)
+    paths = [args.a, args.b]
+    for path in paths:
+        if is_program(path):
+            _reject_early(path, _read_program(path))
+    with Sandbox(workers=1, timeout=timeout) as sandbox:
+        mesh_a, mesh_b = _first_error_raised(load_shapes(paths, sandbox, what="compare input"))
+    result = compare_meshes(mesh_a, mesh_b, seed=args.seed)
     if args.json:
-        print(json.dumps({"a": str(args.a), "b": str(args.b), **result.to_dict()}))
+        print(json.dumps({"a": str(args.a), "b": str(args.b), **_json_safe(result.to_dict())}))
     else:
         print(f"CD x10^3: {result.cd:.4f}")
         if math.isnan(result.iou):
@@ -189,28 +184,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_programs(programs: dict[str, str], paths: dict[str, Path], timeout: float) -> dict:
-    from cad_recode.geometry.sandbox import Sandbox
-
-    meshes = {}
-    with Sandbox(workers=1, timeout=timeout) as sandbox:
-        for label, code in programs.items():
-            result = sandbox.run(code)
-            if not result.ok:
-                raise _program_failed(paths[label], result)
-            meshes[label] = result.to_trimesh()
-    return meshes
+def _first_error_raised(shapes: list) -> list:
+    """Files are checked before any program runs (load_shapes), and the first problem is raised."""
+    for shape in shapes:
+        if isinstance(shape, Exception):
+            raise shape
+    return shapes
 
 
-def _load_mesh(path: Path, label: str):
-    from cad_recode.geometry.loaders import load_geometry
-
-    shape = load_geometry(path)
-    if not hasattr(shape, "faces"):
-        raise InputError(
-            f"{path}: {label} is a point cloud; compare needs surfaces (a program, mesh or STEP file)"
-        )
-    return shape
+def _json_safe(values: dict) -> dict:
+    """JSON has no NaN: an undefined metric is null."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
 
 
 # --------------------------------------------------------------------------- shapes
@@ -220,42 +204,27 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     from cad_recode.geometry.shapes import EXAMPLE_SHAPES, example_program
 
     if args.name == "list":
-        if args.out:
-            raise UsageError("--out needs a shape NAME, not 'list'; e.g. cad-recode shapes cube --out cube.py")
+        if args.output:
+            raise UsageError("--output needs a shape NAME, not 'list'; e.g. cad-recode shapes cube --output cube.py")
         print("\n".join(EXAMPLE_SHAPES))
         return 0
     code = example_program(args.name)
-    if args.out is None:
+    if args.output is None:
         print(code, end="" if code.endswith("\n") else "\n")
         return 0
-    _check_suffix(args.out, (PROGRAM_SUFFIX,), "--out")
-    with atomic_file(args.out) as tmp:
+    _check_suffix(args.output, (PROGRAM_SUFFIX,), "--output")
+    with atomic_file(args.output) as tmp:
         tmp.write_text(code, encoding="utf-8")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.output}")
     return 0
 
 
 # --------------------------------------------------------------------------- shared checks
 
 
-def _is_program(path: Path) -> bool:
-    return path.suffix.lower() == PROGRAM_SUFFIX
-
-
-def _check_exists(path: Path, what: str) -> None:
-    if not path.exists():
-        raise InputError(f"{path}: no such file ({what}); check the path")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file ({what})")
-
-
 def _read_program(path: Path) -> str:
     _check_suffix(path, (PROGRAM_SUFFIX,), "program")
-    _check_exists(path, "program")
-    try:
-        return path.read_text(encoding="utf-8")
-    except (UnicodeDecodeError, OSError) as err:
-        raise InputError(f"{path}: cannot read the program as UTF-8 text ({err.__class__.__name__})") from None
+    return read_program(path)
 
 
 def _check_suffix(path: Path, allowed: tuple[str, ...], what: str) -> Path:

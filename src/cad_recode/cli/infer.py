@@ -1,6 +1,6 @@
 """Verbs ``infer``, ``merge`` and ``eval``: argument parsing and printing only.
 
-The recipes are ``cad_recode.infer``, ``cad_recode.merge`` and ``cad_recode.evaluate``.
+The recipes are ``cad_recode.inference``, ``cad_recode.merge`` and ``cad_recode.evaluate``.
 The root scripts ``inference_lora.py`` and ``merge_lora_weights.py`` call these
 verbs with the guide's flags.
 """
@@ -10,8 +10,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from cad_recode import defaults
+from cad_recode.cli.flags import add_output_flag
 from cad_recode.errors import UsageError
-from cad_recode.refine import DEFAULT_MAX_EVALUATIONS as DEFAULT_REFINE_EVALUATIONS
+from cad_recode.inference.refine import DEFAULT_MAX_EVALUATIONS as DEFAULT_REFINE_EVALUATIONS
 
 
 def register(subparsers) -> None:
@@ -64,7 +66,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, metavar="DIR")
     p.add_argument("--split", default="test", help="split of a prepared dataset (default test)")
     p.add_argument("--limit", type=int, metavar="K", help="evaluate the first K shapes only")
-    p.add_argument("--output_dir", default="eval_results", metavar="DIR", help="default eval_results")
+    add_output_flag(p, folder=True, old="--out", default="eval_results", metavar="DIR", help="default eval_results")
     _add_decoding_arguments(p)
     p.set_defaults(func=cmd_eval)
 
@@ -88,7 +90,8 @@ def _add_decoding_arguments(p) -> None:
     p.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float)
     p.add_argument("--top_p", type=float)
-    p.add_argument("--max_new_tokens", type=int, default=768)
+    p.add_argument("--max_new_tokens", type=int, default=defaults.MAX_NEW_TOKENS,
+                   help=f"longest program in tokens (default {defaults.MAX_NEW_TOKENS})")
     p.add_argument("--runaway_factor", type=float, metavar="F",
                    help="best of N: end a candidate once half of the others finished and it is F times longer "
                         "than the longest of them (default 2; 0: never)")
@@ -113,7 +116,7 @@ def _parse_adapters(items: list[str]) -> dict[str, str]:
 
 
 def _load_recoder(args):
-    from cad_recode.infer import CADRecoder
+    from cad_recode.inference import CADRecoder
 
     _quiet_loading()
     adapters = _parse_adapters(args.adapter)
@@ -135,7 +138,7 @@ def _quiet_loading() -> None:
 
 
 def _decoding(args):
-    from cad_recode.infer import Decoding
+    from cad_recode.inference import Decoding
 
     if args.num_candidates < 1:
         raise UsageError(f"--num_candidates must be >= 1, got {args.num_candidates}")
@@ -164,22 +167,23 @@ def _collect_inputs(items: list[str]) -> list[Path]:
 
 
 def _line(rec) -> str:
-    r = rec.report
-    if not r["valid"]:
-        return f"{r['input']}: INVALID ({r.get('reason', '')[:160]})"
-    text = f"{r['input']}: valid, CD to input {r['cd_input']:.3f}"
-    if r.get("cd_gt") is not None:
-        iou = "n/a" if r.get("iou_gt") is None else f"{r['iou_gt'] * 100:.1f}%"
-        text += f", CD to ground truth {r['cd_gt']:.3f}, IoU {iou}"
-    text += f" ({r['num_valid_candidates']}/{r['num_candidates']} candidates valid"
-    if "refinement" in r:
-        text += f"; refinement changed {r['refinement']['literals_changed']} numbers in {r['refinement']['evaluations']} runs"
+    if not rec.valid:
+        return f"{rec.input_name}: INVALID ({rec.reason[:160]})"
+    text = f"{rec.input_name}: valid, CD to input {rec.cd_input:.3f}"
+    if rec.truth is not None and rec.truth.cd is not None:
+        iou = "n/a" if rec.truth.iou is None else f"{rec.truth.iou * 100:.1f}%"
+        text += f", CD to ground truth {rec.truth.cd:.3f}, IoU {iou}"
+    text += f" ({rec.num_valid_candidates}/{len(rec.candidates)} candidates valid"
+    if rec.refinement is not None:
+        text += (f"; refinement changed {rec.refinement.literals_changed} numbers in "
+                 f"{rec.refinement.evaluations} runs")
     return text + ")"
 
 
 def cmd_infer(args) -> int:
     from cad_recode.geometry.shapes import EXAMPLE_SHAPES
-    from cad_recode.infer import check_writable, output_paths, shape_input
+    from cad_recode.inference.export import check_writable, output_paths
+    from cad_recode.inference.inputs import shape_input
 
     if args.shape == "list":
         print("\n".join(EXAMPLE_SHAPES))
@@ -223,7 +227,7 @@ def cmd_infer(args) -> int:
                 paths = output_paths(targets[index])
                 print(f"{_line(rec)} -> {paths['py']}", file=sys.stderr)
             else:
-                print(rec.code if rec.valid else f"# INVALID: {rec.report.get('reason', '')}")
+                print(rec.code if rec.valid else f"# INVALID: {rec.reason}")
                 print(_line(rec), file=sys.stderr)
     return 0 if all(rec.valid for rec in recs) else 1
 

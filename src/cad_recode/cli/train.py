@@ -1,6 +1,8 @@
 """``cad-recode train``: LoRA / QLoRA / full fine-tuning from a YAML config and flags.
 
-Argument parsing only; the recipe is ``cad_recode.train``. Every config key is
+Argument parsing only; the recipe is ``cad_recode.training.recipe``. The CLI hands it the
+generation-metrics evaluator (``cad_recode.evaluate.GenerationMetrics``), so the recipe
+itself never imports inference. Every config key is
 also a flag (``--lora_r 8``, ``--use_qlora``, ``--resume_from_checkpoint auto``),
 and a flag overrides the YAML given with ``--config``.
 """
@@ -35,14 +37,15 @@ def register(subparsers) -> None:
 
 def cmd_train(args) -> int:
     from cad_recode.config import config_from_args
-    from cad_recode.train import train
+    from cad_recode.evaluate import GenerationMetrics
+    from cad_recode.training.recipe import train
 
-    train(config_from_args(args))
+    train(config_from_args(args), generation_metrics=GenerationMetrics)
     return 0
 
 
 def cmd_curves(args) -> int:
-    from cad_recode.curves import write_run_curves
+    from cad_recode.training.curves import write_run_curves
 
     print(f"wrote {write_run_curves(args.output_dir, args.output)}")
     return 0

@@ -22,11 +22,12 @@ import fpsample
 import numpy as np
 import trimesh
 
+from cad_recode import defaults
 from cad_recode.errors import InputError, UsageError
 from cad_recode.geometry.normalize import Transform, fit_normalization, validate_points
 
-NUM_SURFACE_POINTS = 8192
-NUM_POINT_TOKENS = 256
+NUM_SURFACE_POINTS = defaults.NUM_SURFACE_POINTS
+NUM_POINT_TOKENS = defaults.NUM_POINT_TOKENS
 
 # Tree height of fpsample's bucket KD-line FPS (buckets of 2**h points). It picks
 # exactly the farthest point at every step, like vanilla FPS, but prunes the

@@ -114,15 +114,6 @@ class Refinement:
     evaluations: int  # variants run in the sandbox
     seconds: float
 
-    def to_dict(self) -> dict:
-        """The report's fields: CDs x10^3 in the protocol's unit-cube scale, at the variants' tessellation."""
-        from cad_recode.geometry.metrics import protocol_cd
-
-        def protocol(raw: float) -> float | None:
-            return protocol_cd(raw) if math.isfinite(raw) else None
-
-        return dict(cd_input_before=protocol(self.start_distance), cd_input_after=protocol(self.distance),
-                    literals_changed=self.changed, evaluations=self.evaluations, seconds=round(self.seconds, 3))
 
 
 def refine_program(

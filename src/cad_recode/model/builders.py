@@ -1,6 +1,6 @@
 """Where the causal LM comes from: a tiny random one (offline tests, CPU runs) or a real checkpoint.
 
-``build_tiny_lm`` builds a Qwen3 or Qwen2 architecture from a config, random
+``build_tiny_lm`` (and ``build_tiny`` from a run's ``tiny_model`` spec) builds a Qwen3 or Qwen2 architecture from a config, random
 weights, no download. Qwen2.5 checkpoints use the Qwen2 architecture
 (model_type "qwen2"), so "qwen2" covers both.
 
@@ -11,6 +11,7 @@ one-line ``InputError`` that says how to download it or point at a local copy.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -135,3 +136,37 @@ def load_base_lm(
             f"`huggingface-cli download {name_or_path} --local-dir models/{Path(str(name_or_path)).name}` "
             "and pass that folder as --base_model (or unset HF_HUB_OFFLINE to download on first use)"
         ) from None
+
+
+def tiny_spec(spec: dict | str | os.PathLike | None) -> dict:
+    """A ``tiny_model`` setting -> its mapping: given inline, or read from a config.json path."""
+    if spec is None:
+        return {}
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec)
+        if not path.is_file():
+            raise UsageError(f"tiny_model {spec} is not a file; give a config.json path or a mapping")
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise UsageError(f"tiny_model {spec}: not valid JSON ({err})") from None
+    return dict(spec)
+
+
+def build_tiny(spec: dict | str | os.PathLike | None, vocab_size: int, seed: int) -> PreTrainedModel:
+    """The tiny base LM a ``tiny_model`` spec describes, random init fixed by ``seed``.
+
+    The same spec and seed rebuild the same weights: that is how a tiny run's base
+    is found again for merging and inference (it is never saved on its own).
+    """
+    spec = tiny_spec(spec)
+    if "model_type" in spec and "architecture" not in spec:  # a config.json
+        spec["architecture"] = spec.pop("model_type")
+    renames = {"num_hidden_layers": "num_layers", "num_attention_heads": "num_heads", "num_key_value_heads": "num_kv_heads"}
+    kwargs = {renames.get(k, k): v for k, v in spec.items() if k not in ("vocab_size", "architectures", "transformers_version")}
+    architecture = kwargs.pop("architecture", "qwen3")
+    head_dim = kwargs.pop("head_dim", None)
+    heads = kwargs.get("num_heads", 4)
+    if head_dim is not None and head_dim * heads != kwargs.get("hidden_size", 32):
+        raise UsageError(f"tiny_model head_dim {head_dim} must equal hidden_size / num_attention_heads")
+    return build_tiny_lm(architecture, vocab_size=vocab_size, seed=seed, **kwargs)

@@ -23,11 +23,12 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from cad_recode import defaults
 from cad_recode.errors import UsageError
 from cad_recode.model.wrapper import CADRecodeForCausalLM, code_generation_config
-from cad_recode.tokenizer import CodeTokens
+from cad_recode.model.tokenizer import CodeTokens
 
-DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_TARGET_MODULES = defaults.LORA_TARGET_MODULES
 PROJECTOR = "point_encoder"
 LM_PREFIX = "lm"
 
@@ -62,9 +63,9 @@ def lora_target_regex(model: CADRecodeForCausalLM, target_modules: Sequence[str]
 
 def lora_config(
     model: CADRecodeForCausalLM,
-    r: int = 16,
-    alpha: int = 32,
-    dropout: float = 0.1,
+    r: int = defaults.LORA_R,
+    alpha: int = defaults.LORA_ALPHA,
+    dropout: float = defaults.LORA_DROPOUT,
     target_modules: Sequence[str] | str = DEFAULT_TARGET_MODULES,
 ):
     from peft import LoraConfig
@@ -95,9 +96,9 @@ def prepare_for_kbit_training(model: CADRecodeForCausalLM, gradient_checkpointin
 
 def apply_lora(
     model: CADRecodeForCausalLM,
-    r: int = 16,
-    alpha: int = 32,
-    dropout: float = 0.1,
+    r: int = defaults.LORA_R,
+    alpha: int = defaults.LORA_ALPHA,
+    dropout: float = defaults.LORA_DROPOUT,
     target_modules: Sequence[str] | str = DEFAULT_TARGET_MODULES,
     adapter_name: str = "default",
     gradient_checkpointing: bool = False,
@@ -177,14 +178,16 @@ def optimizer_groups(
     projector_learning_rate: float | None = None,
     weight_decay: float = 0.0,
 ) -> list[dict]:
-    """torch.optim parameter groups: trainable LM/LoRA weights, and the projector at its own learning rate.
+    """AdamW parameter groups of the trainable weights: the one rule every recipe uses.
 
-    Biases and norm weights (1-D tensors) get no weight decay.
+    LM and LoRA matrices decay; biases and norm weights (1-D, or named ``norm``) do not;
+    the projector trains at its own learning rate (``None``: ``learning_rate``).
     """
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            groups.setdefault((PROJECTOR in name, param.ndim >= 2), []).append(param)
+            decays = param.ndim >= 2 and "norm" not in name
+            groups.setdefault((PROJECTOR in name, decays), []).append(param)
     result = []
     for (is_projector, decays), params in sorted(groups.items()):
         lr = projector_learning_rate if is_projector and projector_learning_rate is not None else learning_rate

@@ -52,7 +52,7 @@ class CodeTokens:
             if token_id is None or token_id == getattr(tokenizer, "unk_token_id", None):
                 raise InputError(
                     f"tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__} has no {token} "
-                    "token; use a Qwen tokenizer or one made by cad_recode.tokenizer.train_code_tokenizer"
+                    "token; use a Qwen tokenizer or one made by cad_recode.model.tokenizer.train_code_tokenizer"
                 )
             ids[token] = int(token_id)
         pad = tokenizer.pad_token_id

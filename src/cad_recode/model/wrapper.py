@@ -28,23 +28,26 @@ from transformers import (
 )
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
+from cad_recode import defaults
 from cad_recode.errors import UsageError
 from cad_recode.model.encoder import NUM_FOURIER_FREQUENCIES, PointEncoder
-from cad_recode.tokenizer import CodeTokens
+from cad_recode.model.tokenizer import CodeTokens
 
 IGNORE_INDEX = -100
-DEFAULT_MAX_NEW_TOKENS = 768
-DEFAULT_NUM_POINT_TOKENS = 256
+DEFAULT_MAX_NEW_TOKENS = defaults.MAX_NEW_TOKENS
+DEFAULT_NUM_POINT_TOKENS = defaults.NUM_POINT_TOKENS
 
 
 class CADRecodeConfig(PreTrainedConfig):
-    """``text_config``: the wrapped LM's config; ``num_point_tokens``: points per shape."""
+    """``text_config``: the wrapped LM's config; ``num_point_tokens``: points per shape after FPS;
+    ``num_surface_points``: surface samples drawn before FPS (training and inference must agree)."""
 
     model_type = "cad_recode"
     sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen3")}
 
     text_config: dict | PreTrainedConfig | None = None
     num_point_tokens: int = DEFAULT_NUM_POINT_TOKENS
+    num_surface_points: int = defaults.NUM_SURFACE_POINTS
     num_fourier_frequencies: int = NUM_FOURIER_FREQUENCIES
     tie_word_embeddings: bool = False
 
@@ -110,11 +113,13 @@ class CADRecodeForCausalLM(PreTrainedModel, GenerationMixin):
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def from_lm(cls, lm: PreTrainedModel, num_point_tokens: int = DEFAULT_NUM_POINT_TOKENS) -> CADRecodeForCausalLM:
+    def from_lm(cls, lm: PreTrainedModel, num_point_tokens: int = DEFAULT_NUM_POINT_TOKENS,
+                num_surface_points: int = defaults.NUM_SURFACE_POINTS) -> CADRecodeForCausalLM:
         """Wrap an existing causal LM (random or pretrained, quantized or not) with a fresh fp32 projector."""
         config = CADRecodeConfig(
             text_config=lm.config,
             num_point_tokens=num_point_tokens,
+            num_surface_points=num_surface_points,
             # The config setter pushes these down to text_config; keep the LM's own choice.
             attn_implementation=lm.config._attn_implementation,
             experts_implementation=lm.config._experts_implementation,

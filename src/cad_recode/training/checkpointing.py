@@ -46,12 +46,8 @@ from transformers import TrainerCallback
 
 from cad_recode.config import RESUME_LATEST, TrainConfig, load_config, save_config
 from cad_recode.errors import InputError, UsageError
+from cad_recode.model.loading import ADAPTER_FILES, CHECKPOINT_PREFIX, MERGED_DIR, RUN_CONFIG, TRAIN_LOG
 
-CHECKPOINT_PREFIX = "checkpoint-"
-RUN_CONFIG = "config.yaml"
-TRAIN_LOG = "train_log.jsonl"
-MERGED_DIR = "merged_model"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # Files the Trainer writes that only serve resuming (dropped from checkpoints that keep only merged_model/).
 RESUME_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "training_args.bin")
 # Keys that fix the network a checkpoint's weights belong to.

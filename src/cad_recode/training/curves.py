@@ -71,7 +71,7 @@ def plot_training_curves(records: list[dict], path: str | os.PathLike, title: st
 
 def write_run_curves(output_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
     """Plot ``output_dir/train_log.jsonl`` to ``path`` (default ``output_dir/training_curves.png``)."""
-    from cad_recode.checkpointing import TRAIN_LOG, read_train_log
+    from cad_recode.training.checkpointing import TRAIN_LOG, read_train_log
 
     output_dir = Path(output_dir)
     records = read_train_log(output_dir)

@@ -21,7 +21,7 @@ import torch
 
 from cad_recode.config import TrainConfig
 from cad_recode.errors import InputError
-from cad_recode.train import build_tiny, tiny_spec
+from cad_recode.model.builders import build_tiny, tiny_spec
 
 
 @dataclass
@@ -54,12 +54,12 @@ def plan(cfg: TrainConfig) -> Plan:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from cad_recode.model import CADRecodeForCausalLM, apply_lora, count_parameters
-    from cad_recode.tokenizer import DEFAULT_VOCAB_SIZE
+    from cad_recode.model.tokenizer import DEFAULT_VOCAB_SIZE
 
     if cfg.tiny_model is not None:
-        vocab = tiny_spec(cfg).get("vocab_size", DEFAULT_VOCAB_SIZE)
+        vocab = tiny_spec(cfg.tiny_model).get("vocab_size", DEFAULT_VOCAB_SIZE)
         with torch.device("meta"):
-            lm = build_tiny(cfg, vocab)
+            lm = build_tiny(cfg.tiny_model, vocab, cfg.seed)
     else:
         try:
             config = AutoConfig.from_pretrained(cfg.base_model, trust_remote_code=cfg.trust_remote_code)

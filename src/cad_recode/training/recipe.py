@@ -3,9 +3,12 @@
     train(cfg)   check inputs -> setup -> Trainer.train (resume) -> save_final -> cleanup
     setup(cfg)   tokenizer, datasets, model (LoRA / 4-bit base / full), merge base loader
 
-Helpers: cad_recode.checkpointing (output layout, checkpoints, merging, resume
-checks), cad_recode.shape_eval (generation metrics at evaluation),
-cad_recode.run_plan (the --dry_run report).
+Helpers: :mod:`cad_recode.training.checkpointing` (output layout, checkpoints,
+merging, resume checks), :mod:`cad_recode.training.plan` (the --dry_run report),
+:mod:`cad_recode.training.curves` (the curves PNG). Generation metrics at
+evaluation (IR, CD, IoU) come from a ``generation_metrics`` factory the caller
+injects (the CLI passes :class:`cad_recode.evaluate.GenerationMetrics`): training
+never imports inference or evaluation.
 
 Why the Hugging Face Trainer and not an own accelerate loop: the Trainer already
 gives, tested by many users, every runtime feature the guide promises --
@@ -17,7 +20,7 @@ optimizer, scheduler, per-rank RNG and the data position (batches are skipped
 at the sampler, not loaded). Its per-step work beyond forward/backward/step is
 a few tensor ops and callback calls, so the recipe stays near a bare loop.
 What is project-specific is kept small and visible here and in
-:mod:`cad_recode.checkpointing`: the optimizer's parameter groups (the
+:mod:`cad_recode.training.checkpointing`: the optimizer's parameter groups (the
 projector has its own learning rate), the point-sampling epoch, the
 generation metrics at evaluation, merging at checkpoints into a separate
 full-precision copy (never the live model), and the final output layout.
@@ -30,15 +33,13 @@ a single process). Only rank 0 writes, except each rank's RNG state file in
 
 Determinism: items draw their points from a seed of (seed, epoch, record), the
 sampler is seeded per epoch, and side jobs (merging, evaluation) run under
-:func:`cad_recode.checkpointing.preserved_rng`, so a resumed run reproduces the
+:func:`cad_recode.training.checkpointing.preserved_rng`, so a resumed run reproduces the
 losses of an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +48,16 @@ from typing import Any, Callable
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from cad_recode import checkpointing as ckpt
 from cad_recode.config import TRAIN_TOKENIZER, TrainConfig, save_config
-from cad_recode.curves import write_run_curves
-from cad_recode.errors import InputError, UsageError
+from cad_recode.errors import InputError
+from cad_recode.model.loading import MERGED_DIR, RUN_CONFIG
+from cad_recode.training import checkpointing as ckpt
+from cad_recode.training.curves import write_run_curves
+
+# Builds the generation-metrics evaluator of a run: (validation split, tokenizer, cfg) -> evaluator,
+# where ``evaluator(model)`` returns {"ir", "cd_mean", "cd_median", "iou"} and ``evaluator.close()``
+# frees its sandbox. Injected by the caller so that training does not import inference.
+GenerationMetricsFactory = Callable[[Any, Any, TrainConfig], Any]
 
 # --------------------------------------------------------------------------- the run
 
@@ -63,13 +70,16 @@ class TrainResult:
     resumed_from: Path | None
 
 
-def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> TrainResult | None:
+def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None, *,
+          generation_metrics: GenerationMetricsFactory | None = None) -> TrainResult | None:
     """Run the recipe for ``cfg``; ``cfg.dry_run`` only prints the plan. Returns None for a dry run.
 
     ``callbacks``: extra ``transformers.TrainerCallback`` objects, called after the recipe's own.
+    ``generation_metrics``: with ``do_eval``, builds the evaluator of IR, CD and IoU on validation
+    shapes (see GenerationMetricsFactory); without it evaluation measures the loss only.
     """
     if cfg.dry_run:
-        from cad_recode.run_plan import plan
+        from cad_recode.training.plan import plan
 
         print(plan(cfg).format())
         return None
@@ -78,12 +88,12 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
     if resume is not None:
         ckpt.validate_checkpoint(resume, cfg)
     run = setup(cfg, resume)
-    trainer = build_trainer(run, callbacks)
+    trainer = build_trainer(run, callbacks, generation_metrics)
     output_dir = Path(cfg.output_dir)
     if trainer.is_world_process_zero():
         if cfg.overwrite_output_dir and resume is None:
             ckpt.clear_previous_run(output_dir)
-        save_config(cfg, output_dir / ckpt.RUN_CONFIG)
+        save_config(cfg, output_dir / RUN_CONFIG)
     try:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         if trainer.is_world_process_zero():
@@ -94,13 +104,12 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> T
     return TrainResult(output_dir, result.global_step, result.training_loss, resume)
 
 
-def build_trainer(run: Run, extra_callbacks: list[TrainerCallback] | None = None) -> CadRecodeTrainer:
+def build_trainer(run: Run, extra_callbacks: list[TrainerCallback] | None = None,
+                  generation_metrics: GenerationMetricsFactory | None = None) -> CadRecodeTrainer:
     cfg = run.cfg
     evaluator = None
-    if cfg.do_eval:
-        from cad_recode.shape_eval import ShapeEvaluator
-
-        evaluator = ShapeEvaluator(run.eval_dataset.split, run.tokenizer, cfg)
+    if cfg.do_eval and generation_metrics is not None:
+        evaluator = generation_metrics(run.eval_dataset.split, run.tokenizer, cfg)
     callbacks = [
         EpochCallback(run.train_dataset),
         ckpt.CheckpointCallback(cfg, run.tokenizer, run.base_loader),
@@ -129,7 +138,7 @@ def save_final(run: Run, model) -> None:
     else:
         run.tokenizer.save_pretrained(out)
     if cfg.merge_at_end:
-        ckpt.save_merged_copy(model, run.base_loader, run.tokenizer, out / ckpt.MERGED_DIR)
+        ckpt.save_merged_copy(model, run.base_loader, run.tokenizer, out / MERGED_DIR)
 
 
 def cleanup(trainer: CadRecodeTrainer) -> None:
@@ -163,7 +172,7 @@ def setup(cfg: TrainConfig, resume: Path | None = None) -> Run:
     set_seed(cfg.seed)
     train_split = open_split(cfg, "train")
     eval_split = open_split(cfg, "val") if cfg.do_eval else None
-    tokenizer = load_tokenizer(cfg, train_split, resume)
+    tokenizer = load_run_tokenizer(cfg, train_split, resume)
     datasets = {}
     for name, split in (("train", train_split), ("val", eval_split)):
         if split is None:
@@ -198,67 +207,24 @@ def open_split(cfg: TrainConfig, split: str):
     return PreparedSplit.open(root, split)
 
 
-def load_tokenizer(cfg: TrainConfig, train_split, resume: Path | None):
+def load_run_tokenizer(cfg: TrainConfig, train_split, resume: Path | None):
     """The run's tokenizer: trained on the training programs (tiny runs), or the base model's own."""
-    from transformers import AutoTokenizer
-
-    from cad_recode.tokenizer import DEFAULT_VOCAB_SIZE, train_code_tokenizer
+    from cad_recode.model.builders import tiny_spec
+    from cad_recode.model.loading import load_tokenizer
+    from cad_recode.model.tokenizer import DEFAULT_VOCAB_SIZE, train_code_tokenizer
 
     if cfg.tokenizer == TRAIN_TOKENIZER:
         if resume is not None:  # the resumed run must see exactly the ids it was trained with
-            return AutoTokenizer.from_pretrained(resume)
-        vocab = tiny_spec(cfg).get("vocab_size", DEFAULT_VOCAB_SIZE)
+            return load_tokenizer(resume)
+        vocab = tiny_spec(cfg.tiny_model).get("vocab_size", DEFAULT_VOCAB_SIZE)
         return train_code_tokenizer(train_split.codes(), vocab_size=vocab)
-    source = cfg.tokenizer or cfg.base_model
-    local = Path(source).expanduser()
-    try:
-        return AutoTokenizer.from_pretrained(
-            str(local) if local.exists() else source, trust_remote_code=cfg.trust_remote_code,
-            local_files_only=local.exists() or os.environ.get("HF_HUB_OFFLINE", "0") in ("1", "true", "yes", "on"),
-        )
-    except (OSError, ValueError) as err:
-        raise InputError(
-            f"tokenizer {source!r} is not available ({str(err).splitlines()[0][:160]}); download the model with "
-            f"`huggingface-cli download {source} --local-dir models/{Path(source).name}` and pass that folder "
-            "as --base_model (or --tokenizer)"
-        ) from None
-
-
-def tiny_spec(cfg: TrainConfig) -> dict:
-    spec = cfg.tiny_model
-    if spec is None:
-        return {}
-    if isinstance(spec, str):
-        path = Path(spec)
-        if not path.is_file():
-            raise UsageError(f"tiny_model {spec} is not a file; give a config.json path or a mapping")
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as err:
-            raise UsageError(f"tiny_model {spec}: not valid JSON ({err})") from None
-    return dict(spec)
-
-
-def build_tiny(cfg: TrainConfig, vocab_size: int) -> torch.nn.Module:
-    """The tiny base LM of ``cfg.tiny_model``, random init fixed by ``cfg.seed`` (rebuilt identically for merges)."""
-    from cad_recode.model import build_tiny_lm
-
-    spec = tiny_spec(cfg)
-    if "model_type" in spec and "architecture" not in spec:  # a config.json
-        spec["architecture"] = spec.pop("model_type")
-    renames = {"num_hidden_layers": "num_layers", "num_attention_heads": "num_heads", "num_key_value_heads": "num_kv_heads"}
-    kwargs = {renames.get(k, k): v for k, v in spec.items() if k not in ("vocab_size", "architectures", "transformers_version")}
-    architecture = kwargs.pop("architecture", "qwen3")
-    head_dim = kwargs.pop("head_dim", None)
-    heads = kwargs.get("num_heads", 4)
-    if head_dim is not None and head_dim * heads != kwargs.get("hidden_size", 32):
-        raise UsageError(f"tiny_model head_dim {head_dim} must equal hidden_size / num_attention_heads")
-    return build_tiny_lm(architecture, vocab_size=vocab_size, seed=cfg.seed, **kwargs)
+    return load_tokenizer(cfg.tokenizer or cfg.base_model, trust_remote_code=cfg.trust_remote_code)
 
 
 def build_model(cfg: TrainConfig, vocab_size: int):
     """(model to train, loader of a fresh full-precision base for merges or None)."""
     from cad_recode.model import CADRecodeForCausalLM, apply_lora, load_base_lm, quantization_config
+    from cad_recode.model.builders import build_tiny
 
     quantization = None
     if cfg.finetune_method == "qlora":
@@ -267,7 +233,7 @@ def build_model(cfg: TrainConfig, vocab_size: int):
     dtype = cfg.torch_dtype
     if cfg.tiny_model is not None:
         dtype = "float32" if dtype == "auto" else dtype
-        base_loader = lambda: build_tiny(cfg, vocab_size)  # noqa: E731 - deterministic rebuild
+        base_loader = lambda: build_tiny(cfg.tiny_model, vocab_size, cfg.seed)  # noqa: E731 - deterministic rebuild
         lm = base_loader().to(getattr(torch, dtype))
         if quantization is not None:  # the same 4-bit load path as a real checkpoint
             with tempfile.TemporaryDirectory(prefix="cad-recode-tiny-") as tmp:
@@ -279,7 +245,8 @@ def build_model(cfg: TrainConfig, vocab_size: int):
         lm = load_base_lm(cfg.base_model, dtype=dtype, quantization=quantization, device_map=device_map, **kwargs)
         if lm.get_input_embeddings().weight.shape[0] < vocab_size:
             raise InputError(f"tokenizer has {vocab_size} tokens but {cfg.base_model} only {lm.get_input_embeddings().weight.shape[0]}")
-    model = CADRecodeForCausalLM.from_lm(lm, num_point_tokens=cfg.num_point_tokens)
+    model = CADRecodeForCausalLM.from_lm(lm, num_point_tokens=cfg.num_point_tokens,
+                                         num_surface_points=cfg.num_surface_points)
     if not cfg.uses_lora:
         model.requires_grad_(True)
         return model, None
@@ -314,22 +281,6 @@ def check_weights_fit(model, checkpoint: Path, cfg: TrainConfig) -> None:
 # --------------------------------------------------------------------------- trainer
 
 
-def parameter_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
-    """AdamW groups: LM weights (decay), LM norms/biases (no decay), projector at projector_lr."""
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        projector = "point_encoder" in name
-        decay = param.ndim >= 2 and "norm" not in name
-        groups.setdefault((projector, decay), []).append(param)
-    return [
-        {"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
-         "lr": cfg.projector_lr if projector else cfg.learning_rate}
-        for (projector, decay), params in sorted(groups.items())
-    ]
-
-
 class CadRecodeTrainer(Trainer):
     """The Trainer with the projector's own learning rate and generation metrics at evaluation."""
 
@@ -339,8 +290,11 @@ class CadRecodeTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
+            from cad_recode.model import optimizer_groups
+
+            groups = optimizer_groups(self.model, self.cfg.learning_rate, self.cfg.projector_lr, self.cfg.weight_decay)
             self.optimizer = torch.optim.AdamW(
-                parameter_groups(self.model, self.cfg), lr=self.cfg.learning_rate,
+                groups, lr=self.cfg.learning_rate,
                 betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon,
             )
         return self.optimizer

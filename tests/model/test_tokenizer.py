@@ -9,7 +9,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from cad_recode.errors import InputError
-from cad_recode.tokenizer import CHAT_END_TOKEN, END_TOKEN, START_TOKEN, CodeTokens, train_code_tokenizer
+from cad_recode.model.tokenizer import CHAT_END_TOKEN, END_TOKEN, START_TOKEN, CodeTokens, train_code_tokenizer
 
 PROGRAMS = [
     "import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-2))\nr=w0.workplane(offset=5/2).box(100,64,5)\n",

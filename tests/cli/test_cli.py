@@ -28,7 +28,7 @@ def test_console_script_reports_version():
         (["train", "--use_qlor"], "unknown flag '--use_qlor' (did you mean '--use_qlora'?)"),
         (["train", "--confg=x.yaml"], "unknown flag '--confg' (did you mean '--config'?)"),
         (["exec", "prog.py", "--timout", "2"], "unknown flag '--timout' (did you mean '--timeout'?)"),
-        (["data", "generate", "--num", "3", "--out", "x", "--sed", "1"], "unknown flag '--sed' (did you mean '--seed'?)"),
+        (["data", "generate", "--num", "3", "--output_dir", "x", "--sed", "1"], "unknown flag '--sed' (did you mean '--seed'?)"),
         (["train", "--banana"], "unknown flag '--banana' (see --help)"),
     ],
 )
@@ -36,3 +36,20 @@ def test_unknown_flags_are_one_line_naming_the_closest_flag(argv, message, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith(message) and "\n" not in err
+
+
+def test_old_output_spellings_work_for_one_release_with_a_notice(tmp_path, capsys):
+    """--out was the data and geometry verbs' spelling: it still works, says what to use instead, once."""
+    target = tmp_path / "cube.py"
+    assert main(["shapes", "cube", "--out", str(target)]) == 0
+    assert target.read_text().startswith("import cadquery as cq")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["cad-recode shapes: note: --out is deprecated and will be removed in the next release; use --output"]
+    assert main(["data", "generate", "--num", "0", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "use --output_dir" in err and "--num must be a positive integer" in err
+
+
+def test_data_verbs_need_an_output_dir(capsys):
+    assert main(["data", "generate", "--num", "3"]) == 2
+    assert "--output_dir DIR is required" in capsys.readouterr().err

@@ -9,12 +9,12 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/infer_artifacts.py
 import infer_artifacts as art  # noqa: E402
 
 from cad_recode.errors import UsageError  # noqa: E402
 from cad_recode.geometry.shapes import example_program  # noqa: E402
-from cad_recode.infer import CADRecoder, Decoding  # noqa: E402
+from cad_recode.inference import CADRecoder, Decoding  # noqa: E402
 from cad_recode.model.runaway import RunawayStop  # noqa: E402
 from cad_recode.model.wrapper import code_generation_config  # noqa: E402
 

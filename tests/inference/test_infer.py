@@ -16,7 +16,7 @@ import pytest
 import torch
 import trimesh
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/infer_artifacts.py
 import infer_artifacts as art  # noqa: E402
 
 from cad_recode.cli import main  # noqa: E402
@@ -24,7 +24,11 @@ from cad_recode.errors import InputError, UsageError  # noqa: E402
 from cad_recode.geometry.loaders import load_geometry  # noqa: E402
 from cad_recode.geometry.sampling import sample_surface, to_model_points  # noqa: E402
 from cad_recode.geometry.shapes import EXAMPLE_SHAPES, example_program  # noqa: E402
-from cad_recode.infer import CADRecoder, Decoding, resolve_source, restore_mesh, restored_program  # noqa: E402
+from cad_recode.inference import CADRecoder, Decoding  # noqa: E402
+from cad_recode.inference.judge import judge  # noqa: E402
+from cad_recode.inference.results import Timings  # noqa: E402
+from cad_recode.inference.units import restore_mesh, restored_program  # noqa: E402
+from cad_recode.model.loading import resolve_source  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -103,7 +107,8 @@ def test_shape_outputs_program_solid_picture_and_report(models, tmp_path, capsys
     assert report["valid"] and report["ground_truth"] == "shape:cube"
     assert report["cd_gt"] == pytest.approx(0.0, abs=1e-9) and report["iou_gt"] == pytest.approx(1.0, abs=1e-6)
     assert report["cd_input"] < 0.05
-    assert set(report["timings"]) == {"encode", "generate", "execute", "metrics", "total"}
+    assert set(report["timings"]) == {"encode", "generate", "execute", "refine", "metrics", "total"}
+    assert report["timings"]["refine"] == 0 and report["cd_units"].startswith("CD x10^3")
     assert report["tokens"]["generated"] == [82, 82, 82] and report["tokens"]["prompt"] == art.POINTS + 1
     assert [c["seed"] for c in report["candidates"]] == [0, 1, 2]
     assert "CD to ground truth 0.000, IoU 100.0%" in capsys.readouterr().err
@@ -120,7 +125,7 @@ def test_best_of_n_is_one_batch_of_fps_draws(models, sandbox, cube_mesh):
     assert batches == [4]  # the prompt is encoded once, for all four draws together
     draws = [to_model_points(cube_mesh, n_points=art.POINTS, seed=s).points for s in range(4)]
     assert np.array_equal(rec.input_points, draws[0]) and not np.array_equal(draws[0], draws[1])
-    assert rec.valid and rec.code == CUBE and rec.report["num_valid_candidates"] == 4
+    assert rec.valid and rec.code == CUBE and rec.num_valid_candidates == 4
 
 
 def test_the_candidate_closest_to_the_input_wins(models, sandbox, cube_mesh):
@@ -130,15 +135,20 @@ def test_the_candidate_closest_to_the_input_wins(models, sandbox, cube_mesh):
     results = sandbox.map(programs)
     item = model.encode_input(cube_mesh, 4, 0, None)
     rows = [((code, 5, True), result) for code, result in zip(programs, results)]
-    rec = model.judge_candidates(item, rows, 0, Decoding(), False, dict(encode=0, generate=0, execute=0))
-    assert rec.report["best_candidate"] == 2 and rec.code == CUBE
+    rec = judge_rows(model, item, rows)
+    assert rec.best == 2 and rec.code == CUBE
     assert rec.candidates[0].status == "syntax_error" and rec.candidates[0].cd_input is None
     distances = [c.cd_input for c in rec.candidates[1:]]
-    assert distances[1] == min(distances) and rec.report["cd_input"] == distances[1]
+    assert distances[1] == min(distances) and rec.cd_input == distances[1]
     # the ground truth plays no part: a cylinder ground truth does not change the choice
     item = model.encode_input(cube_mesh, 4, 0, ("cyl", results[1].to_trimesh()))
-    rec = model.judge_candidates(item, rows, 0, Decoding(), False, dict(encode=0, generate=0, execute=0))
-    assert rec.report["best_candidate"] == 2 and rec.report["iou_gt"] < 0.9
+    rec = judge_rows(model, item, rows)
+    assert rec.best == 2 and rec.truth.iou < 0.9
+
+
+def judge_rows(model, item, rows):
+    return judge(item, rows, first_seed=0, decoding=Decoding(), restore_units=False, sandbox=model.sandbox,
+                 model_name=model.describe(), prompt_tokens=model.num_point_tokens + 1, timings=Timings())
 
 
 def test_invalid_programs_are_reported_not_raised(models, tmp_path, capsys):
@@ -311,11 +321,11 @@ def test_tiny_run_adapter_rebuilds_its_random_base(tmp_path, sandbox):
     """A tiny_model training run records no base folder: the base is rebuilt from its config.yaml."""
     from cad_recode.config import load_config, save_config
     from cad_recode.model import apply_lora
-    from cad_recode.train import build_tiny
+    from cad_recode.model.builders import build_tiny
 
     cfg = load_config(None, {"tiny_model": {"hidden_size": 32, "num_hidden_layers": 2}, "seed": 3,
                              "num_point_tokens": art.POINTS})
-    lm = build_tiny(cfg, vocab_size=len(art.tokenizer()))
+    lm = build_tiny(cfg.tiny_model, vocab_size=len(art.tokenizer()), seed=cfg.seed)
     peft_model = apply_lora(art.CADRecodeForCausalLM.from_lm(lm, num_point_tokens=art.POINTS), r=4, alpha=8, dropout=0.0)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():

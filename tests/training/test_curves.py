@@ -8,7 +8,7 @@ import matplotlib.image
 import pytest
 
 from cad_recode.cli import main
-from cad_recode.curves import CURVES_FILE, plot_training_curves, series, write_run_curves
+from cad_recode.training.curves import CURVES_FILE, plot_training_curves, series, write_run_curves
 from cad_recode.errors import InputError
 
 LOG = [

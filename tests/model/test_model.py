@@ -30,7 +30,7 @@ from cad_recode.model import (
     quantization_config,
     save_merged,
 )
-from cad_recode.tokenizer import CodeTokens, train_code_tokenizer
+from cad_recode.model.tokenizer import CodeTokens, train_code_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -28,13 +28,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from cad_recode import checkpointing as ckpt
+from cad_recode.training import checkpointing as ckpt
 from cad_recode.cli import main
 from cad_recode.config import load_config, save_config
 from cad_recode.data.shards import ShapeRecord, build_manifest, hash_ids, write_manifest, write_shard
 from cad_recode.errors import InputError, UsageError
-from cad_recode.run_plan import plan
-from cad_recode.train import build_trainer, setup, train
+from cad_recode.training.plan import plan
+from cad_recode.training.recipe import build_trainer, setup, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -280,7 +280,7 @@ CHILD = textwrap.dedent(
     torch.set_num_threads(1)
     from transformers import TrainerCallback
     from cad_recode.config import load_config
-    from cad_recode.train import train
+    from cad_recode.training.recipe import train
 
     class StallAfter(TrainerCallback):  # timing only: gives the parent time to SIGKILL mid-run
         def on_step_end(self, args, state, control, **kwargs):
@@ -535,12 +535,13 @@ def test_qlora_trains_a_4bit_base_on_cpu_and_merges_into_full_precision(data_dir
 
 def test_eval_logs_loss_and_generation_metrics(data_dir, tmp_path):
     """--do_eval: validation loss plus IR / CD / IoU of generated programs, in the log and TensorBoard."""
+    from cad_recode.evaluate import GenerationMetrics
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "eval"
     cfg = tiny_config(data_dir, out, do_eval=True, eval_steps=2, max_steps=2, save_steps=2, eval_num_samples=2,
                       max_new_tokens=12, report_to="tensorboard")
-    train(cfg)
+    train(cfg, generation_metrics=GenerationMetrics)
     evals = [r for r in ckpt.read_train_log(out) if "eval_ir" in r]
     assert len(evals) == 1 and evals[0]["step"] == 2
     losses = [r for r in ckpt.read_train_log(out) if "eval_loss" in r]
@@ -578,15 +579,15 @@ def test_shape_metrics_of_perfect_and_broken_programs(data_dir, tmp_path):
     """The generation metrics are the protocol's: the ground-truth program scores IoU ~1 and CD near the
     sampling floor; a program that does not run counts in IR and is left out of CD and IoU."""
     from cad_recode.data.shards import PreparedSplit
-    from cad_recode.shape_eval import ShapeEvaluator
-    from cad_recode.tokenizer import train_code_tokenizer
+    from cad_recode.evaluate import GenerationMetrics
+    from cad_recode.model.tokenizer import train_code_tokenizer
 
     split = PreparedSplit.open(data_dir, "val")
     cfg = tiny_config(data_dir, tmp_path / "run", eval_num_samples=4, per_device_eval_batch_size=3)
     codes = [split[i]["code"] for i in range(4)]
     codes[1] = "import cadquery as cq\nr=cq.Workplane('XY').box(0,1,1)\n"  # no solid
     tokenizer = train_code_tokenizer(codes * 2, vocab_size=300)
-    evaluator = ShapeEvaluator(split, tokenizer=tokenizer, cfg=cfg)
+    evaluator = GenerationMetrics(split, tokenizer=tokenizer, cfg=cfg)
     oracle = _Oracle(codes, tokenizer)
     oracle.train()
     try:
@@ -622,7 +623,7 @@ DISTRIBUTED_CHILD = textwrap.dedent(
     sys.addaudithook(audit)
     from transformers import TrainerCallback
     from cad_recode.config import load_config
-    from cad_recode.train import train
+    from cad_recode.training.recipe import train
 
     class Dump(TrainerCallback):
         def on_train_end(self, args, state, control, model=None, **kwargs):

@@ -1,0 +1,20 @@
+"""Defaults that more than one layer needs, each defined once (design.md §2 and §3).
+
+Kept at the bottom of the package (no imports) so geometry, data, model, the
+recipes and the config can all read them.
+"""
+
+NUM_POINT_TOKENS = 256
+"""Points per shape after FPS, one "point token" each."""
+NUM_SURFACE_POINTS = 8192
+"""Surface samples drawn from a mesh before FPS, and per shape for the protocol's CD."""
+MAX_NEW_TOKENS = 768
+"""Longest generated program, in tokens."""
+MODEL_UNITS = 100.0
+"""Half the side of the cube that normalized [-1, 1] points map to in programs ([-100, 100])."""
+
+LORA_R = 16
+LORA_ALPHA = 32
+LORA_DROPOUT = 0.1
+LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""The guide's seven projections of every decoder layer."""

@@ -1,0 +1,40 @@
+"""How a program is produced: the generation settings, then optional refinement."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from cad_recode import defaults
+from cad_recode.errors import UsageError
+from cad_recode.model.runaway import DEFAULT_RUNAWAY_FACTOR
+
+
+@dataclass
+class Decoding:
+    """Greedy by default (design.md §2); every field is recorded in the report."""
+
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS
+    do_sample: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    # best-of-N: end a candidate once half its siblings finished and it is this many times longer
+    # than the longest of them (cad_recode.model.runaway); 0 never ends one early
+    runaway_factor: float = DEFAULT_RUNAWAY_FACTOR
+    # > 0: fit the winner's integer dimensions to the input points with up to this many sandbox
+    # runs (cad_recode.inference.refine); the report keeps the program as the model wrote it. 0: off
+    refine_evaluations: int = 0
+
+    def __post_init__(self):
+        if self.refine_evaluations < 0:
+            raise UsageError(f"refine_evaluations must be >= 0 (0: off), got {self.refine_evaluations}")
+        if self.max_new_tokens < 1:
+            raise UsageError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.runaway_factor != 0 and not self.runaway_factor > 1:
+            raise UsageError(f"runaway_factor must be 0 (off) or > 1, got {self.runaway_factor}")
+        if self.temperature is not None and self.temperature <= 0:
+            raise UsageError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise UsageError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

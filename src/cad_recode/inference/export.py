@@ -1,0 +1,110 @@
+"""A reconstruction's files: part.py, part.stl, part.step, part.png and part.json, each written atomically.
+
+The solid's STL and STEP are written by the sandbox (the program never runs in
+this process); the report is :meth:`Reconstruction.to_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cad_recode.atomic import atomic_file
+from cad_recode.defaults import MODEL_UNITS
+from cad_recode.errors import InputError
+from cad_recode.inference.results import Reconstruction
+from cad_recode.inference.units import restored_program
+
+OUTPUT_SUFFIXES = (".py", ".stl", ".step", ".png", ".json")
+
+
+def output_paths(code_path: str | os.PathLike) -> dict[str, Path]:
+    """part.py -> {py, stl, step, png, json} beside it."""
+    code_path = Path(code_path)
+    stem = code_path.with_suffix("") if code_path.suffix == ".py" else code_path
+    return {suffix[1:]: stem.with_name(stem.name + suffix) for suffix in OUTPUT_SUFFIXES}
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """One-line InputError unless a file can be written at ``path`` (checked before any work)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; give a file name such as {path / 'part.py'}")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise InputError(f"cannot write output {path}: {blocker} is a file, not a folder; choose another path")
+    probe = path.with_name(f".{path.name}.write-test")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(f"cannot write output {path}: {err.strerror or err}; choose a writable folder") from None
+    return path
+
+
+def program_text(rec: Reconstruction) -> str:
+    """What part.py holds: the winner, or the first candidate under a comment saying why none was valid."""
+    if rec.valid:
+        return rec.code if rec.code.endswith("\n") else rec.code + "\n"
+    first = rec.candidates[0].code if rec.candidates else ""
+    reason = " ".join((rec.reason or "no candidate").split())[:300]
+    text = f"# INVALID: no candidate built a valid solid ({reason})\n{first}"
+    return text if text.endswith("\n") else text + "\n"
+
+
+def save(rec: Reconstruction, code_path: str | os.PathLike, sandbox, *, picture: bool = True) -> dict[str, Path]:
+    """Write part.py (+ .stl, .step when valid, .png, .json) beside ``code_path``; returns the paths written."""
+    paths = output_paths(code_path)
+    written: dict[str, Path] = {}
+    with atomic_file(paths["py"]) as tmp:
+        tmp.write_text(program_text(rec), encoding="utf-8")
+    written["py"] = paths["py"]
+    if rec.valid:
+        export_solid(rec, paths, sandbox)
+        written.update(stl=paths["stl"], step=paths["step"])
+    if picture:
+        write_picture(rec, paths["png"])
+        written["png"] = paths["png"]
+    rec.outputs = dict(written)
+    with atomic_file(paths["json"]) as tmp:
+        tmp.write_text(json.dumps(rec.to_report(), indent=2, default=_json_default) + "\n", encoding="utf-8")
+    written["json"] = paths["json"]
+    return written
+
+
+def write_picture(rec: Reconstruction, path: Path) -> None:
+    """The input points beside the reconstruction, both in the units the solid is in."""
+    from cad_recode.inference.picture import render_comparison
+
+    points = rec.transform.invert(rec.input_points) if rec.restored_units else np.asarray(rec.input_points) * MODEL_UNITS
+    render_comparison(points, rec.mesh, path, title=Path(rec.input_name).name)
+
+
+def export_solid(rec: Reconstruction, paths: dict[str, Path], sandbox) -> None:
+    """STL and STEP of the winner, by the sandbox (never in this process)."""
+    if rec.restored_units:
+        result = sandbox.run(restored_program(rec.code, rec.transform), step_path=paths["step"],
+                             stl_path=paths["stl"], tessellate=False)
+        if result.ok:
+            return
+        # The program keeps its solid elsewhere than ``r``: STEP in model units, STL restored here.
+        rec.step_units = "model"
+        result = sandbox.run(rec.code, step_path=paths["step"], tessellate=False)
+        with atomic_file(paths["stl"]) as tmp:
+            rec.mesh.export(tmp, file_type="stl")
+    else:
+        result = sandbox.run(rec.code, step_path=paths["step"], stl_path=paths["stl"], tessellate=False)
+    if not result.ok:
+        raise InputError(f"could not export the solid to {paths['step']}: {result.status.value}: {result.reason}")
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,112 @@
+"""From executed candidates to one Reconstruction: measure, pick, refine, compare.
+
+Best of N (design.md §2): every candidate ran in the sandbox; the valid one whose
+surface is closest (Chamfer) to the INPUT points wins. A ground truth, when
+given, is only measured afterwards, never used to choose. Each step is its own
+small function returning typed values; :func:`judge` composes them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import trimesh
+
+from cad_recode.errors import InputError
+from cad_recode.geometry.metrics import CloudDistance, compare_meshes, protocol_cd
+from cad_recode.inference.decoding import Decoding
+from cad_recode.inference.inputs import EncodedInput
+from cad_recode.inference.results import Candidate, Reconstruction, RefinementSummary, Timings, TruthComparison
+from cad_recode.inference.units import restore_mesh
+
+# (code, generated tokens, finished) of one generated program
+Generated = tuple[str, int, bool]
+
+
+def measure_candidates(rows: Sequence[tuple[Generated, object]], first_seed: int,
+                       to_input: CloudDistance) -> tuple[list[Candidate], list[trimesh.Trimesh | None]]:
+    """Each candidate's status and CD to the input (protocol scale); its mesh when valid."""
+    candidates, meshes = [], []
+    for k, ((code, tokens, finished), result) in enumerate(rows):
+        candidate = Candidate(first_seed + k, code, tokens, finished, result.status.value, result.reason)
+        mesh = None
+        if result.ok:
+            try:
+                mesh = result.to_trimesh()
+                candidate.cd_input = protocol_cd(to_input(mesh, where=f"candidate {k}"))
+            except (ValueError, InputError) as err:  # degenerate tessellation: not a usable solid
+                mesh, candidate.status, candidate.reason = None, "invalid", str(err).splitlines()[0]
+        candidates.append(candidate)
+        meshes.append(mesh)
+    return candidates, meshes
+
+
+def pick_best(candidates: Sequence[Candidate]) -> int | None:
+    """Index of the valid candidate closest to the input (the first on ties), or None."""
+    scored = [(c.cd_input, k) for k, c in enumerate(candidates) if c.cd_input is not None and math.isfinite(c.cd_input)]
+    return min(scored)[1] if scored else None
+
+
+def compare_with_truth(mesh: trimesh.Trimesh, truth: trimesh.Trimesh, name: str) -> TruthComparison:
+    """CD and IoU against the ground truth; a failed comparison says why instead of raising."""
+    try:
+        comparison = compare_meshes(mesh, truth)
+    except (ValueError, InputError) as err:
+        return TruthComparison(name, error=str(err).splitlines()[0])
+    iou = None if math.isnan(comparison.iou) else comparison.iou
+    return TruthComparison(name, cd=comparison.cd, iou=iou, iou_error=comparison.iou_error or "")
+
+
+def refine_winner(code: str, result, item: EncodedInput, sandbox, budget: int):
+    """The refinement search on the winner (cad_recode.inference.refine): (Refinement, its summary)."""
+    from cad_recode.inference.refine import refine_program
+
+    refined = refine_program(code, item.dense, sandbox, max_evaluations=budget, start_result=result)
+    summary = RefinementSummary(
+        model_code=code, cd_input_before=_protocol(refined.start_distance), cd_input_after=_protocol(refined.distance),
+        literals_changed=refined.changed, evaluations=refined.evaluations, seconds=refined.seconds,
+    )
+    return refined, summary
+
+
+def _protocol(raw: float) -> float | None:
+    return protocol_cd(raw) if math.isfinite(raw) else None
+
+
+def judge(item: EncodedInput, rows: Sequence[tuple[Generated, object]], *, first_seed: int, decoding: Decoding,
+          restore_units: bool, sandbox, model_name: str, prompt_tokens: int, timings: Timings) -> Reconstruction:
+    """Measure, pick, refine (when asked), compare with the ground truth, restore units."""
+    started = time.perf_counter()
+    to_input = CloudDistance(item.dense)  # the input cloud indexed once for every candidate
+    candidates, meshes = measure_candidates(rows, first_seed, to_input)
+    best = pick_best(candidates)
+    code, result, mesh = ("", None, None) if best is None else (candidates[best].code, rows[best][1], meshes[best])
+    cd_input = candidates[best].cd_input if best is not None else None
+    refinement = None
+    if best is not None and decoding.refine_evaluations:
+        refined, refinement = refine_winner(code, result, item, sandbox, decoding.refine_evaluations)
+        timings.refine = refined.seconds
+        if refined.changed:
+            code, result, mesh = refined.code, refined.result, refined.result.to_trimesh()
+            cd_input = protocol_cd(to_input(mesh, where="refined program"))
+    truth = None
+    if mesh is not None and item.ground_truth is not None:
+        truth = compare_with_truth(mesh, item.ground_truth, item.ground_truth_name)
+        if refinement is not None:  # the program as written, measured too: refined and model-only figures
+            written = mesh is meshes[best]
+            refinement.model_truth = truth if written else compare_with_truth(meshes[best], item.ground_truth,
+                                                                               item.ground_truth_name)
+    elif item.ground_truth is not None:
+        truth = TruthComparison(item.ground_truth_name)
+    transform = item.draws[0].transform
+    if mesh is not None and restore_units:
+        mesh = restore_mesh(mesh, transform)
+    timings.metrics = time.perf_counter() - started - timings.refine + item.truth_seconds
+    return Reconstruction(
+        input_name=item.name, model=model_name, code=code, result=result, mesh=mesh, candidates=candidates,
+        best=best, cd_input=cd_input, transform=transform, decoding=decoding, input_points=item.draws[0].points,
+        prompt_tokens=prompt_tokens, restored_units=restore_units, truth=truth, refinement=refinement,
+        timings=timings,
+    )

@@ -1,0 +1,168 @@
+"""Typed results of a reconstruction; the JSON report is written from these fields, never read back.
+
+Every Chamfer distance here is on the protocol's scale: CD x10^3 with both shapes
+normalized into the unit cube (:func:`cad_recode.geometry.metrics.protocol_cd`).
+``CD_UNITS`` says so in each report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trimesh
+
+from cad_recode.geometry.normalize import Transform
+from cad_recode.inference.decoding import Decoding
+
+CD_UNITS = "CD x10^3, both shapes normalized to the unit cube (the evaluation protocol's scale)"
+
+
+@dataclass
+class Candidate:
+    """One generated program: which point draw, what happened when it ran, how close it is."""
+
+    seed: int
+    code: str
+    tokens: int  # generated tokens, up to the end token
+    finished: bool  # ended with <|endoftext|> (False: cut at max_new_tokens, or as a runaway)
+    status: str = ""
+    reason: str = ""
+    cd_input: float | None = None  # to the input points
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("seed", "status", "reason", "cd_input", "tokens", "finished")}
+
+
+@dataclass
+class TruthComparison:
+    """The chosen solid against a ground truth (only measured, never used to choose)."""
+
+    name: str
+    cd: float | None = None
+    iou: float | None = None  # None: not measurable (iou_error says why)
+    iou_error: str = ""
+    error: str = ""  # the comparison failed altogether
+
+
+@dataclass
+class RefinementSummary:
+    """What refinement did to the winner; the program as the model wrote it is kept."""
+
+    model_code: str
+    cd_input_before: float | None
+    cd_input_after: float | None
+    literals_changed: int
+    evaluations: int
+    seconds: float
+    model_truth: TruthComparison | None = None  # the program as written, against the ground truth
+
+
+@dataclass
+class Timings:
+    """Seconds per stage for one input (batch stages are shared out evenly)."""
+
+    encode: float = 0.0
+    generate: float = 0.0
+    execute: float = 0.0
+    refine: float = 0.0
+    metrics: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.encode + self.generate + self.execute + self.refine + self.metrics
+
+    def to_dict(self) -> dict[str, float]:
+        stages = dict(encode=self.encode, generate=self.generate, execute=self.execute, refine=self.refine,
+                      metrics=self.metrics, total=self.total)
+        return {k: round(v, 6) for k, v in stages.items()}
+
+
+@dataclass
+class Reconstruction:
+    """The result for one input. ``code`` is the winner's program ('' if no candidate was valid)."""
+
+    input_name: str
+    model: str
+    code: str
+    result: Any  # the winner's ExecResult, or None
+    mesh: trimesh.Trimesh | None  # the winner's solid, in input units if restored_units, else model units
+    candidates: list[Candidate]
+    best: int | None
+    cd_input: float | None
+    transform: Transform
+    decoding: Decoding
+    input_points: np.ndarray  # the first draw's normalized model points (for the picture)
+    prompt_tokens: int
+    restored_units: bool = False
+    truth: TruthComparison | None = None
+    refinement: RefinementSummary | None = None
+    timings: Timings = field(default_factory=Timings)
+    outputs: dict[str, Path] = field(default_factory=dict)  # filled in by export.save
+    step_units: str = ""  # "model" when the STEP could not be written in input units
+
+    @property
+    def valid(self) -> bool:
+        return self.mesh is not None
+
+    @property
+    def num_valid_candidates(self) -> int:
+        return sum(c.cd_input is not None for c in self.candidates)
+
+    @property
+    def reason(self) -> str:
+        """Why no candidate was valid ('' when one was)."""
+        if self.valid:
+            return ""
+        reasons = sorted({f"{c.status}: {c.reason}" if c.reason else c.status for c in self.candidates})
+        return "; ".join(reasons)[:500]
+
+    def to_report(self) -> dict[str, Any]:
+        """The JSON report (part.json)."""
+        truth = self.truth
+        report: dict[str, Any] = {
+            "input": self.input_name,
+            "model": self.model,
+            "valid": self.valid,
+            "best_candidate": self.best,
+            "num_candidates": len(self.candidates),
+            "num_valid_candidates": self.num_valid_candidates,
+            "cd_units": CD_UNITS,
+            "cd_input": self.cd_input,
+            "ground_truth": truth.name if truth else None,
+            "cd_gt": truth.cd if truth else None,
+            "iou_gt": truth.iou if truth else None,
+            "units": "input" if self.restored_units else "model",
+            "transform": self.transform.to_dict(),
+            "decoding": self.decoding.to_dict(),
+        }
+        if truth and truth.iou_error:
+            report["iou_error"] = truth.iou_error
+        if truth and truth.error:
+            report["gt_error"] = truth.error
+        if self.refinement is not None:
+            refined = self.refinement
+            report["refinement"] = dict(
+                cd_input_before=refined.cd_input_before, cd_input_after=refined.cd_input_after,
+                literals_changed=refined.literals_changed, evaluations=refined.evaluations,
+                seconds=round(refined.seconds, 3), model_code=refined.model_code,
+                model_cd_gt=refined.model_truth.cd if refined.model_truth else None,
+                model_iou_gt=refined.model_truth.iou if refined.model_truth else None,
+            )
+        if self.step_units:
+            report["step_units"] = self.step_units
+        report["timings"] = self.timings.to_dict()
+        report["tokens"] = {
+            "prompt": self.prompt_tokens,
+            "generated": [c.tokens for c in self.candidates],
+            "generated_total": sum(c.tokens for c in self.candidates),
+            "best": self.candidates[self.best].tokens if self.best is not None else None,
+        }
+        report["candidates"] = [c.to_dict() for c in self.candidates]
+        if not self.valid:
+            report["reason"] = self.reason
+        if self.outputs:
+            report["outputs"] = {k: str(v) for k, v in self.outputs.items()}
+        return report
