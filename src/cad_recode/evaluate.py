@@ -33,7 +33,6 @@ import csv
 import json
 import math
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Iterator
 import trimesh
 
 from cad_recode.atomic import atomic_file
+from cad_recode.data.layout import natural_key
 from cad_recode.errors import InputError, UsageError
 from cad_recode.geometry.metrics import MetricSummary, summarize
 from cad_recode.inference import CADRecoder, Decoding, Reconstruction
@@ -97,11 +97,6 @@ def _num(value: float) -> str:
 # --------------------------------------------------------------------------- data
 
 
-def _natural_key(text: str) -> list:
-    """'test/10.py' after 'test/9.py'."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)]
-
-
 def describe_data(data: str | os.PathLike, split: str = "test") -> tuple[str, list[str]]:
     """(kind, item ids) of an evaluation source; InputError when it is none of the accepted kinds."""
     from cad_recode.data.shards import read_manifest
@@ -118,7 +113,7 @@ def describe_data(data: str | os.PathLike, split: str = "test") -> tuple[str, li
     if not root.is_dir():
         raise InputError(f"--data {root} is a file; give a folder (prepared dataset, .py programs or meshes)")
     files = sorted((p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")),
-                   key=lambda p: _natural_key(p.relative_to(root).as_posix()))
+                   key=lambda p: natural_key(p.relative_to(root).as_posix()))
     programs = [p for p in files if p.suffix == ".py"]
     meshes = [p for p in files if p.suffix.lower() in MESH_DATA_SUFFIXES]
     if programs:

@@ -165,20 +165,71 @@ def _error(path) -> str:
     return message
 
 
-def test_missing_file(tmp_path):
-    assert "no such file; check the path" in _error(tmp_path / "nope.npy")
+def _save_npy(array):
+    return lambda path: np.save(path, array)
 
 
-def test_directory(tmp_path):
-    (tmp_path / "dir.ply").mkdir()
-    assert "not a file" in _error(tmp_path / "dir.ply")
+def _nan_cloud(bad):
+    cloud = CLOUD.copy()
+    cloud[7, 1] = bad
+    return cloud
 
 
-@pytest.mark.parametrize("suffix", [".npy", ".xyz", ".stl", ".step"])
-def test_empty_file(tmp_path, suffix):
-    path = tmp_path / f"empty{suffix}"
-    path.write_bytes(b"")
-    assert "the file is empty (0 bytes)" in _error(path)
+def _nan_mesh(path):
+    box = trimesh.creation.box(extents=(2.0, 1.0, 0.5))
+    vertices = box.vertices.copy()
+    vertices[0] = np.nan
+    trimesh.Trimesh(vertices, box.faces, process=False).export(path)
+
+
+def _npz_two_arrays(path):
+    np.savez(path, a=CLOUD, b=CLOUD)
+
+
+def _truncated_npz(path):
+    np.savez(path, points=CLOUD)
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def _write(content):
+    if isinstance(content, bytes):
+        return lambda path: path.write_bytes(content)
+    return lambda path: path.write_text(content)
+
+
+# (file name, how to make it, what the one-line error must say)
+BAD_FILES = [
+    ("nope.npy", None, "no such file; check the path"),
+    ("dir.ply", lambda path: path.mkdir(), "not a file"),
+    *[(f"empty{suffix}", _write(b""), "the file is empty (0 bytes)") for suffix in (".npy", ".xyz", ".stl", ".step")],
+    *[("scan.npy", _save_npy(_nan_cloud(bad)), "1 of 40 points contain NaN or inf (first at row 7); remove or repair")
+      for bad in (np.nan, np.inf, -np.inf)],
+    ("scan.xyz", _write("0 0 0\n1 1 1\nnan 2 2\n3 0 1\n"), "contain NaN or inf (first at row 2)"),
+    ("part.obj", _nan_mesh, "contain NaN or inf"),
+    *[("scan.npy", _save_npy(np.zeros(shape)), f"got shape {shape}; save the points as an N x 3 array")
+      for shape in [(40, 2), (40, 4), (40,), (2, 20, 3)]],
+    ("scan.txt", _write("1 2 3 4\n5 6 7 8\n9 10 11 12\n"), "got shape (3, 4)"),
+    ("scan.xyz", _write("0 0 0\n1 1 1\n2 2\n"), "line 3 has 2 values but line 1 has 3"),
+    ("scan.npy", _save_npy(CLOUD[:2]), "only 2 point(s), at least 3 are needed"),
+    ("scan.xyz", _write("1 2 3\n" * 10), "all points coincide (zero extent)"),
+    ("flat.off", _write("OFF\n3 1 0\n0 0 0\n1 0 0\n2 0 0\n3 0 1 2\n"), "zero surface area"),
+    ("scan.xyz", _write("# nothing here\n\n"), "has no data rows"),
+    ("scan.txt", _write("x y z\n0 0 0\n1 1 1\n2 0 1\n"),
+     "line 1 is not numbers: 'x y z'; write 'x y z' numbers a line and start comments with #"),
+    ("scan.npz", _npz_two_arrays, "holds arrays ['a', 'b'] and none is named points / xyz / pc"),
+    ("scan.npz", _truncated_npz, "could not be read as a NumPy .npz file"),
+    ("scan.xyz", _write(b"\xff\xfe\x00garbage"), "could not be read as a text file of x y z rows"),
+    *[(f"garbled{suffix}", _write("hello world\nthis is not a mesh\n"),
+       "no mesh or points could be read from it (empty or garbled)") for suffix in (".stl", ".obj")],
+]
+
+
+@pytest.mark.parametrize("name, make, message", BAD_FILES, ids=[f"{n}:{m[:30]}" for n, _, m in BAD_FILES])
+def test_bad_files_get_one_line_naming_the_file_and_the_fix(tmp_path, name, make, message):
+    path = tmp_path / name
+    if make is not None:
+        make(path)
+    assert message in _error(path)
 
 
 def test_unsupported_extension_lists_supported(tmp_path):
@@ -189,85 +240,6 @@ def test_unsupported_extension_lists_supported(tmp_path):
     for suffix in (".npy", ".npz", ".ply", ".xyz", ".txt", ".pts", ".stl", ".obj", ".off", ".glb", ".step", ".stp"):
         assert suffix in message
     assert "(no extension)" in _error(tmp_path / "README")
-
-
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_nan_or_inf(tmp_path, bad):
-    cloud = CLOUD.copy()
-    cloud[7, 1] = bad
-    path = tmp_path / "scan.npy"
-    np.save(path, cloud)
-    assert "1 of 40 points contain NaN or inf (first at row 7); remove or repair" in _error(path)
-
-
-def test_nan_in_text(tmp_path):
-    path = tmp_path / "scan.xyz"
-    path.write_text("0 0 0\n1 1 1\nnan 2 2\n3 0 1\n")
-    assert "contain NaN or inf (first at row 2)" in _error(path)
-
-
-def test_nan_in_mesh(tmp_path, box):
-    vertices = box.vertices.copy()
-    vertices[0] = np.nan
-    path = tmp_path / "part.obj"
-    trimesh.Trimesh(vertices, box.faces, process=False).export(path)
-    assert "contain NaN or inf" in _error(path)
-
-
-@pytest.mark.parametrize("shape", [(40, 2), (40, 4), (40,), (2, 20, 3)])
-def test_wrong_shape_npy(tmp_path, shape):
-    path = tmp_path / "scan.npy"
-    np.save(path, np.zeros(shape))
-    message = _error(path)
-    assert f"got shape {shape}" in message and "N x 3" in message
-
-
-def test_wrong_column_count_text(tmp_path):
-    path = tmp_path / "scan.txt"
-    path.write_text("1 2 3 4\n5 6 7 8\n9 10 11 12\n")
-    assert "got shape (3, 4)" in _error(path)
-
-
-def test_ragged_rows_text(tmp_path):
-    path = tmp_path / "scan.xyz"
-    path.write_text("0 0 0\n1 1 1\n2 2\n")
-    assert "line 3 has 2 values but line 1 has 3" in _error(path)
-
-
-def test_fewer_than_three_points(tmp_path):
-    path = tmp_path / "scan.npy"
-    np.save(path, CLOUD[:2])
-    assert "only 2 point(s), at least 3 are needed" in _error(path)
-
-
-def test_zero_extent(tmp_path):
-    path = tmp_path / "scan.xyz"
-    path.write_text("1 2 3\n" * 10)
-    assert "all points coincide (zero extent)" in _error(path)
-
-
-def test_zero_area_mesh(tmp_path):
-    path = tmp_path / "flat.off"
-    path.write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n2 0 0\n3 0 1 2\n")
-    assert "zero surface area" in _error(path)
-
-
-def test_only_comments(tmp_path):
-    path = tmp_path / "scan.xyz"
-    path.write_text("# nothing here\n\n")
-    assert "has no data rows" in _error(path)
-
-
-def test_words_in_text(tmp_path):
-    path = tmp_path / "scan.txt"
-    path.write_text("x y z\n0 0 0\n1 1 1\n2 0 1\n")
-    assert "line 1 is not numbers: 'x y z'; write 'x y z' numbers a line and start comments with #" in _error(path)
-
-
-def test_npz_without_a_known_name(tmp_path):
-    path = tmp_path / "scan.npz"
-    np.savez(path, a=CLOUD, b=CLOUD)
-    assert "holds arrays ['a', 'b'] and none is named points / xyz / pc" in _error(path)
 
 
 @pytest.mark.parametrize(
@@ -287,24 +259,3 @@ def test_garbled_files(tmp_path, suffix, what):
     message = _error(path)
     assert f"could not be read as {what}" in message
     assert "check the file is not truncated or garbled" in message
-
-
-@pytest.mark.parametrize("suffix", [".stl", ".obj"])
-def test_garbled_mesh_with_nothing_inside(tmp_path, suffix):
-    # trimesh reads these without complaint but finds no geometry.
-    path = tmp_path / f"garbled{suffix}"
-    path.write_text("hello world\nthis is not a mesh\n")
-    assert "no mesh or points could be read from it (empty or garbled)" in _error(path)
-
-
-def test_truncated_npz(tmp_path):
-    path = tmp_path / "scan.npz"
-    np.savez(path, points=CLOUD)
-    path.write_bytes(path.read_bytes()[:100])
-    assert "could not be read as a NumPy .npz file" in _error(path)
-
-
-def test_binary_text_file(tmp_path):
-    path = tmp_path / "scan.xyz"
-    path.write_bytes(b"\xff\xfe\x00garbage")
-    assert "could not be read as a text file of x y z rows" in _error(path)

@@ -146,6 +146,18 @@ def test_the_candidate_closest_to_the_input_wins(models, sandbox, cube_mesh):
     assert rec.best == 2 and rec.truth.iou < 0.9
 
 
+def test_inference_samples_as_many_surface_points_as_training_did(models, sandbox, cube_mesh):
+    """The model's config records num_surface_points; the draws use it (not a fixed 8192)."""
+    model = recoder(sandbox, models["full"])
+    assert model.num_surface_points == 8192  # a model saved before the field existed: the protocol default
+    model.core.config.num_surface_points = 300
+    item = model.encode_input(cube_mesh, 2, seed=5)
+    expected = [to_model_points(cube_mesh, n_points=art.POINTS, n_surface=300, seed=s).points for s in (5, 6)]
+    assert all(np.array_equal(d.points, e) for d, e in zip(item.draws, expected))
+    dense8192 = to_model_points(cube_mesh, n_points=art.POINTS, seed=5).points
+    assert not np.array_equal(item.draws[0].points, dense8192)
+
+
 def judge_rows(model, item, rows):
     return judge(item, rows, first_seed=0, decoding=Decoding(), restore_units=False, sandbox=model.sandbox,
                  model_name=model.describe(), prompt_tokens=model.num_point_tokens + 1, timings=Timings())
@@ -181,6 +193,8 @@ def test_refine_fits_the_written_program_to_the_input_and_keeps_the_original(mod
     assert refinement["literals_changed"] >= 1 and 0 < refinement["evaluations"] <= 45
     assert report["cd_input"] < report["candidates"][0]["cd_input"]
     assert "refine" in report["timings"] and report["decoding"]["refine_evaluations"] == 45
+    # one CD scale everywhere in the report: the refined program measured twice lands on the same order
+    assert report["cd_units"].startswith("CD x10^3") and 0.5 < report["cd_input"] / refinement["cd_input_after"] < 2
     extents = trimesh.load(out.with_suffix(".stl")).extents  # the files hold the refined solid: flatter than a cube
     assert extents[2] / extents[0] < 0.95
 
@@ -324,7 +338,7 @@ def test_tiny_run_adapter_rebuilds_its_random_base(tmp_path, sandbox):
     from cad_recode.model.builders import build_tiny
 
     cfg = load_config(None, {"tiny_model": {"hidden_size": 32, "num_hidden_layers": 2}, "seed": 3,
-                             "num_point_tokens": art.POINTS})
+                             "num_point_tokens": art.POINTS, "num_surface_points": 1024})
     lm = build_tiny(cfg.tiny_model, vocab_size=len(art.tokenizer()), seed=cfg.seed)
     peft_model = apply_lora(art.CADRecodeForCausalLM.from_lm(lm, num_point_tokens=art.POINTS), r=4, alpha=8, dropout=0.0)
     with torch.no_grad():
@@ -338,6 +352,7 @@ def test_tiny_run_adapter_rebuilds_its_random_base(tmp_path, sandbox):
 
     loaded = recoder(sandbox, lora_path=run)
     assert loaded.describe().startswith(f"tiny base rebuilt from {run / 'config.yaml'} + adapter")
+    assert (loaded.num_point_tokens, loaded.num_surface_points) == (art.POINTS, 1024)  # the run's own sampling
     points = art.shape_points(sandbox.run(CUBE).to_trimesh())
     ids = torch.tensor([art.code_ids(CUBE)[:10]] * len(points))
     with torch.no_grad():

@@ -125,6 +125,8 @@ def test_lora_run_writes_the_guide_layout(lora_run, data_dir):
     assert load_config(lora_run / "config.yaml") == tiny_config(data_dir, lora_run, report_to="tensorboard")
     merged = lora_run / "merged_model"
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= {p.name for p in merged.iterdir()}
+    saved = json.loads((merged / "config.json").read_text())
+    assert (saved["num_point_tokens"], saved["num_surface_points"]) == (32, 256)  # inference samples as training did
     for step in (2, 4):  # every checkpoint: adapter + its own merged copy, marked complete last
         names = {p.name for p in (lora_run / f"checkpoint-{step}").iterdir()}
         assert {"adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "config.yaml",

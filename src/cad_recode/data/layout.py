@@ -7,13 +7,16 @@
     DIR/test/0.py                held-out test programs
 
 Folders of programs from elsewhere (the public v1.5 dataset) have the same
-layout and no manifest; `cad_recode.data.prepare.find_programs` lists either.
+layout and no manifest; :func:`find_programs` lists either.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -96,3 +99,40 @@ def read_manifest(root) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise InputError(f"{path}: unreadable manifest ({err}); regenerate the dataset with --overwrite") from None
+
+
+def find_programs(src: Path) -> dict[str, list[str]]:
+    """Split -> relative ids ("train/batch_00/1.py") of the ``.py`` files in it, in natural order."""
+    if not src.exists():
+        raise InputError(f"{src}: source folder does not exist; pass --src a folder of programs (train/batch_XX/N.py, val/N.py)")
+    if not src.is_dir():
+        raise InputError(f"{src}: is a file, not a folder; pass --src a folder of programs (train/batch_XX/N.py, val/N.py)")
+    found: dict[str, list[str]] = {}
+    for split in SPLITS:
+        ids = [f"{split}/{rel}" for rel in _py_files(src / split)]
+        if ids:
+            found[split] = sorted(ids, key=natural_key)
+    if not found:
+        stray = sum(1 for _ in _py_files(src))
+        where = f"found {stray} .py files but none under train/, val/ or test/" if stray else "found no .py programs"
+        raise InputError(
+            f"{src}: {where}; lay programs out as train/batch_XX/N.py, val/N.py, test/N.py"
+        )
+    return found
+
+
+def _py_files(folder: Path) -> Iterator[str]:
+    if not folder.is_dir():
+        return
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel_root = Path(root).relative_to(folder)
+        for name in files:
+            if name.endswith(".py") and not name.startswith("."):
+                yield (rel_root / name).as_posix()
+
+
+def natural_key(text: str) -> tuple:
+    """"batch_2/10.py" after "batch_2/9.py"; the raw text breaks ties ("01" vs "1")."""
+    parts = re.split(r"(\d+)", text)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), text

@@ -28,7 +28,6 @@ import errno
 import fcntl
 import json
 import os
-import re
 import shutil
 import time
 from collections import Counter
@@ -44,7 +43,6 @@ from cad_recode.data.shards import (
     FAILURES_NAME,
     FORMAT_NAME,
     FORMAT_VERSION,
-    SPLITS,
     Failure,
     PreparedSplit,
     ShapeRecord,
@@ -58,6 +56,7 @@ from cad_recode.data.shards import (
     write_manifest,
     write_shard,
 )
+from cad_recode.data.layout import find_programs
 from cad_recode.errors import InputError, UsageError
 
 __all__ = ["PrepareReport", "PreparedSplit", "prepare_dataset", "find_programs", "DEFAULT_SHARD_SIZE"]
@@ -161,46 +160,6 @@ def prepare_dataset(
     _fill_from_manifest(report, read_manifest(out))
     report.seconds = time.perf_counter() - started
     return report
-
-
-# ---------------------------------------------------------------- finding programs
-
-
-def find_programs(src: Path) -> dict[str, list[str]]:
-    """Split -> relative ids ("train/batch_00/1.py") of the ``.py`` files in it, in natural order."""
-    if not src.exists():
-        raise InputError(f"{src}: source folder does not exist; pass --src a folder of programs (train/batch_XX/N.py, val/N.py)")
-    if not src.is_dir():
-        raise InputError(f"{src}: is a file, not a folder; pass --src a folder of programs (train/batch_XX/N.py, val/N.py)")
-    found: dict[str, list[str]] = {}
-    for split in SPLITS:
-        ids = [f"{split}/{rel}" for rel in _py_files(src / split)]
-        if ids:
-            found[split] = sorted(ids, key=_natural_key)
-    if not found:
-        stray = sum(1 for _ in _py_files(src))
-        where = f"found {stray} .py files but none under train/, val/ or test/" if stray else "found no .py programs"
-        raise InputError(
-            f"{src}: {where}; lay programs out as train/batch_XX/N.py, val/N.py, test/N.py"
-        )
-    return found
-
-
-def _py_files(folder: Path) -> Iterator[str]:
-    if not folder.is_dir():
-        return
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        rel_root = Path(root).relative_to(folder)
-        for name in files:
-            if name.endswith(".py") and not name.startswith("."):
-                yield (rel_root / name).as_posix()
-
-
-def _natural_key(text: str) -> tuple:
-    """"batch_2/10.py" after "batch_2/9.py"; the raw text breaks ties ("01" vs "1")."""
-    parts = re.split(r"(\d+)", text)
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), text
 
 
 # ---------------------------------------------------------------- plan and output folder
