@@ -21,6 +21,7 @@ from cad_recode.geometry.pose import (
     permutation_name,
     place_back,
     pose_candidates,
+    posed_draws,
     posed_model_points,
     rotation_axis_angle,
 )
@@ -181,3 +182,13 @@ def test_rotated_l_bracket_is_recovered_by_its_pose_and_placed_back(sandbox):
     scores = [distance(m) for m in meshes]
     assert int(np.argmin(scores)) == 0  # best-of-N by the input points picks the matching pose
     assert mesh_iou(truth, scan) < 0.9  # without placing back, the program does not match the scan
+
+
+def test_posed_draws_spread_best_of_n_over_the_poses():
+    mesh = rotated(trimesh.creation.box((100.0, 60.0, 10.0)), Rotation.from_euler("z", 30, degrees=True).as_matrix())
+    input_transform = to_model_points(mesh).transform
+    draws = posed_draws(mesh, sample_surface(mesh), input_transform, 5, budget=2, seed=7, n_points=64)
+    names = [d.placement.name for d in draws]
+    assert names[0] != names[1] and names[::2] == [names[0]] * 3 and names[1::2] == [names[1]] * 2
+    assert all(d.points.points.shape == (64, 3) for d in draws)
+    assert not np.array_equal(draws[0].points.points, draws[2].points.points)  # same pose, seed 7 and 9
