@@ -192,3 +192,10 @@ def test_posed_draws_spread_best_of_n_over_the_poses():
     assert names[0] != names[1] and names[::2] == [names[0]] * 3 and names[1::2] == [names[1]] * 2
     assert all(d.points.points.shape == (64, 3) for d in draws)
     assert not np.array_equal(draws[0].points.points, draws[2].points.points)  # same pose, seed 7 and 9
+
+
+def test_a_flat_cloud_still_gets_candidates():
+    """No solid hull (a sheet of points): the oriented box is skipped, the other frames remain."""
+    flat = np.random.default_rng(0).uniform(-1, 1, size=(500, 3)) * [1.0, 0.5, 0.0]
+    candidates = pose_candidates(flat, budget=3)
+    assert candidates[0].name == "input" and len(candidates) == 3

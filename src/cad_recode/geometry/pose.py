@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import trimesh
 from scipy.optimize import minimize
-from scipy.spatial import ConvexHull
+from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.transform import Rotation
 
 from cad_recode.errors import UsageError
@@ -272,12 +272,16 @@ def _box_volume(points: np.ndarray) -> float:
 def base_frames(points: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """(name, rotation) of the distinct, tight base frames of normalized ``points``, best first.
 
-    Frames: ``input`` (identity), ``obb`` (minimum-volume box), ``pca``. A frame whose
+    Frames: ``input`` (identity), ``obb`` (minimum-volume box; none for a flat input), ``pca``. A frame whose
     axis-aligned box is over ``BASE_FRAME_SLACK`` larger than the tightest is
     dropped; so is one within ``SAME_FRAME_DEGREES`` of a kept frame (modulo the
     cube group). The input frame wins near-ties: an axis-aligned input is trusted.
     """
-    frames = [("input", np.eye(3)), ("obb", bounding_box_frame(points)), ("pca", principal_frame(points))]
+    frames = [("input", np.eye(3)), ("pca", principal_frame(points))]
+    try:
+        frames.insert(1, ("obb", bounding_box_frame(points)))
+    except (QhullError, ValueError):  # flat or collinear input: no solid hull, no oriented box
+        pass
     volumes = {name: _box_volume(points @ frame.T) for name, frame in frames}
     tightest = min(volumes.values())
 
@@ -391,7 +395,7 @@ def posed_draws(
     """
     if isinstance(num_candidates, bool) or not isinstance(num_candidates, (int, np.integer)) or num_candidates < 1:
         raise UsageError(f"num_candidates must be a positive integer, got {num_candidates!r}")
-    poses = pose_candidates(input_transform.apply(dense), budget=min(budget, num_candidates))
+    poses = pose_candidates(input_transform.apply(dense), budget=None)[: min(budget, num_candidates)]
     return [
         posed_model_points(geometry, poses[k % len(poses)], input_transform, n_points=n_points,
                            n_surface=n_surface, seed=seed + k)
