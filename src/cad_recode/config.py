@@ -216,10 +216,10 @@ class TrainConfig:
     )
     num_surface_points: int = _field(defaults.NUM_SURFACE_POINTS, "Surface samples taken from a mesh before farthest point sampling.")
     noise_std: float = _field(
-        0.01,
+        defaults.NOISE_STD,
         "Training augmentation: std of Gaussian noise, in normalized units ([-1, 1] box).",
     )
-    noise_prob: float = _field(0.5, "Training augmentation: probability that a shape gets the noise.")
+    noise_prob: float = _field(defaults.NOISE_PROB, "Training augmentation: probability that a shape gets the noise.")
     projector_learning_rate: float | None = _field(
         None,
         "Learning rate of the point projector; null = learning_rate.",

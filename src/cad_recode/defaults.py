@@ -10,6 +10,10 @@ NUM_SURFACE_POINTS = 8192
 """Surface samples drawn from a mesh before FPS, and per shape for the protocol's CD."""
 MAX_NEW_TOKENS = 768
 """Longest generated program, in tokens."""
+NOISE_STD = 0.01
+"""Training augmentation: std of Gaussian noise on the points, in normalized units."""
+NOISE_PROB = 0.5
+"""Training augmentation: the share of shapes that get the noise."""
 MODEL_UNITS = 100.0
 """Half the side of the cube that normalized [-1, 1] points map to in programs ([-100, 100])."""
 

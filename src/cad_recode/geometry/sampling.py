@@ -16,6 +16,7 @@ Every step is deterministic for a given ``seed``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import fpsample
@@ -28,6 +29,8 @@ from cad_recode.geometry.normalize import Transform, fit_normalization, validate
 
 NUM_SURFACE_POINTS = defaults.NUM_SURFACE_POINTS
 NUM_POINT_TOKENS = defaults.NUM_POINT_TOKENS
+DEFAULT_NOISE_STD = defaults.NOISE_STD
+DEFAULT_NOISE_PROB = defaults.NOISE_PROB
 
 # Tree height of fpsample's bucket KD-line FPS (buckets of 2**h points). It picks
 # exactly the farthest point at every step, like vanilla FPS, but prunes the
@@ -80,7 +83,9 @@ def farthest_point_sample(xyz, n: int = NUM_POINT_TOKENS, seed: int = 0) -> np.n
     return order
 
 
-def add_noise(xyz, std: float = 0.01, prob: float = 0.5, *, rng: np.random.Generator) -> np.ndarray:
+def add_noise(
+    xyz, std: float = DEFAULT_NOISE_STD, prob: float = DEFAULT_NOISE_PROB, *, rng: np.random.Generator
+) -> np.ndarray:
     """With probability ``prob``, add N(0, std^2) noise to every coordinate; else return a copy.
 
     ``std`` is in normalized units (the cloud spans [-1, 1]), so call this after
@@ -114,6 +119,7 @@ def to_model_points(
     seed: int = 0,
     noise_std: float = 0.0,
     noise_prob: float = 0.0,
+    surface_filter: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> ModelPoints:
     """Mesh or (N, 3) cloud -> :class:`ModelPoints`; see the module docstring for the protocol.
 
@@ -121,6 +127,10 @@ def to_model_points(
     cloud by its own. Clouds need at least 3 points (InputError otherwise);
     with fewer than ``n_points`` the FPS order is repeated (see
     :func:`farthest_point_sample`).
+
+    ``surface_filter`` (optional) takes the normalized surface points and returns
+    the rows to keep, before FPS: scan augmentations that thin or cut the surface
+    (:mod:`cad_recode.geometry.augment`). It must keep at least one point.
     """
     _check_count("n_points", n_points)
     _check_count("n_surface", n_surface)
@@ -140,6 +150,10 @@ def to_model_points(
         if len(surface) > n_surface:  # match the training density before FPS
             keep = np.random.default_rng(seed).choice(len(surface), n_surface, replace=False)
             surface = surface[np.sort(keep)]
+    if surface_filter is not None:
+        surface = surface_filter(surface)
+        if len(surface) == 0:
+            raise UsageError("the surface filter kept no points; weaken the augmentation")
     points = surface[farthest_point_sample(surface, n_points, seed=seed)]
     noise_rng = np.random.default_rng([seed, _NOISE_STREAM])
     points = add_noise(points, std=noise_std, prob=noise_prob, rng=noise_rng)
