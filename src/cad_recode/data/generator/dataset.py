@@ -6,7 +6,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cad_recode.data.generator.levels import COMPLEXITIES, GENERATOR_VERSION, generate_program, program_rng
+from cad_recode.data.generator.levels import (
+    COMPLEXITIES, GENERATOR_VERSION, LabelledPart, generate_labelled, level_weights, program_rng,
+)
+from cad_recode.data.labels import family_manifest
 from cad_recode.data.generator.text import normalized_code
 from cad_recode.errors import CadRecodeError, UsageError
 
@@ -78,67 +81,80 @@ def generate_dataset(out_dir, num: int, *, seed: int = 0, workers: int = 1, comp
     10 * num + 100), writing nothing. Kept programs are split by a permutation
     fixed by `seed` into test, val and train (``train/batch_XX/N.py``, `batch_size`
     per folder) and written with ``manifest.json`` to a temporary folder that is
-    renamed into place at the end. An existing dataset in `out_dir` is refused
-    unless `overwrite`. `sandbox`: an open `Sandbox` to use instead of starting
-    one with `workers` processes and `timeout` seconds per program.
+    renamed into place at the end. The manifest's ``families`` entry labels every
+    program with its family (see `cad_recode.data.labels`). An existing dataset in
+    `out_dir` is refused unless `overwrite`. `sandbox`: an open `Sandbox` to use
+    instead of starting one with `workers` processes and `timeout` seconds per program.
 
     ``execute=False`` skips the sandbox: programs are kept when new by code. That
-    suits ``simple``, whose programs are valid and spelled one way by construction
-    (6507 of 6507 ran to one valid solid, none a geometric duplicate, seed 0), and
-    halves the CPU default's data time: ``data prepare`` runs every program anyway
-    and drops and lists any that fail.
+    suits ``simple`` and ``broad``, whose programs are valid and spelled one way by
+    construction (``simple``: 6507 of 6507 ran to one valid solid, none a geometric
+    duplicate, seed 0), and halves the CPU default's data time: ``data prepare`` runs
+    every program anyway and drops and lists any that fail.
     """
     from cad_recode.data import layout
-    from cad_recode.geometry.sandbox import Sandbox
+
+    counts = _checked_counts(num, workers, batch_size, complexity, val_fraction, test_fraction)
+    out_dir = Path(out_dir)
+    layout.check_output_dir(out_dir, overwrite)
+    report = GenerateReport(str(out_dir), seed, complexity, counts, 0, 0)
+    start = time.perf_counter()
+    kept = _draw_kept(report, num, workers=workers, timeout=timeout, sandbox=sandbox, execute=execute,
+                      progress=progress, max_attempts=10 * num + 100 if max_attempts is None else max_attempts)
+    report.seconds = time.perf_counter() - start
+    order = layout.assign_splits(list(range(len(kept))), counts, seed)
+    splits = {split: [kept[i].code for i in ids] for split, ids in order.items()}
+    manifest = {
+        "format": layout.MANIFEST_FORMAT, "generator_version": GENERATOR_VERSION, "seed": seed,
+        "complexity": complexity, "num": num, "counts": counts, "batch_size": batch_size, "executed": execute,
+        "val_fraction": val_fraction, "test_fraction": test_fraction, "attempts": report.attempts,
+        "valid": report.valid, "failures": report.failures, "failure_rate": round(report.failure_rate, 6),
+        "duplicates": {"code": report.duplicates_code, "geometry": report.duplicates_geometry},
+        "seconds": round(report.seconds, 3),
+        "families": family_manifest({split: [kept[i].family for i in ids] for split, ids in order.items()},
+                                    level_weights(complexity)),
+    }
+    layout.write_dataset(out_dir, splits, manifest, batch_size=batch_size, overwrite=overwrite)
+    return report
+
+
+def _checked_counts(num, workers, batch_size, complexity, val_fraction, test_fraction) -> dict[str, int]:
+    from cad_recode.data import layout
 
     if complexity not in COMPLEXITIES:
         raise UsageError(f"unknown complexity {complexity!r}; use one of: {', '.join(COMPLEXITIES)}")
     for name, value in (("num", num), ("workers", workers), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-    counts = layout.split_counts(num, val_fraction, test_fraction)
-    out_dir = Path(out_dir)
-    layout.check_output_dir(out_dir, overwrite)
-    max_attempts = 10 * num + 100 if max_attempts is None else max_attempts
+    return layout.split_counts(num, val_fraction, test_fraction)
 
-    start = time.perf_counter()
-    kept: list[str] = []
+
+def _draw_kept(report: GenerateReport, num: int, *, workers: int, timeout: float, sandbox, execute: bool,
+               progress: bool, max_attempts: int) -> list[LabelledPart]:
+    """Draw rounds of programs until `num` are kept (valid and new); fills `report` as it goes."""
+    from cad_recode.geometry.sandbox import Sandbox
+
+    kept: list[LabelledPart] = []
     unique = UniquePrograms()
-    report = GenerateReport(str(out_dir), seed, complexity, counts, 0, 0)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=num, desc=f"generating {complexity} programs", unit="prog")
+        bar = tqdm(total=num, desc=f"generating {report.complexity} programs", unit="prog")
     own_sandbox = sandbox is None and execute
     sandbox = Sandbox(workers=workers, timeout=timeout) if own_sandbox else sandbox
     try:
         while len(kept) < num and report.attempts < max_attempts:
             # a round a little larger than what is missing, so few rounds are needed
             want = min(max_attempts - report.attempts, max(2 * workers, int((num - len(kept)) * 1.1) + 1))
-            drawn = [generate_program(program_rng(seed, report.attempts + i), complexity) for i in range(want)]
+            drawn = [generate_labelled(program_rng(report.seed, report.attempts + i), report.complexity)
+                     for i in range(want)]
             report.attempts += want
-            fresh = [code for code in drawn if unique.new_code(code)]
-            if not execute:
-                report.valid += len(fresh)
-                added = fresh[: num - len(kept)]
-                kept += added
-                if bar is not None:
-                    bar.update(len(added))
-                continue
-            results = sandbox.map(fresh)
-            if results and all(r.reason.startswith("sandbox workers fail to start") for r in results):
-                raise CadRecodeError(f"cannot generate: {results[0].reason}")
-            for code, result in zip(fresh, results):
-                reason = solid_problem(result)
-                if reason:
-                    report.failures[reason] = report.failures.get(reason, 0) + 1
-                    continue
-                report.valid += 1
-                if len(kept) < num and unique.new_shape(result):
-                    kept.append(code)
-                    if bar is not None:
-                        bar.update(1)
+            fresh = [item for item in drawn if unique.new_code(item.code)]
+            added = _keep_fresh(report, fresh, sandbox if execute else None, unique, num - len(kept))
+            kept += added
+            if bar is not None:
+                bar.update(len(added))
     finally:
         if own_sandbox:
             sandbox.close()
@@ -147,21 +163,31 @@ def generate_dataset(out_dir, num: int, *, seed: int = 0, workers: int = 1, comp
     report.duplicates_code, report.duplicates_geometry = unique.duplicates_code, unique.duplicates_geometry
     if len(kept) < num:
         raise UsageError(
-            f"only {len(kept)} of {num} valid unique {complexity} programs after {report.attempts} attempts "
+            f"only {len(kept)} of {num} valid unique {report.complexity} programs after {report.attempts} attempts "
             f"(failures: {report.failures or 'none'}); ask for fewer programs or use --complexity full"
         )
-    report.seconds = time.perf_counter() - start
-    manifest = {
-        "format": layout.MANIFEST_FORMAT, "generator_version": GENERATOR_VERSION, "seed": seed,
-        "complexity": complexity, "num": num, "counts": counts, "batch_size": batch_size, "executed": execute,
-        "val_fraction": val_fraction, "test_fraction": test_fraction, "attempts": report.attempts,
-        "valid": report.valid, "failures": report.failures, "failure_rate": round(report.failure_rate, 6),
-        "duplicates": {"code": report.duplicates_code, "geometry": report.duplicates_geometry},
-        "seconds": round(report.seconds, 3),
-    }
-    layout.write_dataset(out_dir, layout.assign_splits(kept, counts, seed), manifest,
-                         batch_size=batch_size, overwrite=overwrite)
-    return report
+    return kept
+
+
+def _keep_fresh(report: GenerateReport, fresh: list[LabelledPart], sandbox, unique: UniquePrograms,
+                room: int) -> list[LabelledPart]:
+    """The programs of one round to keep (at most `room`): all of them unexecuted, or the valid new shapes."""
+    if sandbox is None:
+        report.valid += len(fresh)
+        return fresh[:room]
+    results = sandbox.map([item.code for item in fresh])
+    if results and all(r.reason.startswith("sandbox workers fail to start") for r in results):
+        raise CadRecodeError(f"cannot generate: {results[0].reason}")
+    kept = []
+    for item, result in zip(fresh, results):
+        reason = solid_problem(result)
+        if reason:
+            report.failures[reason] = report.failures.get(reason, 0) + 1
+            continue
+        report.valid += 1
+        if len(kept) < room and unique.new_shape(result):
+            kept.append(item)
+    return kept
 
 
 def solid_problem(result) -> str:

@@ -68,6 +68,13 @@ def _full_sketch(rng: np.random.Generator, cx: float, cy: float, size: float) ->
     faces = [first]
     u0, v0, u1, v1 = face_bounds(first)
     while used < target:
+        last = faces[-1]
+        if isinstance(last, Circle) and not last.subtract and used + 1 == target and rng.random() < 0.6:
+            # a concentric bore, written circle(a).circle(b,mode='s') after one push as in the public data;
+            # last, so no later union can land inside it as an island
+            faces.append(Circle(last.x, last.y, last.r * rng.uniform(0.3, 0.8), True))
+            used += 1
+            continue
         subtract = rng.random() < 0.5
         # unions overlap the first face so the sketch stays one region; cuts sit inside it
         x, y = rng.uniform(u0, u1), rng.uniform(v0, v1)
@@ -108,8 +115,9 @@ def _full_body(rng: np.random.Generator, anchor: list[float], size: float):
 
 
 def _quantize(part: tuple, factor: float) -> tuple | None:
-    """Scale every number by `factor` and round to integers; None when something degenerates."""
+    """Scale every number by `factor` and round (centres to halves, the rest to integers); None if degenerate."""
     q = lambda value: round(value * factor)  # noqa: E731
+    half = lambda value: round(value * factor * 2) / 2  # noqa: E731  (centres: -38.5 as in the public data)
     size = lambda value: max(1, round(value * factor))  # noqa: E731
     bodies = []
     for body in part:
@@ -117,25 +125,38 @@ def _quantize(part: tuple, factor: float) -> tuple | None:
         if depth == 0:
             return None
         if isinstance(body, BoxBody):
-            bodies.append(BoxBody(body.plane, q(body.origin), q(body.x), q(body.y), size(body.w), size(body.h), depth))
+            bodies.append(BoxBody(body.plane, q(body.origin), half(body.x), half(body.y), size(body.w), size(body.h),
+                                  depth))
         elif isinstance(body, CylinderBody):
-            bodies.append(CylinderBody(body.plane, q(body.origin), q(body.x), q(body.y), size(body.r), depth))
+            bodies.append(CylinderBody(body.plane, q(body.origin), half(body.x), half(body.y), size(body.r), depth))
         else:
-            faces = []
-            for face in body.faces:
-                if isinstance(face, Circle):
-                    faces.append(Circle(q(face.x), q(face.y), size(face.r), face.subtract))
-                elif isinstance(face, Rect):
-                    faces.append(Rect(q(face.x), q(face.y), size(face.w), size(face.h), face.subtract))
-                else:
-                    verts = [(q(x), q(y)) for x, y in face.vertices]
-                    mids = [None if m is None else (q(m[0]), q(m[1])) for m in face.mids]
-                    loop = _clean_loop(verts, mids, face.subtract)
-                    if loop is None:
-                        return None
-                    faces.append(loop)
-            bodies.append(SketchBody(body.plane, q(body.origin), tuple(faces), depth))
+            faces = _quantize_faces(body.faces, q, half, size)
+            if faces is None:
+                return None
+            bodies.append(SketchBody(body.plane, q(body.origin), faces, depth))
     return tuple(bodies)
+
+
+def _quantize_faces(faces, q, half, size) -> tuple | None:
+    out: list = []
+    for face in faces:
+        if isinstance(face, Circle):
+            circle = Circle(half(face.x), half(face.y), size(face.r), face.subtract)
+            previous = out[-1] if out else None
+            if (isinstance(previous, Circle) and (previous.x, previous.y) == (circle.x, circle.y)
+                    and circle.r >= previous.r):
+                return None  # a bore as large as its circle: nothing left
+            out.append(circle)
+        elif isinstance(face, Rect):
+            out.append(Rect(half(face.x), half(face.y), size(face.w), size(face.h), face.subtract))
+        else:
+            verts = [(q(x), q(y)) for x, y in face.vertices]
+            mids = [None if m is None else (q(m[0]), q(m[1])) for m in face.mids]
+            loop = _clean_loop(verts, mids, face.subtract)
+            if loop is None:
+                return None
+            out.append(loop)
+    return tuple(out)
 
 
 def _clean_loop(verts, mids, subtract) -> Loop | None:

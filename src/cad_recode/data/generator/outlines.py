@@ -26,7 +26,8 @@ SIMPLE_OUTLINES = {
                "triangle": .06, "L": .1, "U": .07, "T": .06, "hexagon": .07},
 }
 # the drawn outlines alone (the `outline` family of the broad level)
-DRAWN_OUTLINES = {name: p for name, p in SIMPLE_OUTLINES["medium"].items() if name not in ("rect", "circle")}
+_DRAWN = {name: p for name, p in SIMPLE_OUTLINES["medium"].items() if name not in ("rect", "circle")}
+DRAWN_OUTLINES = {name: p / sum(_DRAWN.values()) for name, p in _DRAWN.items()}
 
 
 def _chamfer_vertices(rng: np.random.Generator, A: int, B: int) -> list:

@@ -7,7 +7,7 @@ import re
 # operation -> regex over program text (the counts `cad-recode data stats` prints)
 OPERATION_PATTERNS = {
     "circle": r"\.circle\(", "rect": r"\.rect\(", "segment": r"\.segment\(", "arc": r"\.arc\(",
-    "box": r"\.box\(", "cylinder": r"\.cylinder\(", "extrude": r"\.extrude\(", "union": r"\.union\(",
+    "box": r"\.box\(", "cylinder": r"\.cylinder\(", "extrude": r"\.extrude\(", "union": r"\.union\(", "cut": r"\.cut\(",
     "mode='s'": r"mode='s'", "plane XY": r"Workplane\('XY'", "plane YZ": r"Workplane\('YZ'",
     "plane ZX": r"Workplane\('ZX'",
 }
