@@ -10,7 +10,9 @@
     }
 
 Program ``i`` of a split is ``layout.program_path(split, i, batch_size)``, the same
-id a prepared dataset stores for its row, so `read_family_labels` maps ids to
+id a prepared dataset stores for its row. A hand-made folder (the style set in
+``benchmarks/data/style_set``) names its programs instead: ``"by_id": {"test/x.py": "ring"}``
+in place of ``labels``. So `read_family_labels` maps ids to
 families for a programs folder, or for a prepared folder (its own ``families``
 entry when preparation copied one, else the programs folder named by its ``source``).
 A compact list of indices keeps the manifest small at a million programs.
@@ -41,7 +43,8 @@ class FamilyMix:
     def lines(self) -> list[str]:
         """One line per family: count, share and target weight (what `data stats` prints)."""
         width = max(len(name) for name in self.counts)
-        return [f"  {name:<{width}}  {n:>8}  {100 * self.share(name):5.1f}%  (weight {100 * self.weights.get(name, 0):.1f}%)"
+        return [f"  {name:<{width}}  {n:>8}  {100 * self.share(name):5.1f}%"
+                + (f"  (weight {100 * self.weights[name]:.1f}%)" if name in self.weights else "")
                 for name, n in self.counts.items()]
 
 
@@ -85,6 +88,8 @@ def read_family_labels(root) -> dict[str, str]:
     if found is None:
         return {}
     entry, batch_size = found
+    if "by_id" in entry:
+        return dict(entry["by_id"])
     names = entry["names"]
     return {program_path(split, i, batch_size).as_posix(): names[label]
             for split, labels in entry["labels"].items() for i, label in enumerate(labels)}
