@@ -47,10 +47,13 @@ def stacked_part(rng: np.random.Generator, plane: str):
     """A boss standing on a base (stepped shafts, studs on plates), or a rod crossing a box."""
     if rng.random() < 0.35:
         return cross_rod_part(rng, plane)
-    part, poly, holes = _base(rng, plane, {"box": .3, "cylinder": .3, "plate": .2, "outline": .2})
-    base, top, height = _split_height(rng, part[0])
-    boss = simple_boss(rng, base, poly, holes, top, height, box_ok=True)
-    return ((base, boss) if boss is not None else part), poly, holes
+    for _ in range(20):  # a base with no room for a boss (2 % of them) is drawn again
+        part, poly, holes = _base(rng, plane, {"box": .3, "cylinder": .3, "plate": .2, "outline": .2})
+        base, top, height = _split_height(rng, part[0])
+        boss = simple_boss(rng, base, poly, holes, top, height, box_ok=True)
+        if boss is not None:
+            return (base, boss), poly, holes
+    return cross_rod_part(rng, plane)
 
 
 def pocket_part(rng: np.random.Generator, plane: str):
