@@ -16,17 +16,16 @@ import time
 from collections import Counter
 
 import numpy as np
+from benchinfo import machine_info, machine_line
 
 from cad_recode.data.generator import COMPLEXITIES, generate_labelled, program_rng, solid_problem
 from cad_recode.geometry.sandbox import Sandbox
 
-from benchinfo import machine_info, machine_line
-
 
 def rate(level: str, num: int, seed: int) -> float:
     start = time.perf_counter()
-    for i in range(num):
-        generate_labelled(program_rng(seed, i), level).code
+    codes = [generate_labelled(program_rng(seed, i), level).code for i in range(num)]
+    assert len(codes) == num
     return num / (time.perf_counter() - start)
 
 

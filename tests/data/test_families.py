@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from cad_recode.data.generator import (
-    FAMILIES, FAMILY_WEIGHTS, generate_dataset, generate_labelled, generate_program, program_rng, solid_problem,
+    FAMILIES,
+    FAMILY_WEIGHTS,
+    generate_dataset,
+    generate_labelled,
+    generate_program,
+    program_rng,
+    solid_problem,
 )
 from cad_recode.data.labels import family_mix, read_family_labels
 from cad_recode.data.prepare import prepare_dataset

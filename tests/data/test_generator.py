@@ -11,8 +11,14 @@ import pytest
 from cad_recode.data import layout
 from cad_recode.data.cadcode import BoxBody, canonical_loop, render
 from cad_recode.data.generator import (
-    UniquePrograms, count_operations, generate_dataset, generate_part, generate_program, program_rng,
-    programs_per_second, solid_problem,
+    UniquePrograms,
+    count_operations,
+    generate_dataset,
+    generate_part,
+    generate_program,
+    program_rng,
+    programs_per_second,
+    solid_problem,
 )
 from cad_recode.errors import InputError, UsageError
 

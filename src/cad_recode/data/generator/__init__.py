@@ -42,21 +42,51 @@ valid by construction, ``full`` ones sometimes are not (disjoint pieces, degener
 """
 
 from cad_recode.data.generator.dataset import (
-    GenerateReport, UniquePrograms, generate_dataset, geometric_key, solid_problem,
+    GenerateReport,
+    UniquePrograms,
+    generate_dataset,
+    geometric_key,
+    solid_problem,
 )
 from cad_recode.data.generator.families import FAMILIES, FAMILY_WEIGHTS
 from cad_recode.data.generator.levels import (
-    COMPLEXITIES, DEFAULT_COMPLEXITY, GENERATOR_VERSION, LabelledPart, generate_labelled, generate_part,
-    generate_program, level_weights, program_rng, programs_per_second,
+    COMPLEXITIES,
+    DEFAULT_COMPLEXITY,
+    GENERATOR_VERSION,
+    LabelledPart,
+    generate_labelled,
+    generate_part,
+    generate_program,
+    level_weights,
+    program_rng,
+    programs_per_second,
 )
 from cad_recode.data.generator.outlines import SIMPLE_OUTLINES
 from cad_recode.data.generator.plane2d import EXTENT, MARGIN
 from cad_recode.data.generator.text import OPERATION_PATTERNS, count_operations, normalized_code
 
 __all__ = [
-    "COMPLEXITIES", "DEFAULT_COMPLEXITY", "FAMILIES", "FAMILY_WEIGHTS", "LabelledPart", "generate_labelled",
-    "level_weights", "EXTENT", "GENERATOR_VERSION", "MARGIN", "OPERATION_PATTERNS", "SIMPLE_OUTLINES",
-    "GenerateReport", "UniquePrograms", "count_operations", "generate_dataset", "generate_part",
-    "generate_program", "geometric_key", "normalized_code", "program_rng", "programs_per_second",
+    "COMPLEXITIES",
+    "DEFAULT_COMPLEXITY",
+    "EXTENT",
+    "FAMILIES",
+    "FAMILY_WEIGHTS",
+    "GENERATOR_VERSION",
+    "MARGIN",
+    "OPERATION_PATTERNS",
+    "SIMPLE_OUTLINES",
+    "GenerateReport",
+    "LabelledPart",
+    "UniquePrograms",
+    "count_operations",
+    "generate_dataset",
+    "generate_labelled",
+    "generate_part",
+    "generate_program",
+    "geometric_key",
+    "level_weights",
+    "normalized_code",
+    "program_rng",
+    "programs_per_second",
     "solid_problem",
 ]

@@ -7,10 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cad_recode.data.generator.levels import (
-    COMPLEXITIES, GENERATOR_VERSION, LabelledPart, generate_labelled, level_weights, program_rng,
+    COMPLEXITIES,
+    GENERATOR_VERSION,
+    LabelledPart,
+    generate_labelled,
+    level_weights,
+    program_rng,
 )
-from cad_recode.data.labels import family_manifest
 from cad_recode.data.generator.text import normalized_code
+from cad_recode.data.labels import family_manifest
 from cad_recode.errors import CadRecodeError, UsageError
 
 
@@ -206,6 +211,6 @@ def solid_problem(result) -> str:
 
 def geometric_key(result) -> tuple:
     """Volume, area and bounding box, rounded: equal for the same shape written differently."""
-    rounded = lambda x: float(f"{x:.4g}")  # noqa: E731
+    rounded = lambda x: float(f"{x:.4g}")
     return (rounded(result.volume), rounded(result.area),
             *(round(c) for c in result.bbox_min), *(round(c) for c in result.bbox_max))

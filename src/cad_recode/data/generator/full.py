@@ -7,8 +7,19 @@ import math
 import numpy as np
 
 from cad_recode.data.cadcode import (
-    PLANE_AXES, PLANES, BoxBody, Circle, CylinderBody, Loop, Rect, SketchBody, canonical_loop, centring_offset,
-    face_bounds, part_bounds, shift_part,
+    PLANE_AXES,
+    PLANES,
+    BoxBody,
+    Circle,
+    CylinderBody,
+    Loop,
+    Rect,
+    SketchBody,
+    canonical_loop,
+    centring_offset,
+    face_bounds,
+    part_bounds,
+    shift_part,
 )
 from cad_recode.data.generator.outlines import SIMPLE_OUTLINES, draw_outline
 from cad_recode.data.generator.plane2d import EXTENT
@@ -116,9 +127,10 @@ def _full_body(rng: np.random.Generator, anchor: list[float], size: float):
 
 def _quantize(part: tuple, factor: float) -> tuple | None:
     """Scale every number by `factor` and round (centres to halves, the rest to integers); None if degenerate."""
-    q = lambda value: round(value * factor)  # noqa: E731
-    half = lambda value: round(value * factor * 2) / 2  # noqa: E731  (centres: -38.5 as in the public data)
-    size = lambda value: max(1, round(value * factor))  # noqa: E731
+    q = lambda value: round(value * factor)
+    # centres on half units (-38.5), as the public data writes them
+    half = lambda value: round(value * factor * 2) / 2
+    size = lambda value: max(1, round(value * factor))
     bodies = []
     for body in part:
         depth = q(body.depth)
