@@ -1,6 +1,7 @@
 """A tiny description of CAD-Recode parts, and the one writer of their program text.
 
-A part is a tuple of bodies that the program unions in order. Each body sits on
+A part is a tuple of bodies that the program unions in order (a body with
+``cut=True`` is subtracted instead: pockets and cross holes). Each body sits on
 a named workplane ('XY', 'YZ' or 'ZX') whose origin is moved only along the
 plane normal, exactly as in the public CAD-Recode data:
 
@@ -76,6 +77,7 @@ class SketchBody:
     origin: float
     faces: tuple[Face, ...]
     depth: float
+    cut: bool = False  # subtracted from the bodies before it (never the first body)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class BoxBody:
     w: float
     h: float
     depth: float
+    cut: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class CylinderBody:
     y: float
     r: float
     depth: float
+    cut: bool = False
 
 
 Body = Union[SketchBody, BoxBody, CylinderBody]
@@ -207,8 +211,8 @@ def body_bounds(body: Body) -> tuple[list[float], list[float]]:
 
 
 def part_bounds(part: Part) -> tuple[list[float], list[float]]:
-    """World (min, max) corners of the union of a part's bodies."""
-    boxes = [body_bounds(b) for b in part]
+    """World (min, max) corners of the union of a part's bodies (cut bodies are assumed to lie inside)."""
+    boxes = [body_bounds(b) for b in part if not b.cut]
     return (
         [min(b[0][k] for b in boxes) for k in range(3)],
         [max(b[1][k] for b in boxes) for k in range(3)],
@@ -323,5 +327,8 @@ def render(part: Part) -> str:
     for body in part:
         wp = planes[(body.plane, body.origin)]
         chunks.append(_sketch_code(body, wp) if isinstance(body, SketchBody) else _solid_code(body, wp))
-    lines.append("r=" + chunks[0] + "".join(f".union({c})" for c in chunks[1:]))
+    if part[0].cut:
+        raise ValueError("the first body of a part cannot be a cut")
+    operations = [".cut" if body.cut else ".union" for body in part[1:]]
+    lines.append("r=" + chunks[0] + "".join(f"{op}({c})" for op, c in zip(operations, chunks[1:])))
     return "\n".join(lines)

@@ -1,9 +1,10 @@
 """Statistics of a folder of programs (`cad-recode data stats DIR`).
 
 Counts per split, program length (characters, or tokens of a given tokenizer),
-how often each primitive and operation occurs, and the validity rate: from the
-manifest of a generated dataset, or measured by running every program in the
-sandbox (`execute=True`).
+how often each primitive and operation occurs, the family mix (from the family
+labels of a generated dataset, beside the weights it was drawn with), and the
+validity rate: from the manifest of a generated dataset, or measured by running
+every program in the sandbox (`execute=True`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from cad_recode.data import layout
 from cad_recode.data.generator import OPERATION_PATTERNS, count_operations, solid_problem
+from cad_recode.data.labels import FamilyMix, family_mix
 from cad_recode.errors import InputError, UsageError
 
 
@@ -29,6 +31,7 @@ class DatasetStats:
     validity: float | None = None  # share of programs that yield one valid solid
     validity_source: str = ""  # "manifest", "executed", or "" when unknown
     failures: dict[str, int] = field(default_factory=dict)
+    families: FamilyMix | None = None  # None when the programs carry no family labels
 
     def summary(self) -> str:
         """Human lines for the CLI."""
@@ -41,6 +44,11 @@ class DatasetStats:
         width = max(len(name) for name in self.operations)
         lines += [f"  {name:<{width}}  {self.operations[name]:>8}  {self.programs_using[name]:>7}"
                   for name in self.operations]
+        if self.families is None:
+            lines.append("families: unknown (no family labels in the manifest)")
+        else:
+            lines.append("families (programs, share, weight drawn with):")
+            lines += self.families.lines()
         if self.validity is None:
             lines.append("validity: unknown (no generator manifest; pass --execute to measure it)")
         else:
@@ -98,7 +106,7 @@ def dataset_stats(root, *, tokenizer=None, execute: bool = False, workers: int =
         str(root), counts, unit,
         {"min": float(lengths.min()), "median": float(np.median(lengths)),
          "p95": float(np.percentile(lengths, 95)), "max": float(lengths.max())},
-        operations, using,
+        operations, using, families=family_mix(root),
     )
     if execute:
         from cad_recode.geometry.sandbox import Sandbox

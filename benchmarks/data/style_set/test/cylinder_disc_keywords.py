@@ -1,0 +1,3 @@
+import cadquery as cq
+
+result = cq.Workplane("XY").cylinder(height=10, radius=90)

@@ -1,0 +1,3 @@
+import cadquery as cq
+
+result = cq.Workplane("YZ").circle(5).extrude(400)

@@ -1,0 +1,3 @@
+import cadquery as cq
+
+result = cq.Workplane("YZ").polygon(8, 50).extrude(5)

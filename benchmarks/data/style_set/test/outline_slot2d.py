@@ -1,0 +1,3 @@
+import cadquery as cq
+
+result = cq.Workplane("XY").slot2D(120, 30).extrude(8)
