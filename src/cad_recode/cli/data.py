@@ -33,9 +33,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="fixes the programs and the split (default 0)")
     p.add_argument("--workers", type=int, default=1, help="sandbox processes (default 1)")
     p.add_argument("--complexity", choices=COMPLEXITIES, default="simple",
-                   help="simple: 1-2 bodies of boxes, cylinders and rectangle or circle plates with holes, one "
-                        "spelling per shape (CPU default); medium: simple plus plates with polygon and arc outlines; "
-                        "full: the published recipe")
+                   help="simple (the quickstart's): 1-2 bodies of boxes, cylinders and rectangle or circle plates "
+                        "with holes, one spelling per shape; medium: simple plus plates with polygon and arc outlines; "
+                        "broad: every family of simple parts (box, cylinder, plate, outline, ring, stacked, pocket, "
+                        "through_cut) on all three planes, each program labelled with its family; full: the published "
+                        "recipe")
     p.add_argument("--val_fraction", "--val-fraction", type=float, default=0.05, help="share of programs in val/ (default 0.05)")
     p.add_argument("--test_fraction", "--test-fraction", type=float, default=0.05, help="share of programs in test/ (default 0.05)")
     p.add_argument("--batch_size", "--batch-size", type=int, default=1000, help="programs per train/batch_XX folder (default 1000)")
