@@ -2,11 +2,13 @@
 
 The language (``program_grammar.gbnf`` beside this module) is the CadQuery subset
 the generator writes at every complexity level, widened to the public CAD-Recode
-v1.5 style. Numbers are integers or half-integers (``-38``, ``55.5``) whose
-magnitude is at most ``literal_limit(frame)`` = 2 x frame: sizes, depths and box
-extents reach the full extent of a part (2 x frame), and the subtractive outlines
-of ``full`` parts hang past the frame (up to 157 at frame 100, measured over
-3000 programs). So ``2000`` or ``1e5`` cannot be written at frame 100.
+v1.5 style. Numbers are integers or half-integers (``-38``, ``55.5``). A size
+(radius, width, box side, extrusion depth, workplane offset) is at most
+``size_limit(frame)`` = 2 x frame, the full extent of a part; a coordinate
+(sketch point, ``moveTo``, workplane origin) is at most ``coordinate_limit(frame)``
+= 2.5 x frame: the subtractive outlines and arc middles of ``full`` parts hang
+past the frame (up to 206 at frame 100: one program in 3500 passes 200, about
+4 % pass 100). So ``2000`` or ``1e5`` cannot be written at frame 100.
 
 ``check_program`` parses a whole program with xgrammar's matcher (the library
 that also enforces the grammar while decoding, see
@@ -26,11 +28,20 @@ GRAMMAR_FILE = Path(__file__).with_name("program_grammar.gbnf")
 DEFAULT_FRAME = EXTENT // 2  # the data's coordinate frame: [-100, 100]
 
 
-def literal_limit(frame: int = DEFAULT_FRAME) -> int:
-    """The largest magnitude a number literal may have for a model trained in [-frame, frame]."""
+def _check_frame(frame) -> int:
     if isinstance(frame, bool) or not isinstance(frame, int) or frame < 1:
         raise ValueError(f"frame must be a positive integer (the model's coordinate half-extent), got {frame!r}")
-    return 2 * frame
+    return frame
+
+
+def size_limit(frame: int = DEFAULT_FRAME) -> int:
+    """The largest size literal (radius, side, depth, offset) for a model trained in [-frame, frame]."""
+    return 2 * _check_frame(frame)
+
+
+def coordinate_limit(frame: int = DEFAULT_FRAME) -> int:
+    """The largest coordinate magnitude (points, moveTo, origins) for a model trained in [-frame, frame]."""
+    return 5 * _check_frame(frame) // 2
 
 
 def integer_alternatives(limit: int, nonzero: bool = False) -> list[str]:
@@ -51,16 +62,16 @@ def integer_alternatives(limit: int, nonzero: bool = False) -> list[str]:
 
 
 def number_rules(frame: int = DEFAULT_FRAME) -> str:
-    """The rules ``num`` (signed), ``pos`` (positive) and ``snz`` (signed, not 0) for a frame."""
-    limit = literal_limit(frame)
-    whole = " | ".join(integer_alternatives(limit))
-    nonzero = " | ".join(integer_alternatives(limit, nonzero=True))
-    below = " | ".join(integer_alternatives(limit - 1))  # the integer part of a half up to limit - 0.5
+    """The rules ``num`` (a signed coordinate), ``pos`` (a positive size) and ``snz`` (a signed size)."""
+    coordinate, size = coordinate_limit(frame), size_limit(frame)
+    # the integer part of a half runs to limit - 1 (the largest half is limit - 0.5)
     return (
-        f'num ::= "-"? magnitude\n'
+        f'num ::= "-"? coordinate\n'
         f'snz ::= "-"? pos\n'
-        f'magnitude ::= {whole} | ({below}) ".5"\n'
-        f'pos ::= {nonzero} | ({below}) ".5"\n'
+        f'coordinate ::= {" | ".join(integer_alternatives(coordinate))}'
+        f' | ({" | ".join(integer_alternatives(coordinate - 1))}) ".5"\n'
+        f'pos ::= {" | ".join(integer_alternatives(size, nonzero=True))}'
+        f' | ({" | ".join(integer_alternatives(size - 1))}) ".5"\n'
     )
 
 
