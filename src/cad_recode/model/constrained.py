@@ -31,6 +31,9 @@ from transformers import LogitsProcessor
 
 from cad_recode.data.grammar import DEFAULT_FRAME, program_grammar
 
+DEFAULT_GRAMMAR = True  # --grammar on: decoding is constrained unless a caller turns it off
+GRAMMAR_HELP = ("on (default): every token is checked against the program grammar, so programs always parse "
+                "and numbers stay within the model's frame; off: decode freely, as the papers do")
 GRAMMAR_BACKENDS = ("xgrammar", "llguidance")
 DEFAULT_GRAMMAR_BACKEND = "xgrammar"
 DEFAULT_WIND_DOWN = 48  # tokens before max_new_tokens from which a row ends at its first complete point
