@@ -43,6 +43,7 @@ import trimesh
 from cad_recode.atomic import atomic_file
 from cad_recode.data.layout import natural_key
 from cad_recode.errors import InputError, UsageError
+from cad_recode.geometry.invalid import InvalidCounts
 from cad_recode.geometry.metrics import MetricSummary, summarize
 from cad_recode.inference import CADRecoder, Decoding, Reconstruction
 
@@ -50,8 +51,8 @@ CSV_NAME = "per_item.csv"
 SUMMARY_NAME = "summary.json"
 TABLE_NAME = "summary.md"
 # model_cd / model_iou: the program as the model wrote it, before refinement (empty without --refine)
-CSV_FIELDS = ("id", "valid", "cd", "iou", "status", "reason", "valid_candidates", "generated_tokens", "seconds",
-              "model_cd", "model_iou")
+CSV_FIELDS = ("id", "valid", "cd", "iou", "status", "reason", "invalid_kind", "valid_candidates", "generated_tokens",
+              "seconds", "model_cd", "model_iou")
 MESH_DATA_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb", ".step", ".stp")
 GT_CHUNK = 32  # ground-truth shapes loaded (programs executed) at a time
 
@@ -73,6 +74,11 @@ class EvalReport:
     paths: dict[str, Path] = field(default_factory=dict)
     model_summary: MetricSummary | None = None  # with refinement: the programs as the model wrote them
 
+    @property
+    def invalid_kinds(self) -> InvalidCounts:
+        """Invalid inputs by kind (syntax, runtime error, empty or invalid solid, timeout, truncated, other)."""
+        return InvalidCounts.of(r["invalid_kind"] or None for r in self.rows if r["status"] == "invalid")
+
     def table(self) -> str:
         """The summary as a markdown table, in the papers' units; with refinement, a row before and after it."""
         def row(s: MetricSummary) -> str:
@@ -80,10 +86,11 @@ class EvalReport:
             return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
         head = "| inputs | IoU % | mean CD x10^3 | median CD x10^3 | IR % |"
+        kinds = f"\n\ninvalid by kind: {self.invalid_kinds.describe()}"
         if self.model_summary is None:
-            return f"{head}\n|---|---|---|---|---|\n{row(self.summary)}"
+            return f"{head}\n|---|---|---|---|---|\n{row(self.summary)}{kinds}"
         return (f"{head} programs |\n|---|---|---|---|---|---|\n{row(self.model_summary)} as the model wrote them |\n"
-                f"{row(self.summary)} refined to the input points |")
+                f"{row(self.summary)} refined to the input points |{kinds}")
 
 
 def _pct(value: float) -> str:
@@ -248,6 +255,7 @@ def protocol_row(item_id: str, rec: Reconstruction) -> dict:
         "iou": truth.iou if valid else None,
         "status": "ok" if valid else "invalid",
         "reason": reason,
+        "invalid_kind": None if valid else (rec.invalid_kind or "other"),
         "valid_candidates": rec.num_valid_candidates,
         "generated_tokens": sum(c.tokens for c in rec.candidates),
         "seconds": round(rec.timings.total, 6),
@@ -271,7 +279,8 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
             writer.writeheader()
             for row in report.rows:
                 writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in CSV_FIELDS})
-        body = _nan_to_none({**report.summary.to_dict(), "skipped": len(report.skipped), **report.settings})
+        body = _nan_to_none({**report.summary.to_dict(), "skipped": len(report.skipped),
+                             "invalid_kinds": report.invalid_kinds.to_dict(), **report.settings})
         if report.model_summary is not None:
             body["before_refinement"] = _nan_to_none(report.model_summary.to_dict())
         with atomic_file(json_path) as tmp:

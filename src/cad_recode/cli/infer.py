@@ -14,6 +14,7 @@ from cad_recode import defaults
 from cad_recode.cli.flags import add_output_flag
 from cad_recode.errors import UsageError
 from cad_recode.inference.refine import DEFAULT_MAX_EVALUATIONS as DEFAULT_REFINE_EVALUATIONS
+from cad_recode.model.constrained import DEFAULT_GRAMMAR, GRAMMAR_HELP
 
 
 def register(subparsers) -> None:
@@ -99,6 +100,7 @@ def _add_decoding_arguments(p) -> None:
                    help="fit the winner's integer dimensions to the input points (a search that keeps the program's "
                         f"structure) with at most RUNS sandbox runs (default {DEFAULT_REFINE_EVALUATIONS} when given; "
                         "off when not); the report keeps the program as the model wrote it")
+    p.add_argument("--grammar", choices=("on", "off"), default="on" if DEFAULT_GRAMMAR else "off", help=GRAMMAR_HELP)
     p.add_argument("--seed", type=int, default=0, help="first point-sampling seed (candidate k uses seed + k)")
     p.add_argument("--batch_size", type=int, default=1, help="inputs per generate call (each with N candidates)")
 
@@ -146,7 +148,7 @@ def _decoding(args):
     if args.refine < 0:
         raise UsageError(f"--refine must be >= 0 sandbox runs (0: off), got {args.refine}")
     return Decoding(args.max_new_tokens, args.do_sample, args.temperature, args.top_p, **runaway,
-                    refine_evaluations=args.refine)
+                    refine_evaluations=args.refine, grammar=args.grammar == "on")
 
 
 def _collect_inputs(items: list[str]) -> list[Path]:

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 from cad_recode import defaults
 from cad_recode.errors import UsageError
+from cad_recode.model.constrained import DEFAULT_GRAMMAR
 from cad_recode.model.runaway import DEFAULT_RUNAWAY_FACTOR
 
 
@@ -23,6 +24,8 @@ class Decoding:
     # > 0: fit the winner's integer dimensions to the input points with up to this many sandbox
     # runs (cad_recode.inference.refine); the report keeps the program as the model wrote it. 0: off
     refine_evaluations: int = 0
+    # constrain every token to the program grammar (cad_recode.model.constrained): programs always parse
+    grammar: bool = DEFAULT_GRAMMAR
 
     def __post_init__(self):
         if self.refine_evaluations < 0:

@@ -165,6 +165,7 @@ class CADRecoder:
             tensor, self.tokens, max_new_tokens=decoding.max_new_tokens, num_candidates=1,
             do_sample=decoding.do_sample, temperature=decoding.temperature, top_p=decoding.top_p,
             stopping_criteria=[runaway] if runaway else None,
+            logits_processor=[self.grammar(len(tensor), decoding)] if decoding.grammar else None,
         )
         out = []
         for i, ids in enumerate(rows.tolist()):
@@ -181,6 +182,15 @@ class CADRecoder:
     def num_surface_points(self) -> int:
         """Surface samples drawn before FPS, as in training (the model's config records it)."""
         return int(self.core.config.num_surface_points)
+
+    def grammar(self, rows: int, decoding: Decoding):
+        """The program grammar as a logits processor, one grammar state per row, in the model's frame."""
+        from cad_recode.model.constrained import grammar_logits_processor, model_frame
+
+        return grammar_logits_processor(
+            self.tokenizer, rows, model_frame(self.core.config), end_id=self.tokens.end_id,
+            vocab_size=self.core.get_output_embeddings().weight.shape[0], max_new_tokens=decoding.max_new_tokens,
+        )
 
     def encode_input(self, source, num_candidates: int, seed: int = 0, ground_truth=None) -> EncodedInput:
         """Load one input; its N point draws (seeds seed..seed+N-1), dense cloud and ground truth."""

@@ -112,6 +112,15 @@ class Reconstruction:
         return sum(c.cd_input is not None for c in self.candidates)
 
     @property
+    def invalid_kind(self) -> str | None:
+        """None when valid; else why, by kind (cad_recode.geometry.invalid), of the candidate that got furthest."""
+        from cad_recode.geometry.invalid import classify_invalid, invalid_kind_of_input
+
+        if self.valid:
+            return None
+        return invalid_kind_of_input(classify_invalid(c.status, c.finished) for c in self.candidates) or "other"
+
+    @property
     def reason(self) -> str:
         """Why no candidate was valid ('' when one was)."""
         if self.valid:
@@ -163,6 +172,7 @@ class Reconstruction:
         report["candidates"] = [c.to_dict() for c in self.candidates]
         if not self.valid:
             report["reason"] = self.reason
+            report["invalid_kind"] = self.invalid_kind
         if self.outputs:
             report["outputs"] = {k: str(v) for k, v in self.outputs.items()}
         return report

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import (
-    AutoConfig, AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel, StoppingCriteriaList,
+    AutoConfig, AutoModelForCausalLM, GenerationConfig, GenerationMixin, LogitsProcessorList, PreTrainedModel,
+    StoppingCriteriaList,
 )
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
@@ -242,6 +243,7 @@ class CADRecodeForCausalLM(PreTrainedModel, GenerationMixin):
         top_p: float | None = None,
         top_k: int | None = None,
         stopping_criteria: list | None = None,
+        logits_processor: list | None = None,
     ) -> torch.LongTensor:
         """Generate code token ids for (B, P, 3) points -> (B * num_candidates, L).
 
@@ -249,7 +251,9 @@ class CADRecodeForCausalLM(PreTrainedModel, GenerationMixin):
         stopped early is padded with the pad id after its <|endoftext|>. Several
         candidates per shape need ``do_sample``; for best-of-N over several point
         draws pass the draws as a batch instead. ``stopping_criteria``: extra
-        ``transformers.StoppingCriteria`` (e.g. :class:`cad_recode.model.runaway.RunawayStop`).
+        ``transformers.StoppingCriteria`` (e.g. :class:`cad_recode.model.runaway.RunawayStop`);
+        ``logits_processor``: extra ``transformers.LogitsProcessor`` objects (e.g. the program grammar of
+        :mod:`cad_recode.model.constrained`).
         """
         tokens = CodeTokens.from_any(tokens)
         if num_candidates > 1 and not do_sample:
@@ -275,6 +279,7 @@ class CADRecodeForCausalLM(PreTrainedModel, GenerationMixin):
             return self.generate(
                 inputs_embeds=prompt.inputs_embeds, attention_mask=prompt.attention_mask, generation_config=config,
                 stopping_criteria=StoppingCriteriaList(stopping_criteria or []),
+                logits_processor=LogitsProcessorList(logits_processor or []),
             )
         finally:
             self.train(was_training)
