@@ -40,7 +40,7 @@ from cad_recode.model.constrained import (
     grammar_logits_processor,
 )
 from cad_recode.model.wrapper import CADRecodeForCausalLM, code_generation_config
-from cad_recode.tokenizer import CodeTokens, train_code_tokenizer
+from cad_recode.model.tokenizer import CodeTokens, train_code_tokenizer
 
 # llguidance (the dev extra) is measured when installed
 BACKENDS = [name for name in GRAMMAR_BACKENDS if importlib.util.find_spec(name) is not None]

@@ -19,7 +19,7 @@ from cad_recode.model.constrained import (
     model_frame,
 )
 from cad_recode.model.wrapper import CADRecodeForCausalLM, code_generation_config
-from cad_recode.tokenizer import CodeTokens, train_code_tokenizer
+from cad_recode.model.tokenizer import CodeTokens, train_code_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # llguidance is the measured alternative (dev extra); xgrammar, the default, is a dependency
@@ -59,6 +59,8 @@ def generate(model, tokenizer, processor, rows: int, max_new_tokens: int, do_sam
                                     temperature=1.0 if do_sample else None, num_return_sequences=num_return_sequences)
     out = model.generate(inputs_embeds=prompt.inputs_embeds, attention_mask=prompt.attention_mask,
                          generation_config=config, logits_processor=LogitsProcessorList([processor]))
+    # which rows ended with <|endoftext|>: read from the output (the processor never sees the last token)
+    processor.ended = [tokens.end_id in row for row in out.tolist()]
     return [tokenizer.decode(ids) for ids in tokens.strip_rows(out)]
 
 
@@ -81,9 +83,9 @@ def test_a_random_model_writes_only_programs_of_the_grammar(bpe, backend):
         processor = grammar_logits_processor(bpe, 8, vocab_size=len(bpe) + 8, max_new_tokens=budget, backend=backend)
         codes = generate(model, bpe, processor, 8, budget, do_sample=True, seed=seed)
         assert not any(processor.left)
-        for code, done in zip(codes, processor.finished):
+        for code, done in zip(codes, processor.ended):
             assert_in_language(code, done)
-        ended_lengths += [len(code) for code, done in zip(codes, processor.finished) if done]
+        ended_lengths += [len(code) for code, done in zip(codes, processor.ended) if done]
     assert len(ended_lengths) >= 6 and len(set(ended_lengths)) > 3, ended_lengths  # rows ended at different steps
 
 
@@ -93,7 +95,7 @@ def test_best_of_n_rows_each_follow_their_own_state(bpe):
     codes = generate(model, bpe, processor, 2, 300, do_sample=True, seed=3, num_return_sequences=4)
     assert len(codes) == len(processor.matchers) == 8
     assert len(set(codes)) > 1
-    for code, done in zip(codes, processor.finished):
+    for code, done in zip(codes, processor.ended):
         assert_in_language(code, done)
 
 
@@ -102,7 +104,7 @@ def test_wind_down_ends_rows_at_their_first_complete_point(bpe):
     runs = {}
     for wind_down in (0, 300):  # never, and from the first step on
         processor = grammar_logits_processor(bpe, 8, max_new_tokens=300, wind_down=wind_down)
-        runs[wind_down] = (generate(model, bpe, processor, 8, 300, do_sample=False, seed=1), processor.finished)
+        runs[wind_down] = (generate(model, bpe, processor, 8, 300, do_sample=False, seed=1), processor.ended)
     (free, free_done), (closing, closing_done) = runs[0], runs[300]
     assert sum(closing_done) >= sum(free_done)
     for code, done in zip(closing, closing_done):
