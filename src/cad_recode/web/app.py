@@ -143,7 +143,8 @@ def build_app(service: ReconstructionService, settings: ServeSettings, work_root
                 status = gr.Markdown(label="status", elem_id="status")
             with gr.Column(scale=3):
                 with gr.Row():
-                    input_view = gr.Model3D(label="input points", elem_id="input-view", height=360, camera_position=VIEW_ANGLE)
+                    input_view = gr.Model3D(label="input points", elem_id="input-view", height=360,
+                                            camera_position=VIEW_ANGLE)
                     result_view = gr.Model3D(label="reconstruction", elem_id="result-view", height=360,
                                               camera_position=VIEW_ANGLE)
                 metrics = gr.Markdown(label="metrics", elem_id="metrics")

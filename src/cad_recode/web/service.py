@@ -129,6 +129,9 @@ class ReconstructionService:
     def load(cls, model: str, settings: ServeSettings, *, base_model: str | None = None, device=None,
              dtype=None) -> ReconstructionService:
         """Any model ``cad-recode infer`` takes: a training output_dir, a merged or full model, an adapter."""
+        if not Path(model).is_dir():
+            raise InputError(f"--model {model}: no such folder; pass a training output_dir, a merged or full model "
+                             "folder, or an adapter folder")
         args = (base_model, model) if base_model else (model, None)
         recoder = CADRecoder.from_pretrained(*args, device=device, dtype=dtype, sandbox_workers=settings.workers)
         recoder.sandbox.start()  # CadQuery imports now, not during the first user's job
