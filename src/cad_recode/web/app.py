@@ -40,8 +40,8 @@ from cad_recode.web.views import (  # noqa: E402
 )
 
 MAX_CANDIDATES_IN_PAGE = 16
-VIEW_ANGLE = (-55, 60, None)
-"""Model3D camera (azimuth, elevation in degrees, automatic distance): three faces of a box in sight."""
+VIEW_ANGLE = (-55, 65, None)
+"""Model3D camera (azimuth and polar angle in degrees; distance: framed by the viewer): three faces in sight."""
 CACHE_SWEEP = (3600, 3600)
 """Gradio deletes its copies of served files every hour once they are an hour old."""
 
@@ -97,7 +97,7 @@ def build_app(service: ReconstructionService, settings: ServeSettings, work_root
             folder = folders.new()
             outcome, context = service.reconstruct(shape, options, folder, lambda f, what: progress(f, desc=what))
             input_view = points_glb(context.display_points(), folder / "input.glb")
-            result_view = mesh_glb(outcome.mesh, folder / "result.glb") if outcome.valid else None
+            result_view = mesh_glb(context.display_mesh(outcome.mesh), folder / "result.glb") if outcome.valid else None
         except Exception as err:  # noqa: BLE001  every failure is one line in the page
             folders.drop(folder)
             raise page_error(err) from None
@@ -115,7 +115,7 @@ def build_app(service: ReconstructionService, settings: ServeSettings, work_root
                 raise UsageError("reconstruct a part first: a rebuild is measured against its input")
             folder = folders.new()
             outcome = service.rebuild(code or "", session.context, folder)
-            result_view = mesh_glb(outcome.mesh, folder / "result.glb")
+            result_view = mesh_glb(session.context.display_mesh(outcome.mesh), folder / "result.glb")
         except Exception as err:  # noqa: BLE001
             folders.drop(folder)
             raise page_error(err) from None

@@ -92,8 +92,15 @@ class InputContext:
     report: dict[str, Any]
 
     def display_points(self) -> np.ndarray:
-        """The input's points in the units the solid is shown in."""
-        return self.dense if self.restore_units else self.transform.apply(self.dense) * MODEL_UNITS
+        """The input's points normalized to [-1, 1]^3 (both views share this frame)."""
+        return self.transform.apply(self.dense)
+
+    def display_mesh(self, mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+        """A solid in the units it was exported in, moved into the frame of :meth:`display_points`."""
+        shown = mesh.copy()
+        vertices = np.asarray(mesh.vertices)
+        shown.vertices = self.transform.apply(vertices) if self.restore_units else vertices / MODEL_UNITS
+        return shown
 
 
 @dataclass

@@ -19,11 +19,15 @@ POINT_COLOR = (40, 110, 200, 255)
 SOLID_COLOR = (215, 140, 60, 255)
 SPHERE_RADIUS = 0.008
 """Of the cloud's largest extent: the spheres touch on a 2048-point part without hiding its shape."""
+Z_UP_TO_Y_UP = trimesh.transformations.rotation_matrix(-np.pi / 2, [1, 0, 0])
 CANDIDATE_HEADERS = ["seed", "status", "CD to input ×10³", "tokens", "finished", "reason"]
 
 
 def points_glb(points: np.ndarray, path: Path, max_points: int = DISPLAY_POINTS, seed: int = 0) -> Path:
-    """The points (a random subset of at most ``max_points``) as one mesh of small spheres, saved as GLB."""
+    """The points (a random subset of at most ``max_points``) as one mesh of small spheres, saved as GLB.
+
+    Both views get parts normalized to [-1, 1]^3, so one camera distance suits every part.
+    """
     points = np.asarray(points, dtype=np.float64)
     if len(points) > max_points:
         points = points[np.random.default_rng(seed).choice(len(points), max_points, replace=False)]
@@ -45,6 +49,8 @@ def mesh_glb(mesh: trimesh.Trimesh, path: Path) -> Path:
 
 
 def _write_glb(mesh: trimesh.Trimesh, path: Path) -> Path:
+    """CAD is Z-up, glTF is Y-up: turn the part so its Z axis points up on screen."""
+    mesh.apply_transform(Z_UP_TO_Y_UP)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(mesh.export(file_type="glb"))
     return path
