@@ -16,10 +16,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import infer_artifacts as art  # noqa: E402
+import infer_artifacts as art
 
-from cad_recode.geometry.shapes import example_program  # noqa: E402
-from cad_recode.web.settings import ServeSettings  # noqa: E402
+from cad_recode.geometry.shapes import example_program
+from cad_recode.web.settings import ServeSettings
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -55,7 +55,7 @@ def test_an_uploaded_cube_comes_back_as_its_program_with_metrics_views_and_downl
 
 
 def test_a_built_in_example_with_candidates_refinement_and_restored_units(client, web_server):
-    _, _, _, code, metrics, table, downloads = reconstruct(client, example="tube", candidates=2, refine=True,
+    _, _, _, _, metrics, table, downloads = reconstruct(client, example="tube", candidates=2, refine=True,
                                                            restore_units=True)
     assert len(table["data"]) == 2 and "Solid in the input's units" in metrics
     files = files_by_suffix(downloads)
@@ -66,7 +66,7 @@ def test_a_built_in_example_with_candidates_refinement_and_restored_units(client
 
 def test_an_edited_program_is_rebuilt_in_the_sandbox_and_downloads_follow(client, web_server):
     code = reconstruct(client, web_server.cube_stl)[3]
-    status, result_view, metrics, downloads = client.predict(code.replace("box(80,80,80)", "box(80,80,40)"),
+    status, _, metrics, downloads = client.predict(code.replace("box(80,80,80)", "box(80,80,40)"),
                                                              api_name="/rebuild")
     assert "Rebuilt in" in status and "CD to the input points" in metrics
     files = files_by_suffix(downloads)
@@ -149,5 +149,17 @@ def test_serve_refuses_bad_flags_in_one_line_before_loading(capsys, tmp_path):
     assert capsys.readouterr().err.strip() == "cad-recode serve: error: --workers must be >= 1, got 0"
     assert main(["serve", "--model", str(tmp_path / "missing"), "--port", "7"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"cad-recode serve: error: --model {tmp_path / 'missing'}: no such folder; pass a training "
-                   "output_dir, a merged or full model folder, or an adapter folder"]
+    assert err == [(f"cad-recode serve: error: --model {tmp_path / 'missing'}: no such folder; pass a training "
+                    "output_dir, a merged or full model folder, or an adapter folder")]
+
+
+def test_the_readme_s_python_api_example_runs(web_server):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Web app"):]
+    example = section[section.index("```python\n") + len("```python\n"):section.index("```\n\n`files`")]
+    example = example.replace("http://127.0.0.1:7860/", web_server.url)
+    example = example.replace('"scan.stl"', repr(str(web_server.cube_stl)))
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)  # our own documentation, not user input
+    assert "Rebuilt in" in namespace["status"] and len(namespace["files"]) == 4
+    assert "box(60,60,60)" in files_by_suffix(namespace["files"])[".py"].read_text()  # the edit was rebuilt

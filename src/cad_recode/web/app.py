@@ -14,27 +14,27 @@ import os
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # offline: no telemetry or version checks, before gradio loads
 
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-import uuid  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 
-from cad_recode.errors import CadRecodeError, UsageError  # noqa: E402
-from cad_recode.geometry.loaders import SUPPORTED_SUFFIXES  # noqa: E402
-from cad_recode.geometry.shapes import EXAMPLE_SHAPES  # noqa: E402
-from cad_recode.web.service import DEFAULT_REFINE_BUDGET, InputContext, JobOptions, ReconstructionService  # noqa: E402
-from cad_recode.web.settings import ServeSettings  # noqa: E402
-from cad_recode.web.views import (  # noqa: E402
+from cad_recode.errors import CadRecodeError, UsageError
+from cad_recode.geometry.loaders import SUPPORTED_SUFFIXES
+from cad_recode.geometry.shapes import EXAMPLE_SHAPES
+from cad_recode.web.service import DEFAULT_REFINE_BUDGET, InputContext, JobOptions, ReconstructionService
+from cad_recode.web.settings import ServeSettings
+from cad_recode.web.views import (
     CANDIDATE_HEADERS,
     candidate_rows,
-    metrics_markdown,
     mesh_glb,
+    metrics_markdown,
     points_glb,
     status_markdown,
 )
@@ -84,7 +84,7 @@ def page_error(err: Exception) -> gr.Error:
 def build_app(service: ReconstructionService, settings: ServeSettings, work_root: Path) -> gr.Blocks:
     folders = JobFolders(work_root)
 
-    def reconstruct(upload, example, candidates, refine, budget, restore_units, session, progress=gr.Progress()):
+    def reconstruct(upload, example, candidates, refine, budget, restore_units, session, progress=gr.Progress()):  # noqa: B008  Gradio injects it
         started, folder = time.perf_counter(), None
         try:
             options = JobOptions(int(candidates), bool(refine), int(budget), bool(restore_units))
@@ -136,7 +136,8 @@ def build_app(service: ReconstructionService, settings: ServeSettings, work_root
                                       "(an upload takes precedence)", elem_id="example")
                 candidates = gr.Slider(1, MAX_CANDIDATES_IN_PAGE, value=1, step=1, label="candidates (best of N)")
                 refine = gr.Checkbox(False, label="refine the dimensions against the input")
-                budget = gr.Slider(10, 1000, value=DEFAULT_REFINE_BUDGET, step=10, label="refinement budget (sandbox runs)")
+                budget = gr.Slider(10, 1000, value=DEFAULT_REFINE_BUDGET, step=10,
+                                   label="refinement budget (sandbox runs)")
                 restore_units = gr.Checkbox(False, label="restore the input's units and position")
                 # LEAD: the pose-auto and grammar controls go here, and into JobOptions (service.py).
                 run = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct")

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import trimesh
@@ -182,14 +183,15 @@ class ReconstructionService:
         """Best of N (+ refinement) for one input; writes .py .step .stl .json into ``out_dir``."""
         started = time.perf_counter()
         rec, n = self.recoder, options.num_candidates
-        decoding = Decoding(self.settings.max_new_tokens, refine_evaluations=options.refine_budget if options.refine else 0)
+        budget = options.refine_budget if options.refine else 0
+        decoding = Decoding(self.settings.max_new_tokens, refine_evaluations=budget)
         progress(0.05, "sampling the input points")
         truth = ("input mesh", shape.closed_mesh) if shape.closed_mesh is not None else None
         item = rec.encode_input((shape.name, shape.geometry), n, seed=0, ground_truth=truth)
         progress(0.15, f"generating {n} candidate program{'s' if n > 1 else ''}")
         step = time.perf_counter()
         generated = rec.generate(np.stack([draw.points for draw in item.draws]), decoding, seed=0, group_size=n)
-        timings = dict(encode=item.encode_seconds, generate=time.perf_counter() - step)
+        timings = {"encode": item.encode_seconds, "generate": time.perf_counter() - step}
         progress(0.6, "running the candidates in the sandbox")
         step = time.perf_counter()
         executed = rec.sandbox.map([code for code, _, _ in generated])
@@ -285,5 +287,13 @@ def _stem(name: str) -> str:
     return cleaned[:60] or "part"
 
 
-__all__ = ["JobOptions", "LoadedInput", "CandidateRow", "InputContext", "Outcome", "ReconstructionService",
-           "run_edited_program", "DEFAULT_REFINE_BUDGET"]
+__all__ = [
+    "DEFAULT_REFINE_BUDGET",
+    "CandidateRow",
+    "InputContext",
+    "JobOptions",
+    "LoadedInput",
+    "Outcome",
+    "ReconstructionService",
+    "run_edited_program",
+]

@@ -32,7 +32,7 @@ def points_glb(points: np.ndarray, path: Path, max_points: int = DISPLAY_POINTS,
     if len(points) > max_points:
         points = points[np.random.default_rng(seed).choice(len(points), max_points, replace=False)]
     extent = float(np.ptp(points, axis=0).max()) or 1.0
-    sphere = trimesh.creation.icosphere(subdivisions=1, radius=SPHERE_RADIUS * extent)
+    sphere = trimesh.creation.icosphere(subdivisions=0, radius=SPHERE_RADIUS * extent)  # 20 faces: about 1 MB in all
     count, nv = len(points), len(sphere.vertices)
     vertices = (sphere.vertices[None, :, :] + points[:, None, :]).reshape(-1, 3)
     faces = (sphere.faces[None, :, :] + (np.arange(count) * nv)[:, None, None]).reshape(-1, 3)
