@@ -160,6 +160,6 @@ def test_the_readme_s_python_api_example_runs(web_server):
     example = example.replace("http://127.0.0.1:7860/", web_server.url)
     example = example.replace('"scan.stl"', repr(str(web_server.cube_stl)))
     namespace: dict = {}
-    exec(compile(example, "README.md", "exec"), namespace)  # our own documentation, not user input
+    exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102  our own documentation, not user input
     assert "Rebuilt in" in namespace["status"] and len(namespace["files"]) == 4
     assert "box(60,60,60)" in files_by_suffix(namespace["files"])[".py"].read_text()  # the edit was rebuilt
