@@ -145,7 +145,7 @@ def main(argv=None) -> int:
         service = ReconstructionService.load(str(model), settings, device="cpu")
         stl = root / "cube.stl"
         service.recoder.sandbox.run(example_program("cube")).to_trimesh().export(stl)
-        demo = launch(service, settings, block=False, work_root=root / "jobs")
+        demo = launch(service, settings, root / "jobs", block=False)
         try:
             client = Client(f"http://127.0.0.1:{args.port}/", verbose=False)
             links_only = Client(f"http://127.0.0.1:{args.port}/", verbose=False, download_files=False)

@@ -30,13 +30,19 @@ class Server:
     settings: ServeSettings
     service: object
     cube_stl: Path
-    files: Path  # a folder for the tests' own input files
+    files: Path
+    model: Path  # a folder for the tests' own input files
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def unused_port() -> int:
+    return free_port()
 
 
 @pytest.fixture(scope="session")
@@ -55,9 +61,9 @@ def web_server(tmp_path_factory, sandbox):
     settings = ServeSettings(port=free_port(), workers=2, max_upload_mb=1, max_points=20_000,
                              max_new_tokens=art.MAX_NEW_TOKENS)
     service = ReconstructionService.load(str(model), settings, device="cpu")
-    demo = launch(service, settings, block=False, work_root=root / "jobs")
+    demo = launch(service, settings, root / "jobs", block=False)
     try:
-        yield Server(f"http://127.0.0.1:{settings.port}/", settings, service, files / "cube.stl", files)
+        yield Server(f"http://127.0.0.1:{settings.port}/", settings, service, files / "cube.stl", files, model)
     finally:
         demo.close()
         service.close()

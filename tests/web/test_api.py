@@ -163,3 +163,33 @@ def test_the_readme_s_python_api_example_runs(web_server):
     exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102  our own documentation, not user input
     assert "Rebuilt in" in namespace["status"] and len(namespace["files"]) == 4
     assert "box(60,60,60)" in files_by_suffix(namespace["files"])[".py"].read_text()  # the edit was rebuilt
+
+
+def test_cad_recode_serve_serves_the_page_on_localhost_until_interrupted(web_server, unused_port):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = unused_port
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    server = subprocess.Popen([sys.executable, "-m", "cad_recode.cli", "serve", "--model", str(web_server.model),
+                               "--port", str(port), "--max_new_tokens", "100"],
+                              stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        page = ""
+        for _ in range(240):
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert "<title>CAD-Recode</title>" in page or "CAD-Recode" in page
+    finally:
+        server.send_signal(signal.SIGINT)
+        err = server.communicate(timeout=60)[1]
+    assert f"using full model {web_server.model}" in err
+    assert f"serving on http://127.0.0.1:{port}" in err

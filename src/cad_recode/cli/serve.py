@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import tempfile
+from pathlib import Path
 
 from cad_recode.web.settings import (
     DEFAULT_HOST,
@@ -55,7 +57,8 @@ def cmd_serve(args) -> int:
     print(f"using {service.describe()}", file=sys.stderr)
     print(f"serving on http://{settings.host}:{settings.port} (Ctrl+C stops)", file=sys.stderr, flush=True)
     try:
-        launch(service, settings, block=True)
+        with tempfile.TemporaryDirectory(prefix="cad-recode-web-") as work_root:
+            launch(service, settings, Path(work_root), block=True)
     finally:
         service.close()
     return 0

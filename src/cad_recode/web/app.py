@@ -16,7 +16,6 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # offline: no telemetry or ver
 
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 import uuid
@@ -81,51 +80,63 @@ def page_error(err: Exception) -> gr.Error:
     return gr.Error(f"internal error ({type(err).__name__}: {first}); the server keeps serving", print_exception=False)
 
 
-def build_app(service: ReconstructionService, settings: ServeSettings, work_root: Path) -> gr.Blocks:
-    folders = JobFolders(work_root)
+class Actions:
+    """The page's two actions; each returns the values of its outputs, or raises one line (``gr.Error``)."""
 
-    def reconstruct(upload, example, candidates, refine, budget, restore_units, session, progress=gr.Progress()):  # noqa: B008  Gradio injects it
+    def __init__(self, service: ReconstructionService, folders: JobFolders):
+        self.service = service
+        self.folders = folders
+
+    def reconstruct(self, upload, example, candidates, refine, budget, restore_units, session,
+                    progress=gr.Progress()):  # noqa: B008  Gradio injects the request's progress bar here
         started, folder = time.perf_counter(), None
         try:
             options = JobOptions(int(candidates), bool(refine), int(budget), bool(restore_units))
             if upload:
-                shape = service.load_upload(upload)
+                shape = self.service.load_upload(upload)
             elif example:
-                shape = service.load_example(example)
+                shape = self.service.load_example(example)
             else:
                 raise UsageError("upload a point cloud, mesh or STEP file, or pick a built-in example")
-            folder = folders.new()
-            outcome, context = service.reconstruct(shape, options, folder, lambda f, what: progress(f, desc=what))
+            folder = self.folders.new()
+            outcome, context = self.service.reconstruct(shape, options, folder,
+                                                        lambda f, what: progress(f, desc=what))
             input_view = points_glb(context.display_points(), folder / "input.glb")
             result_view = mesh_glb(context.display_mesh(outcome.mesh), folder / "result.glb") if outcome.valid else None
         except Exception as err:  # noqa: BLE001  every failure is one line in the page
-            folders.drop(folder)
+            self.folders.drop(folder)
             raise page_error(err) from None
-        folders.drop(session.job_dir if session else None)
+        self.folders.drop(session.job_dir if session else None)
         seconds = time.perf_counter() - started
         return (status_markdown(outcome, seconds, "Reconstructed"), str(input_view),
                 None if result_view is None else str(result_view), outcome.code, metrics_markdown(outcome),
                 candidate_rows(outcome.candidates), [str(p) for p in outcome.files.values()],
                 Session(context, folder))
 
-    def rebuild(code, session):
+    def rebuild(self, code, session):
         started, folder = time.perf_counter(), None
         try:
             if session is None or session.context is None:
                 raise UsageError("reconstruct a part first: a rebuild is measured against its input")
-            folder = folders.new()
-            outcome = service.rebuild(code or "", session.context, folder)
+            folder = self.folders.new()
+            outcome = self.service.rebuild(code or "", session.context, folder)
             result_view = mesh_glb(session.context.display_mesh(outcome.mesh), folder / "result.glb")
         except Exception as err:  # noqa: BLE001
-            folders.drop(folder)
+            self.folders.drop(folder)
             raise page_error(err) from None
-        folders.drop(session.job_dir)
+        self.folders.drop(session.job_dir)
         seconds = time.perf_counter() - started
         return (status_markdown(outcome, seconds, "Rebuilt"), str(result_view), metrics_markdown(outcome),
                 [str(p) for p in outcome.files.values()], Session(session.context, folder))
 
+
+def build_app(service: ReconstructionService, settings: ServeSettings, work_root: Path) -> gr.Blocks:
+    """The page's layout, wired to :class:`Actions` (api names ``/reconstruct`` and ``/rebuild``)."""
+    folders = JobFolders(work_root)
+    actions = Actions(service, folders)
     with gr.Blocks(title="CAD-Recode", delete_cache=CACHE_SWEEP) as demo:
-        session = gr.State(None)
+        # a closed session's files go with it (Gradio calls this when the session's state is dropped)
+        session = gr.State(None, delete_callback=lambda s: folders.drop(s.job_dir if s else None))
         gr.Markdown(f"## CAD-Recode: a part in, an editable CadQuery program out\nModel: `{service.describe()}`")
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
@@ -159,18 +170,21 @@ def build_app(service: ReconstructionService, settings: ServeSettings, work_root
                                     interactive=False, elem_id="downloads")
         table = gr.Dataframe(headers=CANDIDATE_HEADERS, interactive=False, label="candidates", elem_id="candidates")
 
-        run.click(reconstruct, [upload, example, candidates, refine, budget, restore_units, session],
+        run.click(actions.reconstruct, [upload, example, candidates, refine, budget, restore_units, session],
                   [status, input_view, result_view, code, metrics, table, downloads, session], api_name="reconstruct")
-        rebuild_button.click(rebuild, [code, session], [status, result_view, metrics, downloads, session],
+        rebuild_button.click(actions.rebuild, [code, session], [status, result_view, metrics, downloads, session],
                              api_name="rebuild")
     demo.queue(default_concurrency_limit=settings.workers)
     return demo
 
 
-def launch(service: ReconstructionService, settings: ServeSettings, *, block: bool = True,
-           work_root: Path | None = None) -> gr.Blocks:
-    """Serve the page on ``settings.host:settings.port``; with ``block=False`` return once it is up."""
-    root = work_root or Path(tempfile.mkdtemp(prefix="cad-recode-web-"))
+def launch(service: ReconstructionService, settings: ServeSettings, work_root: Path, *,
+           block: bool = True) -> gr.Blocks:
+    """Serve the page on ``settings.host:settings.port``; jobs write under ``work_root``.
+
+    With ``block=False`` return once the server is up (``demo.close()`` stops it).
+    """
+    root = work_root
     demo = build_app(service, settings, root)
     demo.launch(server_name=settings.host, server_port=settings.port, max_file_size=settings.max_upload_bytes,
                 allowed_paths=[str(root)], ssr_mode=False, quiet=True, prevent_thread_lock=not block,
