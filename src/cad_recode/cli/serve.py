@@ -6,6 +6,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cad_recode.errors import UsageError
 from cad_recode.web.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_POINTS,
@@ -48,7 +49,10 @@ def cmd_serve(args) -> int:
                              args.max_new_tokens)  # bad values fail here, before the model loads
     from transformers.utils import logging as hf_logging
 
-    from cad_recode.web.app import launch
+    try:
+        from cad_recode.web.app import launch
+    except ImportError as err:
+        raise UsageError(f"the web app needs {err.name or 'gradio'}: pip install -e '.[web]' (or '.[dev]')") from None
     from cad_recode.web.service import ReconstructionService
 
     hf_logging.disable_progress_bar()
