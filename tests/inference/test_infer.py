@@ -36,20 +36,6 @@ CUBE = example_program("cube")
 TOKENS = ["--max_new_tokens", str(art.MAX_NEW_TOKENS)]
 
 
-@pytest.fixture(scope="module")
-def cube_mesh(sandbox):
-    return sandbox.run(CUBE).to_trimesh()
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, cube_mesh):
-    root = tmp_path_factory.mktemp("models")
-    full = art.save_memorizer(cube_mesh, root / "full")
-    points = art.shape_points(cube_mesh)
-    broken = art.adapter_run(full, root / "run", points, example_program("cylinder"), merged=True)
-    return {"full": full, "run": broken}
-
-
 def recoder(sandbox, *args, **kwargs) -> CADRecoder:
     return CADRecoder.from_pretrained(*args, sandbox=sandbox, device="cpu", **kwargs)
 
@@ -111,7 +97,13 @@ def test_shape_outputs_program_solid_picture_and_report(models, tmp_path, capsys
     assert report["timings"]["refine"] == 0 and report["cd_units"].startswith("CD x10^3")
     assert report["tokens"]["generated"] == [82, 82, 82] and report["tokens"]["prompt"] == art.POINTS + 1
     assert [c["seed"] for c in report["candidates"]] == [0, 1, 2]
-    assert "CD to ground truth 0.000, IoU 100.0%" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "CD to ground truth 0.000, IoU 100.0%" in err
+    # a stage line, with the time since the start, as each stage begins
+    stages = [line.split("] ", 1)[1] for line in err.splitlines() if line.startswith("infer: [")]
+    assert [s.split()[0] for s in stages] == ["loading", "building", "encoding", "generating", "running",
+                                              "metrics:", "metrics:", "writing"], stages
+    assert stages[3] == "generating 3 programs (at most 100 tokens each)"
 
 
 def test_best_of_n_is_one_batch_of_fps_draws(models, sandbox, cube_mesh):
@@ -186,7 +178,9 @@ def test_refine_fits_the_written_program_to_the_input_and_keeps_the_original(mod
     out = tmp_path / "flat.py"
     assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(points), "--refine", "45",
                  "--output", str(out), *TOKENS]) == 0, capsys.readouterr().err
-    assert "; refinement changed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "; refinement changed" in err and "] refining the winner (at most 45 sandbox runs)" in err
+    assert f"] reading {points}" in err.splitlines()[0]  # the input is read before the model loads
     report = json.loads(out.with_suffix(".json").read_text())
     refinement = report["refinement"]
     assert refinement["model_code"] == CUBE and out.read_text() != CUBE  # the memorizer wrote the cube
@@ -245,7 +239,8 @@ def test_batch_mode_folder_in_folder_out(models, tmp_path, cube_mesh, capsys):
     out = tmp_path / "results"
     assert main(["infer", "--lora_path", str(models["full"]), "--point_cloud_file", str(inputs), "--output_dir",
                  str(out), "--batch_size", "2", "--no_png", *TOKENS]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.py", "a.step", "a.stl", "b.json", "b.py", "b.step", "b.stl"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.py", "a.step", "a.stl", "b.json", "b.py", "b.step", "b.stl",
+                                                     "summary.csv"]
     assert json.loads((out / "b.json").read_text())["input"] == str(inputs / "b.npy")
     assert "infer" in capsys.readouterr().err  # the progress bar
 

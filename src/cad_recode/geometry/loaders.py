@@ -54,17 +54,8 @@ def load_geometry(path: str | os.PathLike) -> trimesh.Trimesh | np.ndarray:
     extension, an unreadable file, a wrong array shape, NaN/inf values, fewer
     than 3 points, or zero extent.
     """
-    path = Path(path)
+    path = check_input_file(path)
     suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise InputError(
-            f"{path}: unsupported file type {suffix or '(no extension)'!r}; "
-            f"supported: {' '.join(SUPPORTED_SUFFIXES)}"
-        )
-    if not path.exists():
-        raise InputError(f"{path}: no such file; check the path")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file; give a point cloud, mesh or STEP file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty (0 bytes); re-export it")
 
@@ -78,6 +69,21 @@ def load_geometry(path: str | os.PathLike) -> trimesh.Trimesh | np.ndarray:
     if isinstance(loaded, trimesh.PointCloud):  # e.g. a .ply (or .obj) with vertices only
         return _check_cloud(np.asarray(loaded.vertices), path)
     return _check_mesh(loaded, path)
+
+
+def check_input_file(path: str | os.PathLike, suffixes: tuple[str, ...] = SUPPORTED_SUFFIXES) -> Path:
+    """The cheap checks (extension, exists, is a file), so a command can refuse a bad path before slow work."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        raise InputError(
+            f"{path}: unsupported file type {suffix or '(no extension)'!r}; supported: {' '.join(suffixes)}"
+        )
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file; give a point cloud, mesh or STEP file")
+    return path
 
 
 def load_model_points(
