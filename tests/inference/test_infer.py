@@ -27,7 +27,7 @@ from cad_recode.geometry.shapes import EXAMPLE_SHAPES, example_program  # noqa: 
 from cad_recode.inference import CADRecoder, Decoding  # noqa: E402
 from cad_recode.inference.judge import judge  # noqa: E402
 from cad_recode.inference.results import Timings  # noqa: E402
-from cad_recode.inference.units import restore_mesh, restored_program  # noqa: E402
+from cad_recode.inference.units import model_program, restore_mesh, restored_program  # noqa: E402
 from cad_recode.model.loading import resolve_source  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -207,7 +207,7 @@ def test_restore_units_maps_model_units_back_to_the_input(sandbox):
     assert restored.ok and np.allclose([restored.bbox_min, restored.bbox_max], part.bounds, atol=1e-6)
 
 
-def test_restore_units_writes_solid_in_input_units(models, tmp_path, cube_mesh):
+def test_restore_units_writes_solid_and_program_in_input_units(models, tmp_path, cube_mesh, sandbox):
     scan = cube_mesh.copy()
     scan.apply_scale(0.01)
     scan.apply_translation((5.0, -3.0, 2.0))
@@ -225,7 +225,17 @@ def test_restore_units_writes_solid_in_input_units(models, tmp_path, cube_mesh):
     transform = to_model_points(scan, n_points=art.POINTS).transform
     expected = transform.invert(np.array([[-40.0] * 3, [40.0] * 3]) / 100)
     assert np.allclose(trimesh.load(out.with_suffix(".stl")).bounds, expected, atol=1e-4)
-    assert np.allclose(load_geometry(out.with_suffix(".step")).bounds, expected, atol=1e-4)
+    step = load_geometry(out.with_suffix(".step"))
+    assert np.allclose(step.bounds, expected, atol=1e-4)
+    # the written program builds that same solid, in the input's units, and keeps the model's lines to edit
+    program = out.read_text()
+    assert program.startswith(CUBE) and report["program_units"] == "input"
+    assert program.splitlines()[-1].startswith("r=cq.Workplane('XY').newObject([r.findSolid().scale(")
+    assert "# to_input_units:" in program
+    rebuilt = sandbox.run(program).to_trimesh()
+    assert np.allclose(rebuilt.bounds, step.bounds, atol=1e-6)
+    assert rebuilt.volume == pytest.approx(step.volume, rel=1e-6) and step.volume == pytest.approx(np.prod(expected[1] - expected[0]), rel=1e-3)
+    assert model_program(program) == CUBE
 
 
 # -- batch mode ---------------------------------------------------------------------------
