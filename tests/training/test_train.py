@@ -432,6 +432,15 @@ def test_missing_data_dir(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_data_dir_that_is_a_file_is_called_a_file(tmp_path):
+    (tmp_path / "data.csv").write_text("id\n")
+    with pytest.raises(InputError) as excinfo:
+        train(tiny_config(tmp_path / "data.csv", tmp_path / "run"))
+    message = _one_line_error(excinfo)
+    assert f"data_dir {tmp_path / 'data.csv'} is a file, not a folder" in message and "not found" not in message
+    assert not (tmp_path / "run").exists()
+
+
 def test_qlora_without_bitsandbytes(data_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # what `import bitsandbytes` sees when absent
     with pytest.raises(UsageError) as excinfo:

@@ -229,7 +229,7 @@ def cmd_infer(args) -> int:
 def _plan_infer(args) -> tuple[list[Path], list[Path], object]:
     """Every check that needs no model: flags, input files, ground truth, output locations."""
     from cad_recode.inference.batch import SUMMARY_NAME
-    from cad_recode.inference.export import check_writable
+    from cad_recode.atomic import check_writable
 
     inputs = _collect_inputs(args.point_cloud_file) if args.point_cloud_file else []
     batch = len(inputs) > 1 or (args.point_cloud_file and any(Path(i).is_dir() for i in args.point_cloud_file))
@@ -332,7 +332,10 @@ def cmd_merge(args) -> int:
 def cmd_eval(args) -> int:
     from cad_recode.evaluate import evaluate
 
+    from cad_recode.atomic import check_writable
+
     decoding = _decoding(args)
+    check_writable(args.output_dir, folder=True, what="output folder")  # before the model and every shape
     with _load_recoder(args) as recoder:
         report = evaluate(recoder, args.data, split=args.split, num_candidates=args.num_candidates, limit=args.limit,
                           out_dir=args.output_dir, decoding=decoding, batch_size=args.batch_size, seed=args.seed)

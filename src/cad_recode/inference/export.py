@@ -28,24 +28,6 @@ def output_paths(code_path: str | os.PathLike) -> dict[str, Path]:
     return {suffix[1:]: stem.with_name(stem.name + suffix) for suffix in OUTPUT_SUFFIXES}
 
 
-def check_writable(path: str | os.PathLike) -> Path:
-    """One-line InputError unless a file can be written at ``path`` (checked before any work)."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"output {path} is a folder; give a file name such as {path / 'part.py'}")
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise InputError(f"cannot write output {path}: {blocker} is a file, not a folder; choose another path")
-    probe = path.with_name(f".{path.name}.write-test")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise InputError(f"cannot write output {path}: {err.strerror or err}; choose a writable folder") from None
-    return path
-
-
 def program_text(rec: Reconstruction) -> str:
     """What part.py holds: the winner, or the first candidate under a comment saying why none was valid."""
     if rec.valid:

@@ -199,10 +199,13 @@ def open_split(cfg: TrainConfig, split: str):
     from cad_recode.data.shards import PreparedSplit
 
     root = Path(cfg.data_dir)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"data_dir {root} is a file, not a folder; point --data_dir at the folder that "
+                         "`cad-recode data prepare` wrote (it holds manifest.json)")
     if not root.is_dir():
         raise InputError(
-            f"data_dir {root} not found; prepare a dataset with `cad-recode data prepare --src PROGRAMS --out {root}` "
-            "or point --data_dir at one"
+            f"data_dir {root} not found; prepare a dataset with `cad-recode data prepare --src PROGRAMS "
+            f"--output_dir {root}` or point --data_dir at one"
         )
     return PreparedSplit.open(root, split)
 
