@@ -40,6 +40,8 @@ losses of an uninterrupted one.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +86,9 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None, *,
         print(plan(cfg).format())
         return None
     resume = ckpt.resolve_resume(cfg)
+    notice = ckpt.resume_notice(cfg, resume)
+    if notice and os.environ.get("RANK", "0") == "0":  # once, not per process under torchrun
+        print(notice, file=sys.stderr, flush=True)
     ckpt.check_output_dir(cfg, resume)
     if resume is not None:
         ckpt.validate_checkpoint(resume, cfg)
