@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from cad_recode.errors import InputError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -78,8 +80,6 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False, what: str =
     (a read-only filesystem fails there even for root; a path under a regular file
     fails by name).
     """
-    from cad_recode.errors import InputError
-
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
         raise InputError(f"cannot write {what} {path}: it is a file, not a folder; choose a folder")
