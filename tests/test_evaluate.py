@@ -162,3 +162,14 @@ def test_refinement_reports_the_programs_before_and_after_it(recoder, sandbox, t
     assert summary["before_refinement"]["mean_iou"] == pytest.approx(row["model_iou"])
     assert summary["decoding"]["refine_evaluations"] == 60
     assert float(read_csv(report.paths["csv"])[0]["model_iou"]) == pytest.approx(row["model_iou"])
+
+
+def test_a_ground_truth_that_is_not_utf8_is_skipped_for_that_reason(recoder, tmp_path):
+    data = tmp_path / "gt"
+    data.mkdir()
+    (data / "0.py").write_text(example_program("cube"))
+    (data / "1.py").write_bytes(example_program("cube").encode() + b"# caf\xe9\n")  # Latin-1, not UTF-8
+    report = evaluate(recoder, data, decoding=DECODING, progress=False)
+    assert [g.id for g in report.skipped] == ["1.py"]
+    assert "cannot read the ground truth program as UTF-8 text" in report.rows[1]["reason"]
+    assert "no_solid" not in report.rows[1]["reason"]

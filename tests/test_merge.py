@@ -122,6 +122,14 @@ def test_merge_errors_are_one_line(models, tmp_path, capsys):
     assert len(err) == 1 and "does not exist" in err[0]
 
 
+def test_merge_given_a_full_model_says_so(models, tmp_path, capsys):
+    """config.json is there: the message must not claim it is missing."""
+    assert main(["merge", "--lora_path", str(models["base"]), "--output_path", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{models['base']} is a full model (config.json), not a LoRA adapter" in err[0]
+    assert "no merged_model/ or config.json" not in err[0] and not (tmp_path / "m").exists()
+
+
 # -- several adapters ---------------------------------------------------------------------
 
 

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from cad_recode.errors import InputError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -68,3 +70,30 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     except BaseException:
         shutil.rmtree(tmp_path, ignore_errors=True)
         raise
+
+
+def check_writable(path: str | os.PathLike, *, folder: bool = False, what: str = "output") -> Path:
+    """One-line InputError unless ``path`` (a file, or with ``folder`` a folder) can be written.
+
+    Meant to run before any work, so a command never finds out at the end. Creates
+    nothing: a temporary file is made and removed in the nearest folder that exists
+    (a read-only filesystem fails there even for root; a path under a regular file
+    fails by name).
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise InputError(f"cannot write {what} {path}: it is a file, not a folder; choose a folder")
+    if not folder and path.is_dir():
+        raise InputError(f"{what} {path} is a folder; give a file name such as {path / 'part.py'}")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise InputError(f"cannot write {what} {path}: {blocker} is a file, not a folder; choose another path")
+    existing = path if path.is_dir() else next(p for p in path.parents if p.exists())
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise InputError(f"cannot write {what} {path}: {existing} is not writable ({err.strerror or err}); "
+                         "choose a writable folder") from None
+    return path

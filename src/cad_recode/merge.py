@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from cad_recode.atomic import check_writable
 from cad_recode.errors import InputError, UsageError
 from cad_recode.model.builders import resolve_dtype
 from cad_recode.model.loading import (
@@ -69,7 +70,7 @@ def merge_adapter(
     save_dtype = resolve_dtype(dtype)
     if not isinstance(save_dtype, torch.dtype):
         raise UsageError(f"merge dtype must be float32, bfloat16 or float16, got {dtype!r}")
-    out = Path(output_path)
+    out = check_writable(output_path, folder=True, what="output_path")  # a file is never replaced by a folder
     if out.exists() and not overwrite:
         raise UsageError(f"output_path {out} already exists; choose another folder or pass --overwrite")
     source = resolve_source(base_model, None, {DEFAULT_ADAPTER: lora_path}, prefer_merged=False)

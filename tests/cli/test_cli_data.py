@@ -70,7 +70,7 @@ def test_generate_refuses_an_existing_dataset(dataset, capsys):
     before = {p: p.read_text() for p in dataset.rglob("*.py")}
     assert main(["data", "generate", "--num", "3", "--output_dir", str(dataset), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"cad-recode data: error: {dataset}: already holds a dataset; pass --overwrite to replace it " \
+    assert err == f"cad-recode data generate: error: {dataset}: already holds a dataset; pass --overwrite to replace it " \
                   "or choose another --out"
     assert {p: p.read_text() for p in dataset.rglob("*.py")} == before
 

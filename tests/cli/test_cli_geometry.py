@@ -233,6 +233,10 @@ def test_compare_reports_cd_and_why_iou_is_undefined_for_an_open_mesh(capsys, tm
     code, out, _ = run(capsys, "compare", tmp_path / "box.stl", tmp_path / "open.stl")
     assert code == 0
     assert out.splitlines()[1].startswith("IoU: n/a (mesh B is not a closed")
+    code, out, _ = run(capsys, "compare", tmp_path / "box.stl", tmp_path / "open.stl", "--json")
+    assert code == 0 and "NaN" not in out  # bare NaN is not JSON: an undefined IoU is null
+    result = json.loads(out, parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
+    assert result["iou"] is None and result["iou_error"].startswith("mesh B is not a closed") and result["cd"] > 0
 
 
 @pytest.mark.parametrize(

@@ -191,6 +191,15 @@ def _truncated_npz(path):
     path.write_bytes(path.read_bytes()[:100])
 
 
+def _truncated(suffix, keep):
+    """A box exported as ``suffix``, cut at ``keep`` of its length (a copy or download that stopped)."""
+    def make(path):
+        trimesh.creation.box(extents=(2.0, 1.0, 0.5)).export(path)
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * keep)])
+    return make
+
+
 def _write(content):
     if isinstance(content, bytes):
         return lambda path: path.write_bytes(content)
@@ -219,6 +228,10 @@ BAD_FILES = [
     ("scan.npz", _npz_two_arrays, "holds arrays ['a', 'b'] and none is named points / xyz / pc"),
     ("scan.npz", _truncated_npz, "could not be read as a NumPy .npz file"),
     ("scan.xyz", _write(b"\xff\xfe\x00garbage"), "could not be read as a text file of x y z rows"),
+    ("cut.stl", _truncated(".stl", 0.5),
+     "truncated binary STL: its header says 12 triangles (684 bytes) but the file has 342 bytes"),
+    ("cut_in_vertices.obj", _truncated(".obj", 0.5), "ends in the middle of a line ("),
+    ("cut_in_faces.obj", _truncated(".obj", 0.93), "so it looks truncated; re-export it"),
     *[(f"garbled{suffix}", _write("hello world\nthis is not a mesh\n"),
        "no mesh or points could be read from it (empty or garbled)") for suffix in (".stl", ".obj")],
 ]

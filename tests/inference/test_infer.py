@@ -27,27 +27,13 @@ from cad_recode.geometry.shapes import EXAMPLE_SHAPES, example_program  # noqa: 
 from cad_recode.inference import CADRecoder, Decoding  # noqa: E402
 from cad_recode.inference.judge import judge  # noqa: E402
 from cad_recode.inference.results import Timings  # noqa: E402
-from cad_recode.inference.units import restore_mesh, restored_program  # noqa: E402
+from cad_recode.inference.units import model_program, restore_mesh, restored_program  # noqa: E402
 from cad_recode.model.loading import resolve_source  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CUBE = example_program("cube")
 TOKENS = ["--max_new_tokens", str(art.MAX_NEW_TOKENS)]
-
-
-@pytest.fixture(scope="module")
-def cube_mesh(sandbox):
-    return sandbox.run(CUBE).to_trimesh()
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, cube_mesh):
-    root = tmp_path_factory.mktemp("models")
-    full = art.save_memorizer(cube_mesh, root / "full")
-    points = art.shape_points(cube_mesh)
-    broken = art.adapter_run(full, root / "run", points, example_program("cylinder"), merged=True)
-    return {"full": full, "run": broken}
 
 
 def recoder(sandbox, *args, **kwargs) -> CADRecoder:
@@ -111,7 +97,13 @@ def test_shape_outputs_program_solid_picture_and_report(models, tmp_path, capsys
     assert report["timings"]["refine"] == 0 and report["cd_units"].startswith("CD x10^3")
     assert report["tokens"]["generated"] == [82, 82, 82] and report["tokens"]["prompt"] == art.POINTS + 1
     assert [c["seed"] for c in report["candidates"]] == [0, 1, 2]
-    assert "CD to ground truth 0.000, IoU 100.0%" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "CD to ground truth 0.000, IoU 100.0%" in err
+    # a stage line, with the time since the start, as each stage begins
+    stages = [line.split("] ", 1)[1] for line in err.splitlines() if line.startswith("infer: [")]
+    assert [s.split()[0] for s in stages] == ["loading", "building", "encoding", "generating", "running",
+                                              "metrics:", "metrics:", "writing"], stages
+    assert stages[3] == "generating 3 programs (at most 100 tokens each)"
 
 
 def test_best_of_n_is_one_batch_of_fps_draws(models, sandbox, cube_mesh):
@@ -186,7 +178,9 @@ def test_refine_fits_the_written_program_to_the_input_and_keeps_the_original(mod
     out = tmp_path / "flat.py"
     assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(points), "--refine", "45",
                  "--output", str(out), *TOKENS]) == 0, capsys.readouterr().err
-    assert "; refinement changed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "; refinement changed" in err and "] refining the winner (at most 45 sandbox runs)" in err
+    assert f"] reading {points}" in err.splitlines()[0]  # the input is read before the model loads
     report = json.loads(out.with_suffix(".json").read_text())
     refinement = report["refinement"]
     assert refinement["model_code"] == CUBE and out.read_text() != CUBE  # the memorizer wrote the cube
@@ -213,7 +207,7 @@ def test_restore_units_maps_model_units_back_to_the_input(sandbox):
     assert restored.ok and np.allclose([restored.bbox_min, restored.bbox_max], part.bounds, atol=1e-6)
 
 
-def test_restore_units_writes_solid_in_input_units(models, tmp_path, cube_mesh):
+def test_restore_units_writes_solid_and_program_in_input_units(models, tmp_path, cube_mesh, sandbox):
     scan = cube_mesh.copy()
     scan.apply_scale(0.01)
     scan.apply_translation((5.0, -3.0, 2.0))
@@ -231,7 +225,17 @@ def test_restore_units_writes_solid_in_input_units(models, tmp_path, cube_mesh):
     transform = to_model_points(scan, n_points=art.POINTS).transform
     expected = transform.invert(np.array([[-40.0] * 3, [40.0] * 3]) / 100)
     assert np.allclose(trimesh.load(out.with_suffix(".stl")).bounds, expected, atol=1e-4)
-    assert np.allclose(load_geometry(out.with_suffix(".step")).bounds, expected, atol=1e-4)
+    step = load_geometry(out.with_suffix(".step"))
+    assert np.allclose(step.bounds, expected, atol=1e-4)
+    # the written program builds that same solid, in the input's units, and keeps the model's lines to edit
+    program = out.read_text()
+    assert program.startswith(CUBE) and report["program_units"] == "input"
+    assert program.splitlines()[-1].startswith("r=cq.Workplane('XY').newObject([r.findSolid().scale(")
+    assert "# to_input_units:" in program
+    rebuilt = sandbox.run(program).to_trimesh()
+    assert np.allclose(rebuilt.bounds, step.bounds, atol=1e-6)
+    assert rebuilt.volume == pytest.approx(step.volume, rel=1e-6) and step.volume == pytest.approx(np.prod(expected[1] - expected[0]), rel=1e-3)
+    assert model_program(program) == CUBE
 
 
 # -- batch mode ---------------------------------------------------------------------------
@@ -245,7 +249,8 @@ def test_batch_mode_folder_in_folder_out(models, tmp_path, cube_mesh, capsys):
     out = tmp_path / "results"
     assert main(["infer", "--lora_path", str(models["full"]), "--point_cloud_file", str(inputs), "--output_dir",
                  str(out), "--batch_size", "2", "--no_png", *TOKENS]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.py", "a.step", "a.stl", "b.json", "b.py", "b.step", "b.stl"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.py", "a.step", "a.stl", "b.json", "b.py", "b.step", "b.stl",
+                                                     "summary.csv"]
     assert json.loads((out / "b.json").read_text())["input"] == str(inputs / "b.npy")
     assert "infer" in capsys.readouterr().err  # the progress bar
 

@@ -479,3 +479,44 @@ def test_missing_base_model_says_how_to_get_it(monkeypatch, tmp_path):
         load_base_lm(tmp_path / "empty")
     with pytest.raises(UsageError, match="unknown dtype"):
         load_base_lm(tmp_path / "empty", dtype="float12")
+
+
+# -- expected notices stay quiet, the rest are not hidden -------------------------------------
+
+
+def test_resume_of_a_tied_model_reties_instead_of_warning(tmp_path, caplog):
+    """The Trainer re-ties (no "missing keys lm_head") when the missing keys are exactly _keys_to_ignore_on_save."""
+    import logging
+
+    from safetensors.torch import load_file
+    from transformers import Trainer
+
+    model = tiny_model(tie=True)
+    model.save_pretrained(tmp_path)
+    fresh = tiny_model(seed=5, tie=True)
+    result = fresh.load_state_dict(load_file(str(tmp_path / "model.safetensors")), strict=False)
+    assert set(result.missing_keys) == fresh._keys_to_ignore_on_save == {"lm.lm_head.weight"}
+    with caplog.at_level(logging.WARNING):
+        Trainer._issue_warnings_after_load(type("T", (), {"model": fresh})(), result)
+    assert "missing keys" not in caplog.text and tied(fresh)
+    assert tiny_model(tie=False)._keys_to_ignore_on_save == set()  # an untied head is saved and loaded as usual
+
+
+def test_lora_on_the_wrapper_raises_no_deprecation_warning():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        apply_lora(tiny_model(), r=2, alpha=4, dropout=0.0)
+    assert [str(w.message) for w in caught if "is_gradient_checkpointing" in str(w.message)] == []
+
+
+def test_only_the_optional_kernel_notice_of_bitsandbytes_is_dropped(caplog):
+    import logging
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with caplog.at_level(logging.WARNING):
+        logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you "
+                       "already `pip install kernels` and the kernels >= 0.11.1", "No module named 'kernels'")
+        logger.warning("some other bitsandbytes problem")
+    assert "kernels" not in caplog.text and "some other bitsandbytes problem" in caplog.text

@@ -362,6 +362,22 @@ def test_auto_resume_takes_the_newest_complete_checkpoint(tmp_path):
     assert ckpt.resolve_resume(cfg) == out / "checkpoint-2"
 
 
+def test_auto_resume_says_which_checkpoint_or_that_it_starts_fresh(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoint-4").mkdir(parents=True)  # complete-looking, but not a real checkpoint: refused after the line
+    save_config(tiny_config(tmp_path / "data", out), out / "checkpoint-4" / "config.yaml")
+    with pytest.raises(InputError):
+        train(tiny_config(tmp_path / "data", out, resume_from_checkpoint="auto"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"resuming from {out / 'checkpoint-4'} (the newest complete checkpoint)"]
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(InputError, match="not found"):  # no data: stops right after saying so
+        train(tiny_config(tmp_path / "data", fresh, resume_from_checkpoint="auto"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"resume_from_checkpoint auto: {fresh} has no complete checkpoint-N/, so training starts from step 0"]
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -429,6 +445,15 @@ def test_missing_data_dir(tmp_path):
     with pytest.raises(InputError) as excinfo:
         train(tiny_config(tmp_path / "nowhere", tmp_path / "run"))
     assert "cad-recode data prepare" in _one_line_error(excinfo)
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_dir_that_is_a_file_is_called_a_file(tmp_path):
+    (tmp_path / "data.csv").write_text("id\n")
+    with pytest.raises(InputError) as excinfo:
+        train(tiny_config(tmp_path / "data.csv", tmp_path / "run"))
+    message = _one_line_error(excinfo)
+    assert f"data_dir {tmp_path / 'data.csv'} is a file, not a folder" in message and "not found" not in message
     assert not (tmp_path / "run").exists()
 
 

@@ -64,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         print(f"cad-recode {args.command}: error: {unknown_argument_error(args._verb_parser, extra)}", file=sys.stderr)
         return 2
+    verb = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
     try:
         return int(args.func(args) or 0)
     except CadRecodeError as err:
-        print(f"cad-recode {args.command}: error: {err}", file=sys.stderr)
+        print(f"cad-recode {verb}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"cad-recode {args.command}: interrupted", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cad_recode.atomic import check_writable
 from cad_recode.cli.flags import add_output_flag, required_output_dir
 from cad_recode.data.generator import COMPLEXITIES
 
@@ -85,8 +86,9 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def cmd_generate(args) -> int:
     from cad_recode.data.generator import generate_dataset
 
+    out_dir = check_writable(required_output_dir(args), folder=True, what="output folder")
     report = generate_dataset(
-        required_output_dir(args), args.num, seed=args.seed, workers=args.workers, complexity=args.complexity,
+        out_dir, args.num, seed=args.seed, workers=args.workers, complexity=args.complexity,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, batch_size=args.batch_size,
         overwrite=args.overwrite, progress=not args.no_progress, execute=not args.no_execute,
     )
@@ -112,7 +114,8 @@ def cmd_prepare(args) -> int:
     from cad_recode.data.prepare import prepare_dataset
 
     extra = {} if args.shard_size is None else {"shard_size": args.shard_size}
-    report = prepare_dataset(args.src, required_output_dir(args), workers=args.workers, resume=args.resume,
+    out_dir = check_writable(required_output_dir(args), folder=True, what="output folder")
+    report = prepare_dataset(args.src, out_dir, workers=args.workers, resume=args.resume,
                              overwrite=args.overwrite, progress=not args.no_progress, **extra)
     print(report.summary())
     return 0

@@ -13,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from cad_recode.atomic import atomic_file
+from cad_recode.atomic import atomic_file, check_writable
 from cad_recode.cli.flags import add_output_flag
 from cad_recode.errors import ProgramFailed, UsageError
 from cad_recode.geometry.load_shape import PROGRAM_SUFFIX, is_program, read_program
@@ -93,6 +93,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
     timeout = _check_timeout(args.timeout)
     out = _check_suffix(args.output, EXPORT_SUFFIXES, "--output") if args.output else None
     _reject_early(args.program, code)
+    if out is not None:
+        check_writable(out)  # else the sandbox's failed export would read as the program's fault
     # The sandbox writes the export atomically, and only for a valid solid.
     export = {} if out is None else {"stl_path" if out.suffix.lower() == ".stl" else "step_path": out}
     with Sandbox(workers=1, timeout=timeout) as sandbox:
@@ -147,7 +149,7 @@ def cmd_points(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UsageError(f"--n must be a positive number of points, got {args.n}")
     out = args.output or args.input.with_name(args.input.name + ".points.npy")
-    _check_suffix(out, (".npy",), "--output")
+    check_writable(_check_suffix(out, (".npy",), "--output"))
     model_points = to_model_points(load_geometry(args.input), n_points=args.n, seed=args.seed)
     with atomic_file(out) as tmp, open(tmp, "wb") as handle:
         np.save(handle, model_points.points)  # a handle: np.save would append .npy to a path
@@ -212,7 +214,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     if args.output is None:
         print(code, end="" if code.endswith("\n") else "\n")
         return 0
-    _check_suffix(args.output, (PROGRAM_SUFFIX,), "--output")
+    check_writable(_check_suffix(args.output, (PROGRAM_SUFFIX,), "--output"))
     with atomic_file(args.output) as tmp:
         tmp.write_text(code, encoding="utf-8")
     print(f"wrote {args.output}")

@@ -152,8 +152,9 @@ def _decoding(args):
 
 
 def _collect_inputs(items: list[str]) -> list[Path]:
+    """Every input file (folders expanded), each checked (exists, known extension) before the model loads."""
     from cad_recode.errors import InputError
-    from cad_recode.geometry.loaders import SUPPORTED_SUFFIXES
+    from cad_recode.geometry.loaders import SUPPORTED_SUFFIXES, check_input_file
 
     found = []
     for item in items:
@@ -164,8 +165,31 @@ def _collect_inputs(items: list[str]) -> list[Path]:
                 raise InputError(f"{path}: holds no point cloud, mesh or STEP file ({' '.join(SUPPORTED_SUFFIXES)})")
             found += files
         else:
-            found.append(path)
+            found.append(check_input_file(path))
     return found
+
+
+def _check_ground_truth(path: str) -> None:
+    from cad_recode.geometry.load_shape import is_program, read_program
+    from cad_recode.geometry.loaders import check_input_file
+
+    if is_program(path):
+        read_program(path, "ground truth program")
+    else:
+        check_input_file(path)
+
+
+class _Stages:
+    """Stage lines on stderr for a single part ("infer: [  4.1s] generating ..."), time since the start."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._clock = time.perf_counter
+        self._start = self._clock()
+
+    def __call__(self, text: str) -> None:
+        print(f"infer: [{self._clock() - self._start:6.1f}s] {text}", file=sys.stderr, flush=True)
 
 
 def _line(rec) -> str:
@@ -184,12 +208,31 @@ def _line(rec) -> str:
 
 def cmd_infer(args) -> int:
     from cad_recode.geometry.shapes import EXAMPLE_SHAPES
-    from cad_recode.inference.export import check_writable, output_paths
-    from cad_recode.inference.inputs import shape_input
 
     if args.shape == "list":
         print("\n".join(EXAMPLE_SHAPES))
         return 0
+    inputs, targets, decoding = _plan_infer(args)
+    if args.output_dir:
+        with _load_recoder(args) as recoder:
+            return _infer_batch(args, recoder, inputs, targets, decoding)
+    from cad_recode.inference.inputs import load_input
+
+    stage = _Stages()
+    source = None
+    if inputs:  # read (and refuse a bad file) before the model loads
+        stage(f"reading {inputs[0]}")
+        source = load_input(inputs[0])
+    stage("loading the model")
+    with _load_recoder(args) as recoder:
+        return _infer_one(args, recoder, source, targets[0] if targets else None, decoding, stage)
+
+
+def _plan_infer(args) -> tuple[list[Path], list[Path], object]:
+    """Every check that needs no model: flags, input files, ground truth, output locations."""
+    from cad_recode.inference.batch import SUMMARY_NAME
+    from cad_recode.atomic import check_writable
+
     inputs = _collect_inputs(args.point_cloud_file) if args.point_cloud_file else []
     batch = len(inputs) > 1 or (args.point_cloud_file and any(Path(i).is_dir() for i in args.point_cloud_file))
     if batch and not args.output_dir:
@@ -202,36 +245,70 @@ def cmd_infer(args) -> int:
         from cad_recode.geometry.shapes import example_program
 
         example_program(args.shape)  # unknown names fail before the model loads
+    if args.ground_truth:
+        _check_ground_truth(args.ground_truth)
     decoding = _decoding(args)
     targets = []
     if args.output_dir:
         out = Path(args.output_dir)
         names = [p.stem for p in inputs] if inputs else [args.shape]
         targets = [out / f"{name}.py" for name in _unique(names)]
+        check_writable(out / SUMMARY_NAME)
     elif args.output:
         targets = [Path(args.output)]
     for target in targets[:1]:
         check_writable(target)
+    return inputs, targets, decoding
 
-    with _load_recoder(args) as recoder:
-        if args.shape:
-            shape, truth = shape_input(args.shape, recoder.sandbox)
-            sources, truths = [shape], [truth]
-        else:
-            sources, truths = inputs, [args.ground_truth] * len(inputs)
-        recs = recoder.reconstruct_many(
-            sources, args.num_candidates, ground_truths=truths, restore_units=args.restore_units, seed=args.seed,
-            decoding=decoding, batch_size=args.batch_size, progress="infer" if batch else False,
-        )
-        for index, rec in enumerate(recs):
-            if targets:
-                recoder.save(rec, targets[index], picture=not args.no_png)
-                paths = output_paths(targets[index])
-                print(f"{_line(rec)} -> {paths['py']}", file=sys.stderr)
-            else:
-                print(rec.code if rec.valid else f"# INVALID: {rec.reason}")
-                print(_line(rec), file=sys.stderr)
-    return 0 if all(rec.valid for rec in recs) else 1
+
+def _infer_one(args, recoder, source, target: Path | None, decoding, stage) -> int:
+    """One part, stage lines on stderr; a bad input is an error (exit 2), no valid program exit 1."""
+    from cad_recode.inference.export import output_paths
+    from cad_recode.inference.inputs import shape_input
+
+    truth = args.ground_truth
+    if args.shape:
+        stage(f"building the built-in shape {args.shape!r} in the sandbox")
+        source, truth = shape_input(args.shape, recoder.sandbox)
+    stage(f"encoding {source[0]}: {args.num_candidates} point draw{'s' if args.num_candidates > 1 else ''}"
+          + (f", ground truth {truth if isinstance(truth, str) else truth[0]}" if truth else ""))
+    item = recoder.encode_input(source, args.num_candidates, args.seed, truth)
+    rec = recoder.reconstruct_encoded([item], args.num_candidates, seed=args.seed, decoding=decoding,
+                                      restore_units=args.restore_units, on_stage=stage)[0]
+    if target is not None:
+        stage(f"writing {output_paths(target)['py']} and the files beside it")
+        recoder.save(rec, target, picture=not args.no_png)
+        print(f"{_line(rec)} -> {output_paths(target)['py']}", file=sys.stderr)
+    else:
+        print(rec.code if rec.valid else f"# INVALID: {rec.reason}")
+        print(_line(rec), file=sys.stderr)
+    return 0 if rec.valid else 1
+
+
+def _infer_batch(args, recoder, inputs: list[Path], targets: list[Path], decoding) -> int:
+    """Each input written as it finishes; a failed one is a row of summary.csv; exit 1 when any failed."""
+    from tqdm.auto import tqdm
+
+    from cad_recode.inference.batch import SUMMARY_NAME, run_batch
+    from cad_recode.inference.inputs import shape_input
+
+    if args.shape:
+        shape, truth = shape_input(args.shape, recoder.sandbox)
+        sources, truths = [shape], [truth]
+    else:
+        sources, truths = inputs, [args.ground_truth] * len(inputs)
+
+    def done(row, rec) -> None:
+        text = _line(rec) if rec is not None and row.status != "error" else f"{row.input}: ERROR ({row.reason[:200]})"
+        tqdm.write(text + (f" -> {row.output}" if row.output else ""), file=sys.stderr)
+
+    summary = run_batch(recoder, sources, targets, Path(args.output_dir) / SUMMARY_NAME,
+                        num_candidates=args.num_candidates, ground_truths=truths, restore_units=args.restore_units,
+                        seed=args.seed, decoding=decoding, batch_size=args.batch_size, picture=not args.no_png,
+                        on_done=done, progress="infer")
+    valid = len(summary.rows) - summary.failed
+    print(f"{valid} of {len(summary.rows)} inputs valid, {summary.failed} failed; see {summary.path}", file=sys.stderr)
+    return 0 if summary.failed == 0 else 1
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -257,7 +334,10 @@ def cmd_merge(args) -> int:
 def cmd_eval(args) -> int:
     from cad_recode.evaluate import evaluate
 
+    from cad_recode.atomic import check_writable
+
     decoding = _decoding(args)
+    check_writable(args.output_dir, folder=True, what="output folder")  # before the model and every shape
     with _load_recoder(args) as recoder:
         report = evaluate(recoder, args.data, split=args.split, num_candidates=args.num_candidates, limit=args.limit,
                           out_dir=args.output_dir, decoding=decoding, batch_size=args.batch_size, seed=args.seed)

@@ -40,12 +40,20 @@ def cmd_train(args) -> int:
     from cad_recode.evaluate import GenerationMetrics
     from cad_recode.training.recipe import train
 
-    train(config_from_args(args), generation_metrics=GenerationMetrics)
+    from cad_recode.atomic import check_writable
+
+    cfg = config_from_args(args)
+    if not cfg.dry_run:  # before the data and the model load, not at the first checkpoint
+        check_writable(cfg.output_dir, folder=True, what="output_dir")
+    train(cfg, generation_metrics=GenerationMetrics)
     return 0
 
 
 def cmd_curves(args) -> int:
+    from cad_recode.atomic import check_writable
     from cad_recode.training.curves import write_run_curves
 
+    if args.output:
+        check_writable(args.output)
     print(f"wrote {write_run_curves(args.output_dir, args.output)}")
     return 0

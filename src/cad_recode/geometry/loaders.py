@@ -54,17 +54,8 @@ def load_geometry(path: str | os.PathLike) -> trimesh.Trimesh | np.ndarray:
     extension, an unreadable file, a wrong array shape, NaN/inf values, fewer
     than 3 points, or zero extent.
     """
-    path = Path(path)
+    path = check_input_file(path)
     suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise InputError(
-            f"{path}: unsupported file type {suffix or '(no extension)'!r}; "
-            f"supported: {' '.join(SUPPORTED_SUFFIXES)}"
-        )
-    if not path.exists():
-        raise InputError(f"{path}: no such file; check the path")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file; give a point cloud, mesh or STEP file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty (0 bytes); re-export it")
 
@@ -78,6 +69,21 @@ def load_geometry(path: str | os.PathLike) -> trimesh.Trimesh | np.ndarray:
     if isinstance(loaded, trimesh.PointCloud):  # e.g. a .ply (or .obj) with vertices only
         return _check_cloud(np.asarray(loaded.vertices), path)
     return _check_mesh(loaded, path)
+
+
+def check_input_file(path: str | os.PathLike, suffixes: tuple[str, ...] = SUPPORTED_SUFFIXES) -> Path:
+    """The cheap checks (extension, exists, is a file), so a command can refuse a bad path before slow work."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        raise InputError(
+            f"{path}: unsupported file type {suffix or '(no extension)'!r}; supported: {' '.join(suffixes)}"
+        )
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file; give a point cloud, mesh or STEP file")
+    return path
 
 
 def load_model_points(
@@ -175,7 +181,40 @@ def _check_cloud(arr: np.ndarray, path: Path) -> np.ndarray:
 # --- meshes ----------------------------------------------------------------------------------
 
 
+_STL_HEADER, _STL_TRIANGLE = 84, 50  # binary STL: 80-byte header + uint32 count, then 50 bytes a triangle
+
+
+def _check_complete(path: Path) -> None:
+    """Truncation that trimesh reads past: a binary STL shorter than its triangle count, an OBJ cut mid-line."""
+    suffix = path.suffix.lower()
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(_STL_HEADER)
+        handle.seek(max(0, size - 200))
+        tail = handle.read()
+    if suffix == ".stl" and len(head) == _STL_HEADER and not _looks_like_ascii_stl(path, head):
+        count = int.from_bytes(head[80:84], "little")
+        needed = _STL_HEADER + _STL_TRIANGLE * count
+        if size < needed:
+            raise InputError(f"{path}: truncated binary STL: its header says {count} triangles ({needed} bytes) "
+                             f"but the file has {size} bytes; re-export or re-copy it")
+    if suffix == ".obj" and not tail.endswith((b"\n", b"\r")):
+        last = tail.decode("utf-8", "replace").splitlines()[-1][-40:]
+        raise InputError(f"{path}: ends in the middle of a line ({last!r}), so it looks truncated; re-export it "
+                         "(a complete file that only lacks its final newline: add one)")
+
+
+def _looks_like_ascii_stl(path: Path, head: bytes) -> bool:
+    """ASCII STL starts with 'solid' and is text (some binary headers start with 'solid' too)."""
+    if not head.lstrip().startswith(b"solid"):
+        return False
+    with open(path, "rb") as handle:
+        sample = handle.read(1024)
+    return b"\0" not in sample and (b"facet" in sample or b"endsolid" in sample)
+
+
 def _read_trimesh(path: Path) -> trimesh.Trimesh | trimesh.PointCloud:
+    _check_complete(path)
     try:
         # process=False keeps NaN/inf vertices visible, so they are reported, not dropped.
         loaded = trimesh.load(path, process=False)
@@ -237,4 +276,6 @@ def _check_mesh(mesh: trimesh.Trimesh, path: Path) -> trimesh.Trimesh:
 
 def _unreadable(path: Path, what: str, exc: BaseException) -> InputError:
     detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+    if isinstance(exc, ImportError):  # a reader's optional fallback is missing: not what is wrong with the file
+        detail = "not a valid file of this type"
     return InputError(f"{path}: could not be read as {what} ({detail}); check the file is not truncated or garbled")

@@ -28,24 +28,6 @@ def output_paths(code_path: str | os.PathLike) -> dict[str, Path]:
     return {suffix[1:]: stem.with_name(stem.name + suffix) for suffix in OUTPUT_SUFFIXES}
 
 
-def check_writable(path: str | os.PathLike) -> Path:
-    """One-line InputError unless a file can be written at ``path`` (checked before any work)."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"output {path} is a folder; give a file name such as {path / 'part.py'}")
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise InputError(f"cannot write output {path}: {blocker} is a file, not a folder; choose another path")
-    probe = path.with_name(f".{path.name}.write-test")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise InputError(f"cannot write output {path}: {err.strerror or err}; choose a writable folder") from None
-    return path
-
-
 def program_text(rec: Reconstruction) -> str:
     """What part.py holds: the winner, or the first candidate under a comment saying why none was valid."""
     if rec.valid:
@@ -57,15 +39,20 @@ def program_text(rec: Reconstruction) -> str:
 
 
 def save(rec: Reconstruction, code_path: str | os.PathLike, sandbox, *, picture: bool = True) -> dict[str, Path]:
-    """Write part.py (+ .stl, .step when valid, .png, .json) beside ``code_path``; returns the paths written."""
+    """Write part.py (+ .stl, .step when valid, .png, .json) beside ``code_path``; returns the paths written.
+
+    With ``rec.restored_units`` part.py ends with the line that maps the solid into the
+    input's units (:func:`restored_program`), so it builds exactly what part.step holds.
+    """
     paths = output_paths(code_path)
     written: dict[str, Path] = {}
-    with atomic_file(paths["py"]) as tmp:
-        tmp.write_text(program_text(rec), encoding="utf-8")
-    written["py"] = paths["py"]
+    text = program_text(rec)
     if rec.valid:
-        export_solid(rec, paths, sandbox)
+        text = export_solid(rec, paths, sandbox)
         written.update(stl=paths["stl"], step=paths["step"])
+    with atomic_file(paths["py"]) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    written = {"py": paths["py"], **written}
     if picture:
         write_picture(rec, paths["png"])
         written["png"] = paths["png"]
@@ -84,22 +71,24 @@ def write_picture(rec: Reconstruction, path: Path) -> None:
     render_comparison(points, rec.mesh, path, title=Path(rec.input_name).name)
 
 
-def export_solid(rec: Reconstruction, paths: dict[str, Path], sandbox) -> None:
-    """STL and STEP of the winner, by the sandbox (never in this process)."""
+def export_solid(rec: Reconstruction, paths: dict[str, Path], sandbox) -> str:
+    """STL and STEP of the winner, by the sandbox (never in this process); returns the program that built them."""
+    code = program_text(rec)
     if rec.restored_units:
-        result = sandbox.run(restored_program(rec.code, rec.transform), step_path=paths["step"],
-                             stl_path=paths["stl"], tessellate=False)
+        restored = restored_program(code, rec.transform)
+        result = sandbox.run(restored, step_path=paths["step"], stl_path=paths["stl"], tessellate=False)
         if result.ok:
-            return
-        # The program keeps its solid elsewhere than ``r``: STEP in model units, STL restored here.
+            return restored
+        # The program keeps its solid elsewhere than ``r``: program and STEP in model units, STL restored here.
         rec.step_units = "model"
-        result = sandbox.run(rec.code, step_path=paths["step"], tessellate=False)
+        result = sandbox.run(code, step_path=paths["step"], tessellate=False)
         with atomic_file(paths["stl"]) as tmp:
             rec.mesh.export(tmp, file_type="stl")
     else:
-        result = sandbox.run(rec.code, step_path=paths["step"], stl_path=paths["stl"], tessellate=False)
+        result = sandbox.run(code, step_path=paths["step"], stl_path=paths["stl"], tessellate=False)
     if not result.ok:
         raise InputError(f"could not export the solid to {paths['step']}: {result.status.value}: {result.reason}")
+    return code
 
 
 def _json_default(value):

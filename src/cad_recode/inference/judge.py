@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import trimesh
 
@@ -76,9 +76,15 @@ def _protocol(raw: float) -> float | None:
 
 
 def judge(item: EncodedInput, rows: Sequence[tuple[Generated, object]], *, first_seed: int, decoding: Decoding,
-          restore_units: bool, sandbox, model_name: str, prompt_tokens: int, timings: Timings) -> Reconstruction:
-    """Measure, pick, refine (when asked), compare with the ground truth, restore units."""
+          restore_units: bool, sandbox, model_name: str, prompt_tokens: int, timings: Timings,
+          on_stage: Callable[[str], None] | None = None) -> Reconstruction:
+    """Measure, pick, refine (when asked), compare with the ground truth, restore units.
+
+    ``on_stage`` hears one line as each long stage starts (metrics, refining).
+    """
+    stage = on_stage or (lambda _: None)
     started = time.perf_counter()
+    stage(f"metrics: {len(rows)} candidate{'s' if len(rows) > 1 else ''} against {len(item.dense)} input points")
     to_input = CloudDistance(item.dense)  # the input cloud indexed once for every candidate
     candidates, meshes = measure_candidates(rows, first_seed, to_input)
     best = pick_best(candidates)
@@ -86,6 +92,7 @@ def judge(item: EncodedInput, rows: Sequence[tuple[Generated, object]], *, first
     cd_input = candidates[best].cd_input if best is not None else None
     refinement = None
     if best is not None and decoding.refine_evaluations:
+        stage(f"refining the winner (at most {decoding.refine_evaluations} sandbox runs)")
         refined, refinement = refine_winner(code, result, item, sandbox, decoding.refine_evaluations)
         timings.refine = refined.seconds
         if refined.changed:
@@ -93,6 +100,7 @@ def judge(item: EncodedInput, rows: Sequence[tuple[Generated, object]], *, first
             cd_input = protocol_cd(to_input(mesh, where="refined program"))
     truth = None
     if mesh is not None and item.ground_truth is not None:
+        stage(f"metrics: CD and IoU against the ground truth {item.ground_truth_name}")
         truth = compare_with_truth(mesh, item.ground_truth, item.ground_truth_name)
         if refinement is not None:  # the program as written, measured too: refined and model-only figures
             written = mesh is meshes[best]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,6 +43,10 @@ from cad_recode.model.loading import (
     resolve_source,
 )
 from cad_recode.model.runaway import RunawayStop
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 class CADRecoder:
@@ -263,10 +267,23 @@ class CADRecoder:
 
     def _reconstruct_chunk(self, inputs, truths, n, seed, decoding, restore_units) -> list[Reconstruction]:
         prepared = [self.encode_input(source, n, seed, truth) for source, truth in zip(inputs, truths)]
+        return self.reconstruct_encoded(prepared, n, seed=seed, decoding=decoding, restore_units=restore_units)
+
+    def reconstruct_encoded(self, prepared: Sequence[EncodedInput], num_candidates: int, *, seed: int = 0,
+                            decoding: Decoding | None = None, restore_units: bool = False,
+                            on_stage: Callable[[str], None] | None = None) -> list[Reconstruction]:
+        """Inputs already encoded (:meth:`encode_input`) -> one generate call for all of them, then judge each.
+
+        ``on_stage`` hears one line as each stage starts (generating, sandbox, refining, metrics).
+        """
+        n, decoding, stage = num_candidates, decoding or Decoding(), on_stage or _silent
         started = time.perf_counter()
         points = np.stack([draw.points for item in prepared for draw in item.draws])
+        stage(f"generating {len(points)} program{'s' if len(points) > 1 else ''} "
+              f"(at most {decoding.max_new_tokens} tokens each)")
         generated = self.generate(points, decoding, seed=seed, group_size=n)
         generate_seconds = (time.perf_counter() - started) / len(prepared)
+        stage(f"running {len(generated)} program{'s' if len(generated) > 1 else ''} in the sandbox")
         started = time.perf_counter()
         executed = self.sandbox.map([code for code, _, _ in generated])
         execute_seconds = (time.perf_counter() - started) / len(prepared)
@@ -276,7 +293,7 @@ class CADRecoder:
             timings = Timings(encode=item.encode_seconds, generate=generate_seconds, execute=execute_seconds)
             out.append(judge(item, rows, first_seed=seed, decoding=decoding, restore_units=restore_units,
                              sandbox=self.sandbox, model_name=self.describe(),
-                             prompt_tokens=self.num_point_tokens + 1, timings=timings))
+                             prompt_tokens=self.num_point_tokens + 1, timings=timings, on_stage=on_stage))
         return out
 
     # -- outputs

@@ -101,7 +101,7 @@ class Reconstruction:
     refinement: RefinementSummary | None = None
     timings: Timings = field(default_factory=Timings)
     outputs: dict[str, Path] = field(default_factory=dict)  # filled in by export.save
-    step_units: str = ""  # "model" when the STEP could not be written in input units
+    step_units: str = ""  # "model" when part.py and the STEP could not be put in input units (no ``r``)
 
     @property
     def valid(self) -> bool:
@@ -144,6 +144,7 @@ class Reconstruction:
             "cd_gt": truth.cd if truth else None,
             "iou_gt": truth.iou if truth else None,
             "units": "input" if self.restored_units else "model",
+            "program_units": "input" if self.restored_units and self.step_units != "model" else "model",
             "transform": self.transform.to_dict(),
             "decoding": self.decoding.to_dict(),
         }

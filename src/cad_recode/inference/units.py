@@ -21,16 +21,29 @@ def restore_mesh(mesh: trimesh.Trimesh, transform: Transform) -> trimesh.Trimesh
     return restored
 
 
-def restored_program(code: str, transform: Transform) -> str:
-    """``code`` plus one line that scales and moves its solid ``r`` into the input's units.
+RESTORE_MARK = "# to_input_units"
 
-    Shape.scale works about the origin: ``x * k + center`` with ``k = 1 / (100 * scale)``.
-    Only for programs that keep their result in ``r`` (CAD-Recode style); callers fall
-    back to the model-unit STEP when this program fails.
+
+def restored_program(code: str, transform: Transform) -> str:
+    """``code`` plus one named line that scales and moves its solid ``r`` into the input's units.
+
+    The model's lines stay as written (round numbers in model units, easy to edit);
+    the last line maps the result: ``x * k + center`` with ``k = 1 / (100 * scale)``
+    (Shape.scale works about the origin). Only for programs that keep their result
+    in ``r`` (CAD-Recode style); callers fall back to model units when it fails.
     """
     k = 1.0 / (MODEL_UNITS * transform.scale)
     cx, cy, cz = (float(c) for c in transform.center)
+    needs_import = "import cadquery as cq" not in code
     return (
-        f"{code.rstrip()}\nimport cadquery as cq\n"
+        f"{code.rstrip()}\n" + ("import cadquery as cq\n" if needs_import else "")
+        + f"{RESTORE_MARK}: the lines above build the part in model units (it fits in [-100, 100]); this one scales\n"
+        f"# it by {k:.6g} about the origin and moves it to the input's centre, in the input's own units.\n"
         f"r=cq.Workplane('XY').newObject([r.findSolid().scale({k!r}).translate(cq.Vector({cx!r},{cy!r},{cz!r}))])\n"
     )
+
+
+def model_program(code: str) -> str:
+    """The program without its restore line (back in model units), or ``code`` when it has none."""
+    head, mark, _ = code.partition(RESTORE_MARK)
+    return head if mark else code

@@ -12,6 +12,7 @@ one-line ``InputError`` that says how to download it or point at a local copy.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -19,6 +20,24 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from cad_recode.errors import InputError, UsageError
+
+
+
+class _OptionalKernelNotice(logging.Filter):
+    """Drops one bitsandbytes notice, nothing else from it.
+
+    On import, bitsandbytes (0.49+) on a CPU with AVX512-BF16 tries to fetch an optional
+    4-bit CPU kernel from the kernels hub and warns "Failed to load CPU gemm_4bit_forward
+    ... No module named 'kernels'" when that package is absent. It falls back to its own
+    kernel, and this project is offline (never fetches from a hub), so the notice only alarms.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to load CPU gemm_4bit_forward from kernels-community")
+
+
+# Installed before bitsandbytes is first imported (PEFT imports it), on the one logger that says it.
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_OptionalKernelNotice())
 
 DEFAULT_BASE_MODEL = "Qwen/Qwen3-1.7B-Base"
 # Kept in full precision under QLoRA: the projector (tiny, precision-sensitive) and the

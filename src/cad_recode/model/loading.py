@@ -77,6 +77,12 @@ def _check_adapter_dir(path: Path) -> dict:
     if not path.is_dir():
         raise InputError(f"adapter path {path} is a file; pass the folder that holds {ADAPTER_CONFIG}")
     if not (path / ADAPTER_CONFIG).is_file():
+        if (path / "config.json").is_file():  # a full or merged model: its weights need no adapter
+            raise InputError(f"{path} is a full model (config.json), not a LoRA adapter ({ADAPTER_CONFIG} is "
+                             "missing): nothing to merge into it; use it as it is, or pass a LoRA run's output_dir")
+        if (path / MERGED_DIR / "config.json").is_file():
+            raise InputError(f"{path} holds only {MERGED_DIR}/ ({ADAPTER_CONFIG} is missing): it is merged "
+                             f"already; use {path / MERGED_DIR} as it is")
         raise InputError(
             f"{path}: {ADAPTER_CONFIG} is missing (and there is no {MERGED_DIR}/ or config.json); "
             "pass the output_dir of a training run or a merged model folder"

@@ -110,6 +110,9 @@ class CADRecodeForCausalLM(PreTrainedModel, GenerationMixin):
                 module._is_hf_initialized = True
         self.lm = lm
         self.post_init()
+        # A tied output head is not saved (it is the input embedding). Listing it here is how the
+        # Trainer knows, on resume, to re-tie it instead of warning "missing keys lm_head".
+        self._keys_to_ignore_on_save = set(getattr(self, "all_tied_weights_keys", None) or ())
 
     # -- construction ------------------------------------------------------------------
 
@@ -140,6 +143,12 @@ class CADRecodeForCausalLM(PreTrainedModel, GenerationMixin):
         # The LM's dtype, not the first parameter's: that is the fp32 projector, and
         # save_pretrained records self.dtype, so a bf16 export would reload as fp32.
         return self.lm.dtype
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        # PEFT (get_peft_model) still reads this old name, which transformers 5 deprecates with a
+        # FutureWarning on every LoRA run; answer it with the new property, silently.
+        return self.is_activation_checkpointing
 
     def save_pretrained(self, *args, **kwargs):
         # The nested LM config records the LM's dtype too, so both levels of config.json agree.

@@ -90,6 +90,17 @@ def resolve_resume(cfg: TrainConfig) -> Path | None:
     return path
 
 
+def resume_notice(cfg: TrainConfig, resume: Path | None) -> str | None:
+    """The one line that says whether the run resumes (from which checkpoint) or starts fresh; None if not asked."""
+    if cfg.resume_from_checkpoint is None:
+        return None
+    if resume is None:
+        return (f"resume_from_checkpoint auto: {cfg.output_dir} has no complete checkpoint-N/, "
+                "so training starts from step 0")
+    how = "the newest complete checkpoint" if cfg.resume_from_checkpoint == RESUME_LATEST else "as asked"
+    return f"resuming from {resume} ({how})"
+
+
 def holds_run(output_dir: Path) -> bool:
     """Whether ``output_dir`` has anything in it (another run's files or anything else)."""
     return output_dir.is_dir() and any(output_dir.iterdir())

@@ -40,6 +40,8 @@ losses of an uninterrupted one.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +86,9 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None, *,
         print(plan(cfg).format())
         return None
     resume = ckpt.resolve_resume(cfg)
+    notice = ckpt.resume_notice(cfg, resume)
+    if notice and os.environ.get("RANK", "0") == "0":  # once, not per process under torchrun
+        print(notice, file=sys.stderr, flush=True)
     ckpt.check_output_dir(cfg, resume)
     if resume is not None:
         ckpt.validate_checkpoint(resume, cfg)
@@ -199,10 +204,13 @@ def open_split(cfg: TrainConfig, split: str):
     from cad_recode.data.shards import PreparedSplit
 
     root = Path(cfg.data_dir)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"data_dir {root} is a file, not a folder; point --data_dir at the folder that "
+                         "`cad-recode data prepare` wrote (it holds manifest.json)")
     if not root.is_dir():
         raise InputError(
-            f"data_dir {root} not found; prepare a dataset with `cad-recode data prepare --src PROGRAMS --out {root}` "
-            "or point --data_dir at one"
+            f"data_dir {root} not found; prepare a dataset with `cad-recode data prepare --src PROGRAMS "
+            f"--output_dir {root}` or point --data_dir at one"
         )
     return PreparedSplit.open(root, split)
 
