@@ -1,3 +1,4 @@
+# size: the pool, its zygote and its frame protocol share private state; the OS-confined rewrite (issue 13) splits it.
 """Run untrusted CadQuery programs in a pool of isolated worker processes.
 
 Dataset programs and model outputs are untrusted code: they run only here.
@@ -468,6 +469,7 @@ class Sandbox:
 
     def _drive(self, pending: deque[_Job], results: list, bar, until_ready: bool = False) -> None:
         """Event loop: feed idle workers, collect frames, enforce deadlines, replace dead workers."""
+        # size: one select loop whose steps share its locals; split with the OS-confined rewrite (issue 13)
         self._fill()
         outstanding = len(pending)
         sel = selectors.DefaultSelector()
