@@ -218,7 +218,8 @@ def merged_copy(
     base = base_loader()
     if not isinstance(base, CADRecodeForCausalLM):
         live = peft_model.get_base_model()
-        base = CADRecodeForCausalLM.from_lm(base, num_point_tokens=live.config.num_point_tokens)
+        base = CADRecodeForCausalLM.from_lm(base, num_point_tokens=live.config.num_point_tokens,
+                                            num_surface_points=live.config.num_surface_points)
     if _is_quantized(base):
         raise UsageError(
             "merged_copy needs a full-precision base; the base loader returned a quantized model "
