@@ -36,7 +36,7 @@ from cad_recode.errors import InputError, UsageError
 from cad_recode.training.plan import plan
 from cad_recode.training.recipe import build_trainer, setup, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 64, "vocab_size": 320}
 
@@ -590,7 +590,7 @@ class _Oracle(torch.nn.Module):
     def __init__(self, codes: list[str], tokenizer, num_point_tokens: int = 32):
         super().__init__()
         self.codes, self.tokenizer, self.embed = list(codes), tokenizer, torch.nn.Embedding(len(tokenizer), 4)
-        self.config = types.SimpleNamespace(num_point_tokens=num_point_tokens)
+        self.config = types.SimpleNamespace(num_point_tokens=num_point_tokens, num_surface_points=256)
 
     def get_input_embeddings(self):
         return self.embed
