@@ -57,9 +57,9 @@ REJECTED = {
     "annotation": ("x: int = 1\n", 1, "annotated assignments"),
     "generator_frame": ("g = (i for i in [1])\nx = g.gi_frame\n", 2, "attribute 'gi_frame'"),
     "format_attribute": ("x = '{0.real}'.format(1)\n", 1, "attribute 'format'"),
-    "export_file": ("import cadquery as cq\ncq.Workplane().box(1, 1, 1).val().exportStl('/tmp/x.stl')\n", 2,
+    "export_file": ("import cadquery as cq\ncq.Workplane().box(1, 1, 1).exportStl('/tmp/x.stl')\n", 2,
                     "attribute 'exportStl' is not allowed (programs may not read or write files)"),
-    "import_file": ("import cadquery as cq\nr = cq.Shape.importBrep('/etc/passwd')\n", 2, "attribute 'importBrep'"),
+    "import_file": ("import cadquery as cq\nr = cq.Workplane.importBrep('/etc/passwd')\n", 2, "attribute 'importBrep'"),
     "private_keyword": ("x = dict(_a=1)\n", 1, "keyword '_a'"),
 }
 

@@ -332,7 +332,7 @@ class Sandbox:
         w.pending = None
         from cad_recode.atomic import atomic_file
 
-        for kind, path in w.job.paths.items():
+        for kind, path in (w.job.paths.items() if result.ok else ()):
             try:
                 with atomic_file(path) as tmp:
                     Path(tmp).write_bytes(exports[kind])

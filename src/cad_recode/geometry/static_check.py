@@ -200,10 +200,11 @@ def _strict_attribute(attr: str) -> str | None:
 
 
 def _name_problem(name: str, dunder_only: bool) -> str | None:
+    prefix = "__" if dunder_only else "_"
+    if name.startswith(prefix) and not (dunder_only and name == "__name__"):
+        return f"name '{name}' is not allowed (names may not start with '{prefix}')"
     if name in FORBIDDEN_NAMES:
         return f"'{name}' is not allowed"
-    if name.startswith("__" if dunder_only else "_") and name != ("__name__" if dunder_only else None):
-        return f"name '{name}' is not allowed (names may not start with '{'__' if dunder_only else '_'}')"
     return None
 
 
@@ -237,9 +238,8 @@ def _cadquery_problem(node: ast.AST) -> tuple[str | None, bool]:
         if problem is None and node.attr in CADQUERY_FORBIDDEN_ATTRIBUTES:
             problem = f"attribute '{node.attr}' is not allowed"
         return problem, True
-    if isinstance(node, ast.keyword) and node.arg is not None:
-        if node.arg.startswith("__") or node.arg in FORBIDDEN_KEYWORDS:
-            return f"keyword '{node.arg}' is not allowed", True
+    if isinstance(node, ast.keyword) and node.arg and (node.arg.startswith("__") or node.arg in FORBIDDEN_KEYWORDS):
+        return f"keyword '{node.arg}' is not allowed", True
     return None, True
 
 
