@@ -97,7 +97,7 @@ CADQUERY_BUILTIN_NAMES = STRICT_BUILTIN_NAMES + (
     "ascii", "id",
     "BaseException", "Exception", "ValueError", "TypeError", "ZeroDivisionError", "IndexError", "KeyError",
     "AttributeError", "NameError", "ArithmeticError", "RuntimeError", "StopIteration", "AssertionError",
-    "NotImplementedError", "LookupError", "OverflowError", "ImportError",
+    "NotImplementedError", "LookupError", "OverflowError", "ImportError", "OSError",
     "__build_class__",
 )
 
