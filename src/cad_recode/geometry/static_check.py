@@ -46,6 +46,9 @@ _FRAME_ATTRIBUTE = re.compile(r"^(gi|cr|ag|f|tb|co)_")
 _FILE_ATTRIBUTE = re.compile(r"^(export|import|save|load|read|write|dump|open|parse_?file)", re.IGNORECASE)
 _READ_ATTRIBUTE = re.compile(r"^(import|load|read|open|parse_?file|from_?file)", re.IGNORECASE)
 _ALWAYS_FORBIDDEN_ATTRIBUTES = frozenset({"mro", "format", "format_map", "system", "popen"})
+SPECIAL_METHODS = frozenset({"__init__", "__post_init__", "__call__", "__iter__", "__next__", "__len__",
+                             "__getitem__", "__repr__", "__str__", "__enter__", "__exit__"})
+"""Dunder methods a ``cadquery``-profile class may define (the names only: ``self.__x`` stays refused)."""
 
 _STRICT_NODES: tuple[type[ast.AST], ...] = (
     # statements
@@ -232,7 +235,7 @@ def _cadquery_problem(node: ast.AST) -> tuple[str | None, bool]:
     if isinstance(node, ast.Name):
         return _name_problem(node.id, dunder_only=True), True
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return _name_problem(node.name, dunder_only=True), True
+        return (None if node.name in SPECIAL_METHODS else _name_problem(node.name, dunder_only=True)), True
     if isinstance(node, ast.Attribute):
         problem = _denied_attribute(node.attr, files=_READ_ATTRIBUTE)
         if problem is None and node.attr in CADQUERY_FORBIDDEN_ATTRIBUTES:
