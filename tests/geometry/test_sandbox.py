@@ -256,3 +256,34 @@ def test_run_program_and_lifecycle(tmp_path):
         sandbox.run(GOOD)
     with pytest.raises(ValueError, match="workers"):
         Sandbox(workers=0)
+
+
+def test_refuses_without_the_os_layer_with_one_line_saying_how_to_install(monkeypatch, tmp_path):
+    from cad_recode.geometry import confinement
+
+    confinement._probe.cache_clear()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
+    try:
+        with pytest.raises(confinement.OsSandboxUnavailable) as info:
+            Sandbox()
+    finally:
+        confinement._probe.cache_clear()
+    message = str(info.value)
+    assert "\n" not in message and "`bwrap` was not found" in message
+    assert "apt-get install bubblewrap" in message and "--unsafe_no_os_sandbox" in message
+
+
+def test_unsafe_opt_out_runs_without_the_os_layer(tmp_path):
+    with Sandbox(unsafe_no_os_sandbox=True, timeout=10.0) as unsafe:
+        assert not unsafe.confined
+        assert_good(unsafe.run(GOOD))
+        assert unsafe.run("import cadquery as cq\nr = cq.Shape\n").status is S.REJECTED
+
+
+def test_profile_is_checked_and_overridable(sandbox):
+    with pytest.raises(ValueError, match="unknown sandbox profile 'loose'; choose one of strict, cadquery"):
+        Sandbox(profile="loose")
+    loop = "import cadquery as cq\nfor i in range(2):\n    r = cq.Workplane().box(1, 1, 1 + i)\n"
+    assert sandbox.run(loop).status is S.REJECTED
+    assert sandbox.run(loop, profile="cadquery").volume == pytest.approx(2)
+    assert [r.ok for r in sandbox.map([loop, GOOD], profile="cadquery")] == [True, True]

@@ -29,11 +29,12 @@ OS confinement. The check makes common failures fast and their reasons readable.
 from __future__ import annotations
 
 import ast
+import builtins
 import re
 
 from cad_recode.geometry.profiles import (
     CADQUERY_FORBIDDEN_ATTRIBUTES, CADQUERY_MODULES, CADQUERY_SUBMODULES, FORBIDDEN_KEYWORDS, FORBIDDEN_NAMES,
-    STRICT_ATTRIBUTES, STRICT_CADQUERY_NAMES, STRICT_KEYWORDS, STRICT_MATH_NAMES, Profile, as_profile,
+    STRICT_ATTRIBUTES, STRICT_BUILTIN_NAMES, STRICT_CADQUERY_NAMES, STRICT_KEYWORDS, STRICT_MATH_NAMES, Profile, as_profile,
 )
 
 MAX_PROGRAM_BYTES = 100_000
@@ -74,6 +75,7 @@ _NODE_WORDS = {
     ast.AnnAssign: "annotated assignments", ast.Return: "return", ast.Break: "break",
     ast.Continue: "continue", ast.Match: "match statements",
 }
+_OTHER_BUILTINS = frozenset(n for n in dir(builtins) if not n.startswith("_")) - set(STRICT_BUILTIN_NAMES)
 _OTHER_PROFILE = " (ordinary CadQuery runs with profile 'cadquery')"
 
 
@@ -153,7 +155,10 @@ def _strict_problem(node: ast.AST) -> tuple[str | None, bool]:
     if isinstance(node, ast.ImportFrom):
         return _strict_import_from(node), True
     if isinstance(node, ast.Name):
-        return _name_problem(node.id, dunder_only=False), True
+        problem = _name_problem(node.id, dunder_only=False)
+        if problem is None and isinstance(node.ctx, ast.Load) and node.id in _OTHER_BUILTINS:
+            problem = f"'{node.id}' is not allowed in the strict profile"
+        return problem, True
     if isinstance(node, ast.Attribute):
         if not isinstance(node.ctx, ast.Load):
             return "attribute assignment is not allowed", True
