@@ -18,6 +18,10 @@ ATTEMPTS = {
     "system": "code = o['system']('touch {marker}')\nassert code == 0\n",
     "kill_the_zygote": "o['kill'](2, 9)\n",
     "kill_everyone": "o['kill'](-1, 9)\n",
+    "ptrace_the_zygote": ("c = o['sys'].modules['ctypes'].CDLL(None, use_errno=True)\n"
+                          "if c.ptrace(16, 2, 0, 0) == -1:\n    raise PermissionError('ptrace refused')\n"),
+    "network": "s = o['sys'].modules['socket'].create_connection(('127.0.0.1', 22), timeout=1)\n",
+    "unix_socket_of_the_host": "s = o['sys'].modules['socket'].socket(o['sys'].modules['socket'].AF_UNIX)\n",
 }
 
 
