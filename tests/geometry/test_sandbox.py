@@ -7,9 +7,6 @@ replaced while the other worker keeps serving.
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 
 import numpy as np

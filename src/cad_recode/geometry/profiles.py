@@ -81,7 +81,7 @@ STRICT_MATH_NAMES = frozenset(n for n in dir(math) if not n.startswith("_"))
 
 STRICT_BUILTIN_NAMES = (
     "abs", "min", "max", "round", "range", "len", "sum", "int", "float", "bool", "list", "tuple", "dict",
-    "zip", "enumerate", "pow", "divmod", "sorted", "reversed", "any", "all", "True", "False", "None",
+    "zip", "enumerate", "pow", "divmod", "sorted", "reversed", "any", "all", "print", "True", "False", "None",
 )
 
 # ----------------------------------------------------------------------------- cadquery profile lists

@@ -1,4 +1,4 @@
-"""Shared pieces of the hostile-program suite: one pool for all of it, a marker each attack tries to write.
+"""Shared pieces of the hostile-program suite (its fixtures are in conftest.py).
 
 Every hostile program tries to write a marker file outside its scratch directory.
 A test asserts: no marker, a failure value with a reason, and that the next good
@@ -9,7 +9,6 @@ static check off (``_unchecked``, test-only) and reach ``os`` through the classi
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +23,6 @@ GOOD_VOLUME = 10 * 20 * 30 - np.pi * 2**2 * 30
 MARKER_DIR = Path(cad_recode.__file__).resolve().parent.parent
 # The os module's namespace, reached without an import (only possible with the static check off).
 REACH_OS = "o = [c for c in ().__class__.__base__.__subclasses__() if c.__name__ == '_wrap_close'][0].__init__.__globals__\n"
-
-
-@pytest.fixture(scope="session")
-def pool():
-    with Sandbox(workers=2, timeout=3.0, memory_mb=1024) as sandbox:
-        yield sandbox.start()
-
-
-@pytest.fixture
-def marker():
-    path = MARKER_DIR / f".hostile_marker_{uuid.uuid4().hex}"
-    yield path
-    path.unlink(missing_ok=True)
 
 
 def assert_contained(pool: Sandbox, result: ExecResult, marker: Path) -> None:

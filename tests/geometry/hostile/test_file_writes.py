@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest
 
-from hostile_common import REACH_OS, assert_contained, marker, pool  # noqa: E402,F401
+from hostile_common import REACH_OS, assert_contained  # noqa: E402
 
 
 def test_os_open_through_subclass_walk(pool, marker):

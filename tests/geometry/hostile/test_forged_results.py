@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from hostile_common import REACH_OS, assert_contained, marker, pool  # noqa: E402,F401
+from hostile_common import REACH_OS, assert_contained  # noqa: E402
 
 # Writes a well-formed "ok" frame (with a made-up token) to every fd that might be the result pipe.
 FORGE = REACH_OS + (

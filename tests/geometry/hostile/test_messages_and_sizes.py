@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cad_recode.geometry.sandbox import Sandbox
-from hostile_common import assert_contained, marker, pool  # noqa: E402,F401
+from hostile_common import assert_contained  # noqa: E402
 
 
 def test_exception_whose_message_raises(pool, marker):

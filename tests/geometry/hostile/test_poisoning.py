@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest
 
-from hostile_common import GOOD, GOOD_VOLUME, assert_contained, marker, pool  # noqa: E402,F401
+from hostile_common import GOOD, GOOD_VOLUME, assert_contained  # noqa: E402
 
 POISON = {
     # name: (program, profile, unchecked)

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest
 
-from hostile_common import assert_contained, marker, pool  # noqa: E402,F401
+from hostile_common import assert_contained  # noqa: E402
 
 SHUT = {
     "vtk_strict": ("import cadquery as cq\nv = cq.Workplane().box(1, 1, 1).val().toVtkPolyData()\n", "strict"),
