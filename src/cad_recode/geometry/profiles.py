@@ -68,6 +68,8 @@ STRICT_ATTRIBUTES = STRICT_CADQUERY_NAMES | frozenset({
     "radiusArc", "center", "transformed", "extrude", "revolve", "box", "cylinder", "sphere", "hole",
     "union", "cut", "intersect", "rotate", "translate", "mirror", "faces", "rarray", "polarArray",
     "pushPoints",
+    # what inference appends to restore input units (trusted line, same language): Workplane/Shape methods
+    "newObject", "findSolid", "scale",
 })
 """Every attribute name a strict program may read. Nothing else: no ``wrapped``, ``toVtkPolyData``, ``val``, ..."""
 
