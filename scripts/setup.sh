@@ -13,6 +13,17 @@ if ! touch .write-test 2>/dev/null; then
 fi
 rm -f .write-test
 
+# The sandbox confines every program with bubblewrap (bwrap); it refuses to run without it.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap libseccomp2 >/dev/null
+  else
+    echo "setup: note: bubblewrap is not installed; the sandbox that runs CadQuery programs needs it:" >&2
+    echo "setup: note:   sudo apt-get install bubblewrap    (Fedora: sudo dnf install bubblewrap)" >&2
+    echo "setup: note: without it, program-running commands refuse to start (or run UNSAFE with --unsafe_no_os_sandbox)" >&2
+  fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi

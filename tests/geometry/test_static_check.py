@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cad_recode.geometry.static_check import MAX_PROGRAM_BYTES, ProgramRejected, check_program
@@ -24,6 +26,18 @@ ACCEPTED = {
     "comprehensions": "x = [i * i for i in range(3) if i]\ny = {i: j for i, j in zip('ab', 'cd')}\nz = sum(i for i in x)\n",
     "conditionals": "x = 1 if 2 > 1 and not 0 else 3\nif x == 1:\n    y = 2\nelse:\n    y = 3\n",
     "fstring_and_pass": "x = f'{1 + 1:>4}'\npass\n",
+    # forms of the public CAD-Recode v1.5 programs
+    "public_forms": (
+        "import cadquery as cq\n"
+        "w0=cq.Workplane('XY',origin=(-38.5,0,55.5))\n"
+        "r=w0.sketch().segment((0,0),(20,0)).arc((25,5),(20,10)).arc((10,12),(0,10)).assemble()"
+        ".reset().face(w0.sketch().push([(5,5)]).circle(3).circle(1,mode='s'),mode='s').finalize().extrude(2)\n"
+    ),
+    "public_solids": (
+        "import cadquery as cq\nw0=cq.Workplane('ZX',origin=(0,0,0))\n"
+        "r=w0.workplane(offset=3/2).moveTo(4.5,-2).cylinder(3,2).union(w0.box(4,4,4)).cut(w0.box(1,1,9))"
+        ".transformed(rotate=(0,0,90)).rotate((0,0,0),(0,0,1),45).translate((1,2,3))\n"
+    ),
 }
 
 REJECTED = {
@@ -57,9 +71,9 @@ REJECTED = {
     "annotation": ("x: int = 1\n", 1, "annotated assignments"),
     "generator_frame": ("g = (i for i in [1])\nx = g.gi_frame\n", 2, "attribute 'gi_frame'"),
     "format_attribute": ("x = '{0.real}'.format(1)\n", 1, "attribute 'format'"),
-    "export_file": ("import cadquery as cq\ncq.Workplane().box(1, 1, 1).val().exportStl('/tmp/x.stl')\n", 2,
+    "export_file": ("import cadquery as cq\ncq.Workplane().box(1, 1, 1).exportStl('/tmp/x.stl')\n", 2,
                     "attribute 'exportStl' is not allowed (programs may not read or write files)"),
-    "import_file": ("import cadquery as cq\nr = cq.Shape.importBrep('/etc/passwd')\n", 2, "attribute 'importBrep'"),
+    "import_file": ("import cadquery as cq\nr = cq.Workplane.importBrep('/etc/passwd')\n", 2, "attribute 'importBrep'"),
     "private_keyword": ("x = dict(_a=1)\n", 1, "keyword '_a'"),
 }
 
@@ -108,3 +122,54 @@ def test_deep_nesting_is_rejected_not_a_crash():
     code = "x = " + "[" * 10_000 + "]" * 10_000 + "\n"
     with pytest.raises((ProgramRejected, SyntaxError)):
         check_program(code)
+
+
+STRICT_ONLY_REJECTED = {
+    # name: (program, text)
+    "attribute_assignment": ("import cadquery as cq\ncq.Shape = 1\n", "attribute assignment is not allowed"),
+    "item_assignment": ("x = [1]\nx[0] = 2\n", "item assignment is not allowed"),
+    "not_on_allowlist": ("import cadquery as cq\nv = cq.Workplane().box(1, 1, 1).val()\n", "attribute 'val'"),
+    "vtk": ("import cadquery as cq\nv = cq.Workplane().toVtkPolyData()\n", "attribute 'toVtkPolyData'"),
+    "wrapped": ("import cadquery as cq\nv = cq.Workplane().wrapped\n", "attribute 'wrapped'"),
+    "keyword_not_on_allowlist": ("import cadquery as cq\nr = cq.Workplane().text('a', 1, 1, fontPath='f')\n",
+                                 "attribute 'text'"),
+    "cadquery_name": ("from cadquery import Shape\n", "'Shape' is not in the strict profile's allowlist"),
+    "hash": ("x = hash(1)\n", "'hash' is not allowed in the strict profile"),
+}
+
+
+@pytest.mark.parametrize("code, text", STRICT_ONLY_REJECTED.values(), ids=STRICT_ONLY_REJECTED.keys())
+def test_strict_allowlist_rejects(code, text):
+    with pytest.raises(ProgramRejected, match=re.escape(text)):
+        check_program(code, "strict")
+
+
+CADQUERY_ACCEPTED = {
+    "loop_def_lambda": "import cadquery as cq\ndef f(n):\n    return n\nfor i in range(2):\n    g = lambda x: x\n",
+    "imports": "import numpy as np\nfrom math import *\nimport cadquery.selectors\nfrom cadquery import exporters\n",
+    "class_init": "class A:\n    def __init__(self):\n        self.x = 1\n",
+    "main_guard": "if __name__ == '__main__':\n    show_object(1)\n",
+}
+
+
+@pytest.mark.parametrize("code", CADQUERY_ACCEPTED.values(), ids=CADQUERY_ACCEPTED.keys())
+def test_cadquery_profile_accepts_ordinary_python(code):
+    check_program(code, "cadquery")
+
+
+CADQUERY_REJECTED = {
+    "os": ("import os\n", "import of 'os' is not allowed"),
+    "submodule": ("import cadquery.occ_impl\n", "import of 'cadquery.occ_impl'"),
+    "dunder": ("x = ().__class__\n", "attribute '__class__'"),
+    "vtk": ("v = w.toVtkPolyData()\n", "attribute 'toVtkPolyData' is not allowed"),
+    "tofile": ("a.tofile('x')\n", "attribute 'tofile' is not allowed"),
+    "font_path": ("r = w.text('a', 1, 1, fontPath='/etc/passwd')\n", "keyword 'fontPath' is not allowed"),
+    "reader": ("s = cq.importers.importStep('/x.step')\n", "attribute 'importers' is not allowed"),
+    "eval": ("eval('1')\n", "'eval' is not allowed"),
+}
+
+
+@pytest.mark.parametrize("code, text", CADQUERY_REJECTED.values(), ids=CADQUERY_REJECTED.keys())
+def test_cadquery_profile_still_rejects(code, text):
+    with pytest.raises(ProgramRejected, match=re.escape(text)):
+        check_program(code, "cadquery")

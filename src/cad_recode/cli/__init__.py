@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     verb = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
     try:
+        if getattr(args, "unsafe_no_os_sandbox", False):
+            from cad_recode.geometry.sandbox import allow_unconfined_sandboxes
+
+            print(f"cad-recode {args.command}: warning: --unsafe_no_os_sandbox: programs run without the OS "
+                  "sandbox", file=sys.stderr)
+            allow_unconfined_sandboxes()
         return int(args.func(args) or 0)
     except CadRecodeError as err:
         print(f"cad-recode {verb}: error: {err}", file=sys.stderr)

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from cad_recode.atomic import check_writable
-from cad_recode.cli.flags import add_output_flag, required_output_dir
+from cad_recode.cli.flags import add_output_flag, add_sandbox_flags, required_output_dir
 from cad_recode.data.generator import COMPLEXITIES
 
 
@@ -33,6 +33,7 @@ def register(subparsers) -> None:
     add_output_flag(p, folder=True, old="--out", type=Path, metavar="DIR", help="output folder (must not hold a dataset)")
     p.add_argument("--seed", type=int, default=0, help="fixes the programs and the split (default 0)")
     p.add_argument("--workers", type=int, default=1, help="sandbox processes (default 1)")
+    add_sandbox_flags(p)
     p.add_argument("--complexity", choices=COMPLEXITIES, default="simple",
                    help="simple (the quickstart's): 1-2 bodies of boxes, cylinders and rectangle or circle plates "
                         "with holes, one spelling per shape; medium: simple plus plates with polygon and arc outlines; "
@@ -60,6 +61,7 @@ def register(subparsers) -> None:
                    help="a tokenizer folder that transformers.AutoTokenizer loads (default: count characters)")
     p.add_argument("--execute", action="store_true", help="run every program in the sandbox to measure validity")
     p.add_argument("--workers", type=int, default=1, help="sandbox processes for --execute (default 1)")
+    add_sandbox_flags(p)
     p.set_defaults(func=cmd_stats)
 
     p = verbs.add_parser(
@@ -71,6 +73,7 @@ def register(subparsers) -> None:
     p.add_argument("--src", type=Path, required=True, metavar="DIR", help="folder of programs")
     add_output_flag(p, folder=True, old="--out", type=Path, metavar="DIR", help="prepared dataset folder")
     p.add_argument("--workers", type=int, default=1, help="sandbox processes (default 1)")
+    add_sandbox_flags(p)
     p.add_argument("--shard_size", "--shard-size", type=int, default=None, help="shapes per shard (default: the library's)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (or keep a finished one)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --output_dir")

@@ -33,6 +33,20 @@ def add_output_flag(parser: argparse.ArgumentParser, *, folder: bool, old: str |
                             metavar=kwargs.get("metavar"), help=argparse.SUPPRESS)
 
 
+UNSAFE_HELP = ("run programs without the OS sandbox (bubblewrap, Landlock, seccomp). UNSAFE: a hostile program "
+               "can read and write your files and reach the network; only for programs you wrote")
+PROFILE_HELP = ("what programs may use: strict = the model's CAD-Recode language; cadquery = ordinary CadQuery "
+                "(loops, functions, show_object, math/numpy imports). Default: {default}")
+
+
+def add_sandbox_flags(parser: argparse.ArgumentParser, *, profile_default: str | None = None) -> None:
+    """``--unsafe_no_os_sandbox`` on every verb that runs programs; ``--profile`` where the user chooses it."""
+    parser.add_argument("--unsafe_no_os_sandbox", action="store_true", help=UNSAFE_HELP)
+    if profile_default is not None:
+        parser.add_argument("--profile", choices=("strict", "cadquery"), default=profile_default,
+                            help=PROFILE_HELP.format(default=profile_default))
+
+
 def required_output_dir(args: argparse.Namespace):
     """The verb's --output_dir, which it cannot run without."""
     if args.output_dir is None:

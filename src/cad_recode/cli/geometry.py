@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from cad_recode.atomic import atomic_file, check_writable
-from cad_recode.cli.flags import add_output_flag
+from cad_recode.cli.flags import add_output_flag, add_sandbox_flags
 from cad_recode.errors import ProgramFailed, UsageError
 from cad_recode.geometry.load_shape import PROGRAM_SUFFIX, is_program, read_program
 from cad_recode.geometry.sandbox import DEFAULT_TIMEOUT  # light: numpy only, no CadQuery
@@ -34,6 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("program", type=Path, metavar="PROGRAM.py")
     add_output_flag(p, folder=False, old="--out", type=Path, metavar="SHAPE.stl|.step", help="export the solid here")
     _add_timeout(p)
+    add_sandbox_flags(p, profile_default="cadquery")
     p.set_defaults(func=cmd_exec)
 
     p = subparsers.add_parser(
@@ -62,6 +63,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="surface sampling seed (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     _add_timeout(p)
+    add_sandbox_flags(p, profile_default="cadquery")
     p.set_defaults(func=cmd_compare)
 
     p = subparsers.add_parser(
@@ -92,12 +94,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
     code = _read_program(args.program)
     timeout = _check_timeout(args.timeout)
     out = _check_suffix(args.output, EXPORT_SUFFIXES, "--output") if args.output else None
-    _reject_early(args.program, code)
+    _reject_early(args.program, code, args.profile)
     if out is not None:
         check_writable(out)  # else the sandbox's failed export would read as the program's fault
     # The sandbox writes the export atomically, and only for a valid solid.
     export = {} if out is None else {"stl_path" if out.suffix.lower() == ".stl" else "step_path": out}
-    with Sandbox(workers=1, timeout=timeout) as sandbox:
+    with Sandbox(workers=1, timeout=timeout, profile=args.profile) as sandbox:
         result = sandbox.run(code, **export)
     if not result.ok:
         raise _program_failed(args.program, result)
@@ -105,7 +107,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reject_early(path: Path, code: str) -> None:
+def _reject_early(path: Path, code: str, profile: str) -> None:
     """Fail a program the static check rejects before paying seconds for a CadQuery worker.
 
     The sandbox runs the same check again; this only makes the common refusal fast.
@@ -115,7 +117,7 @@ def _reject_early(path: Path, code: str) -> None:
     from cad_recode.geometry.static_check import ProgramRejected, check_program
 
     try:
-        check_program(code)
+        check_program(code, profile=profile)
     except ProgramRejected as err:
         raise ProgramFailed(f"{path}: {ExecStatus.REJECTED.value}: {err}") from None
     except SyntaxError:
@@ -171,9 +173,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     paths = [args.a, args.b]
     for path in paths:
         if is_program(path):
-            _reject_early(path, _read_program(path))
-    with Sandbox(workers=1, timeout=timeout) as sandbox:
-        mesh_a, mesh_b = _first_error_raised(load_shapes(paths, sandbox, what="compare input"))
+            _reject_early(path, _read_program(path), args.profile)
+    with Sandbox(workers=1, timeout=timeout, profile=args.profile) as sandbox:
+        mesh_a, mesh_b = _first_error_raised(load_shapes(paths, sandbox, what="compare input", profile=args.profile))
     result = compare_meshes(mesh_a, mesh_b, seed=args.seed)
     if args.json:
         print(json.dumps({"a": str(args.a), "b": str(args.b), **_json_safe(result.to_dict())}))

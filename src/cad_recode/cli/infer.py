@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from cad_recode import defaults
-from cad_recode.cli.flags import add_output_flag
+from cad_recode.cli.flags import add_output_flag, add_sandbox_flags
 from cad_recode.errors import UsageError
 from cad_recode.inference.refine import DEFAULT_MAX_EVALUATIONS as DEFAULT_REFINE_EVALUATIONS
 from cad_recode.model.constrained import DEFAULT_GRAMMAR, GRAMMAR_HELP
@@ -73,6 +73,7 @@ def register(subparsers) -> None:
 
 
 def _add_model_arguments(p, model_flag: str) -> None:
+    add_sandbox_flags(p)
     p.add_argument(model_flag, dest="base_model", metavar="PATH",
                    help="base model (name or folder), or a merged / full model folder, or a training output_dir")
     p.add_argument("--lora_path", help="training output_dir (merged_model/ preferred) or adapter folder")

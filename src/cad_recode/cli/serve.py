@@ -6,6 +6,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cad_recode.cli.flags import add_sandbox_flags
 from cad_recode.errors import UsageError
 from cad_recode.web.settings import (
     DEFAULT_HOST,
@@ -41,6 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--max_new_tokens", type=int, default=768, help="longest program, in tokens (default 768)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", help="model dtype (default float32 on CPU, bfloat16 on GPU)")
+    add_sandbox_flags(p)
     p.set_defaults(func=cmd_serve)
 
 

@@ -1,6 +1,8 @@
 """One way from "a shape the user named" to a mesh: a .py program, a mesh file or a STEP file.
 
-Programs run only in the sandbox (never in this process); meshes and STEP files go
+Programs run only in the sandbox (never in this process), under the ``cadquery`` profile by
+default: a user's own programs are ordinary CadQuery (loops, functions, ``show_object``);
+the OS confinement is the boundary either way. Meshes and STEP files go
 through :func:`cad_recode.geometry.loaders.load_geometry`. Ground truths (``infer
 --ground_truth``, ``eval`` folders), ``compare`` and the built-in examples all use it.
 """
@@ -16,6 +18,7 @@ import trimesh
 from cad_recode.errors import InputError, ProgramFailed
 
 PROGRAM_SUFFIX = ".py"
+USER_PROGRAM_PROFILE = "cadquery"
 
 
 def is_program(path: str | os.PathLike) -> bool:
@@ -43,17 +46,18 @@ def mesh_of_result(result, path: str | os.PathLike, what: str) -> trimesh.Trimes
     return result.to_trimesh()
 
 
-def load_shape(path: str | os.PathLike, sandbox, *, what: str = "shape") -> trimesh.Trimesh:
+def load_shape(path: str | os.PathLike, sandbox, *, what: str = "shape",
+               profile: str = USER_PROGRAM_PROFILE) -> trimesh.Trimesh:
     """A .py program (run in ``sandbox``), a mesh or a STEP file -> its mesh.
 
     ``what`` names the role in errors ("ground truth", "A"). A point cloud is an
     InputError: CD and IoU against it need surfaces.
     """
-    return load_shapes([path], sandbox, what=what, strict=True)[0]
+    return load_shapes([path], sandbox, what=what, strict=True, profile=profile)[0]
 
 
 def load_shapes(paths: Sequence[str | os.PathLike], sandbox, *, what: str = "shape",
-                strict: bool = False) -> list[trimesh.Trimesh | InputError]:
+                strict: bool = False, profile: str = USER_PROGRAM_PROFILE) -> list[trimesh.Trimesh | InputError]:
     """Several shapes at once: the programs among them run in one ``sandbox.map`` (in parallel).
 
     Returns, in order, a mesh or the InputError explaining why there is none
@@ -78,7 +82,7 @@ def load_shapes(paths: Sequence[str | os.PathLike], sandbox, *, what: str = "sha
                 raise
             out[index] = err
     if programs:
-        results = sandbox.map(list(programs.values()))
+        results = sandbox.map(list(programs.values()), profile=profile)
         for index, result in zip(programs, results):
             try:
                 out[index] = mesh_of_result(result, paths[index], f"{what} program")

@@ -1,58 +1,57 @@
-"""Static check of a CadQuery program before it runs: the first of the sandbox's defences.
+"""Static check of a program before it runs: the first of the sandbox's defences, per profile.
 
-A CAD-Recode program is straight-line code: imports of ``cadquery`` and ``math``,
-assignments, calls, attribute access, arithmetic, comparisons, literals,
-subscripts, comprehensions, conditional expressions and ``if`` blocks.
-:func:`check_program` walks the ``ast`` and accepts exactly that; everything else
-is rejected with :class:`ProgramRejected`, whose message names the line:
+``strict`` (the program language the model writes): straight-line code --
+imports of ``cadquery`` and ``math``, assignments to names, calls, attribute
+reads, arithmetic, comparisons, literals, subscripts, comprehensions,
+conditional expressions and ``if`` blocks -- and every attribute, keyword and
+cadquery name must be on the allowlists of :mod:`cad_recode.geometry.profiles`.
+Rejected: ``def``, ``class``, ``lambda``, loops, ``with``, ``try``, ``raise``,
+``global``, ``del``, walrus, annotations; attribute or item assignment; any
+``_`` name; any attribute not on the allowlist (``wrapped``, ``toVtkPolyData``,
+``val``, ...); keywords not on the allowlist (``fontPath``).
+
+``cadquery`` (ordinary CadQuery): every statement is allowed; imports of the
+modules in :data:`~cad_recode.geometry.profiles.CADQUERY_MODULES`; no dunder
+names, no ``_``-prefixed attributes, no frame attributes, no file readers
+(``import*``, ``load*``, ``read*``, ``open*``), none of
+:data:`~cad_recode.geometry.profiles.CADQUERY_FORBIDDEN_ATTRIBUTES`.
+
+Both: none of :data:`~cad_recode.geometry.profiles.FORBIDDEN_NAMES` (``exec``,
+``eval``, ``open``, ``getattr``, ...), no ``fontPath``, at most
+:data:`MAX_PROGRAM_BYTES`. :class:`ProgramRejected`'s message names the line:
 ``"line 3: import of 'os' is not allowed (only cadquery and math)"``.
 
-Rejected on purpose:
-
-* imports other than ``import cadquery [as x]``, ``import math [as x]``,
-  ``from cadquery import Name`` and ``from math import name`` (no ``*``);
-* ``def``, ``class``, ``lambda``, loops, ``with``, ``try``, ``raise``, ``global``,
-  ``del``, ``assert``, ``async``/``await``, ``yield``, walrus, annotations: nothing
-  that defines a function (so no recursion), loops forever or catches the
-  sandbox's own timeout;
-* any name or attribute that starts with ``_`` (``__class__``, ``__import__``, ...);
-* builtins that reach the interpreter: ``exec``, ``eval``, ``open``, ``compile``,
-  ``getattr`` and friends (see :data:`FORBIDDEN_NAMES`);
-* attributes that reach interpreter frames (``gi_frame``, ``f_globals``, ...), do
-  string formatting by attribute name (``format``) or touch files (``export*``,
-  ``import*``, ``save``, ``load``, ...), see :func:`_attribute_problem`;
-* programs larger than :data:`MAX_PROGRAM_BYTES`.
-
-This check is not the only defence: the worker also runs the program with a
-whitelist of builtins, an import hook and OS resource limits. It is what makes
-the common failures fast and their reasons readable.
+This check is not the boundary: the worker runs the program with a table of
+builtins, read-only module views and an import hook, in a fresh process under the
+OS confinement. The check makes common failures fast and their reasons readable.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import re
+
+from cad_recode.geometry.profiles import (
+    CADQUERY_FORBIDDEN_ATTRIBUTES, CADQUERY_MODULES, CADQUERY_SUBMODULES, FORBIDDEN_KEYWORDS, FORBIDDEN_NAMES,
+    STRICT_ATTRIBUTES, STRICT_BUILTIN_NAMES, STRICT_CADQUERY_NAMES, STRICT_KEYWORDS, STRICT_MATH_NAMES, Profile, as_profile,
+)
 
 MAX_PROGRAM_BYTES = 100_000
 """Programs longer than this (UTF-8 bytes) are rejected; generated programs are ~1 kB."""
 
 ALLOWED_MODULES = ("cadquery", "math")
-
-FORBIDDEN_NAMES = frozenset(
-    {
-        "exec", "eval", "open", "compile", "getattr", "setattr", "delattr", "hasattr",
-        "globals", "locals", "vars", "dir", "input", "breakpoint", "exit", "quit", "help",
-        "memoryview", "type", "object", "super", "classmethod", "staticmethod", "property",
-        "copyright", "credits", "license", "format",
-    }
-)
-"""Names that would reach the interpreter, files or attributes by string."""
+"""What a strict program may import."""
 
 _FRAME_ATTRIBUTE = re.compile(r"^(gi|cr|ag|f|tb|co)_")
 _FILE_ATTRIBUTE = re.compile(r"^(export|import|save|load|read|write|dump|open|parse_?file)", re.IGNORECASE)
-_FORBIDDEN_ATTRIBUTES = frozenset({"mro", "format", "format_map", "system", "popen"})
+_READ_ATTRIBUTE = re.compile(r"^(import|load|read|open|parse_?file|from_?file)", re.IGNORECASE)
+_ALWAYS_FORBIDDEN_ATTRIBUTES = frozenset({"mro", "format", "format_map", "system", "popen"})
+SPECIAL_METHODS = frozenset({"__init__", "__post_init__", "__call__", "__iter__", "__next__", "__len__",
+                             "__getitem__", "__repr__", "__str__", "__enter__", "__exit__"})
+"""Dunder methods a ``cadquery``-profile class may define (the names only: ``self.__x`` stays refused)."""
 
-_ALLOWED_NODES: tuple[type[ast.AST], ...] = (
+_STRICT_NODES: tuple[type[ast.AST], ...] = (
     # statements
     ast.Module, ast.Expr, ast.Assign, ast.AugAssign, ast.If, ast.Pass,
     ast.Import, ast.ImportFrom, ast.alias,
@@ -76,6 +75,8 @@ _NODE_WORDS = {
     ast.AnnAssign: "annotated assignments", ast.Return: "return", ast.Break: "break",
     ast.Continue: "continue", ast.Match: "match statements",
 }
+_OTHER_BUILTINS = frozenset(n for n in dir(builtins) if not n.startswith("_")) - set(STRICT_BUILTIN_NAMES)
+_OTHER_PROFILE = " (ordinary CadQuery runs with profile 'cadquery')"
 
 
 class ProgramRejected(ValueError):
@@ -107,20 +108,21 @@ def parse_program(code: str) -> ast.Module:
         raise ProgramRejected(None, "program is nested too deeply to parse") from None
 
 
-def check_tree(tree: ast.Module) -> None:
-    """Raise :class:`ProgramRejected` for the first construct outside the allowed subset."""
+def check_tree(tree: ast.Module, profile: Profile | str = Profile.STRICT) -> None:
+    """Raise :class:`ProgramRejected` for the first construct ``profile`` does not allow."""
+    problem_of = _strict_problem if as_profile(profile) is Profile.STRICT else _cadquery_problem
     try:
-        _check(tree)
+        _check(tree, problem_of)
     except RecursionError:
         raise ProgramRejected(None, "program is nested too deeply") from None
 
 
-def check_program(code: str) -> None:
+def check_program(code: str, profile: Profile | str = Profile.STRICT) -> None:
     """Parse and check ``code``; raises :class:`ProgramRejected` or ``SyntaxError``."""
-    check_tree(parse_program(code))
+    check_tree(parse_program(code), profile)
 
 
-def _check(tree: ast.AST) -> None:
+def _check(tree: ast.AST, problem_of) -> None:
     # Walk with an explicit stack, so deep nesting cannot overflow Python's recursion, and
     # report the problem a reader meets first: statements at their start, expressions at
     # their end (``open(f).read()`` is about ``open``, not ``read``).
@@ -131,54 +133,127 @@ def _check(tree: ast.AST) -> None:
         if hasattr(node, "lineno"):  # contexts and operators have no position: use the parent's
             line = node.lineno
             column = (node.end_col_offset if isinstance(node, ast.expr) else node.col_offset) or 0
-        problem = _node_problem(node)
-        if problem:
-            if first is None or (line, column) < first[:2]:
-                first = (line, column, problem)
-            if not isinstance(node, _ALLOWED_NODES):
-                continue  # what is inside a rejected construct does not matter
-        stack.extend((child, line, column) for child in ast.iter_child_nodes(node))
+        problem, descend = problem_of(node)
+        if problem and (first is None or (line, column) < first[:2]):
+            first = (line, column, problem)
+        if descend:
+            stack.extend((child, line, column) for child in ast.iter_child_nodes(node))
     if first is not None:
         raise ProgramRejected(first[0] or None, first[2])
 
 
-def _node_problem(node: ast.AST) -> str | None:
-    if not isinstance(node, _ALLOWED_NODES):
+# ----------------------------------------------------------------------------- strict
+
+
+def _strict_problem(node: ast.AST) -> tuple[str | None, bool]:
+    """(problem or None, whether to look inside) for one node under the strict profile."""
+    if not isinstance(node, _STRICT_NODES):
         word = _NODE_WORDS.get(type(node), f"'{type(node).__name__}' statements")
-        return f"{word} not allowed"
+        return f"{word} not allowed{_OTHER_PROFILE}", False
     if isinstance(node, ast.Import):
-        for alias in node.names:
-            if alias.name not in ALLOWED_MODULES:
-                return f"import of '{alias.name}' is not allowed (only cadquery and math)"
-            if alias.asname and alias.asname.startswith("_"):
-                return f"name '{alias.asname}' is not allowed (names may not start with '_')"
-    elif isinstance(node, ast.ImportFrom):
-        module = "." * node.level + (node.module or "")
-        if node.level or node.module not in ALLOWED_MODULES:
-            return f"import from '{module}' is not allowed (only cadquery and math)"
-        for alias in node.names:
-            if alias.name == "*":
-                return f"'from {module} import *' is not allowed; import names one by one"
-            for name in (alias.name, alias.asname):
-                if name and name.startswith("_"):
-                    return f"name '{name}' is not allowed (names may not start with '_')"
-    elif isinstance(node, ast.Name):
-        if node.id.startswith("_"):
-            return f"name '{node.id}' is not allowed (names may not start with '_')"
-        if node.id in FORBIDDEN_NAMES:
-            return f"'{node.id}' is not allowed"
-    elif isinstance(node, ast.Attribute):
-        return _attribute_problem(node.attr)
-    elif isinstance(node, ast.keyword) and node.arg and node.arg.startswith("_"):
-        return f"keyword '{node.arg}' is not allowed (names may not start with '_')"
+        return _strict_import(node), True
+    if isinstance(node, ast.ImportFrom):
+        return _strict_import_from(node), True
+    if isinstance(node, ast.Name):
+        problem = _name_problem(node.id, dunder_only=False)
+        if problem is None and isinstance(node.ctx, ast.Load) and node.id in _OTHER_BUILTINS:
+            problem = f"'{node.id}' is not allowed in the strict profile"
+        return problem, True
+    if isinstance(node, ast.Attribute):
+        if not isinstance(node.ctx, ast.Load):
+            return "attribute assignment is not allowed", True
+        return _denied_attribute(node.attr, files=_FILE_ATTRIBUTE) or _strict_attribute(node.attr), True
+    if isinstance(node, ast.Subscript) and not isinstance(node.ctx, ast.Load):
+        return "item assignment is not allowed", True
+    if isinstance(node, ast.keyword) and node.arg is not None:
+        if node.arg.startswith("_"):
+            return f"keyword '{node.arg}' is not allowed (names may not start with '_')", True
+        if node.arg not in STRICT_KEYWORDS:
+            return f"keyword '{node.arg}' is not in the strict profile's allowlist{_OTHER_PROFILE}", True
+    return None, True
+
+
+def _strict_import(node: ast.Import) -> str | None:
+    for alias in node.names:
+        if alias.name not in ALLOWED_MODULES:
+            return f"import of '{alias.name}' is not allowed (only cadquery and math)"
+        if alias.asname and alias.asname.startswith("_"):
+            return f"name '{alias.asname}' is not allowed (names may not start with '_')"
     return None
 
 
-def _attribute_problem(attr: str) -> str | None:
+def _strict_import_from(node: ast.ImportFrom) -> str | None:
+    module = "." * node.level + (node.module or "")
+    if node.level or node.module not in ALLOWED_MODULES:
+        return f"import from '{module}' is not allowed (only cadquery and math)"
+    allowed = STRICT_CADQUERY_NAMES if node.module == "cadquery" else STRICT_MATH_NAMES
+    for alias in node.names:
+        if alias.name == "*":
+            return f"'from {module} import *' is not allowed; import names one by one"
+        for name in (alias.name, alias.asname):
+            if name and name.startswith("_"):
+                return f"name '{name}' is not allowed (names may not start with '_')"
+        if alias.name not in allowed:
+            return f"'{alias.name}' is not in the strict profile's allowlist of {module} names"
+    return None
+
+
+def _strict_attribute(attr: str) -> str | None:
+    if attr in STRICT_ATTRIBUTES or attr in STRICT_MATH_NAMES:
+        return None
+    return f"attribute '{attr}' is not in the strict profile's allowlist{_OTHER_PROFILE}"
+
+
+# ----------------------------------------------------------------------------- shared and cadquery
+
+
+def _name_problem(name: str, dunder_only: bool) -> str | None:
+    prefix = "__" if dunder_only else "_"
+    if name.startswith(prefix) and not (dunder_only and name == "__name__"):
+        return f"name '{name}' is not allowed (names may not start with '{prefix}')"
+    if name in FORBIDDEN_NAMES:
+        return f"'{name}' is not allowed"
+    return None
+
+
+def _denied_attribute(attr: str, files: re.Pattern) -> str | None:
     if attr.startswith("_"):
         return f"attribute '{attr}' is not allowed (names may not start with '_')"
-    if _FRAME_ATTRIBUTE.match(attr) or attr in _FORBIDDEN_ATTRIBUTES:
+    if _FRAME_ATTRIBUTE.match(attr) or attr in _ALWAYS_FORBIDDEN_ATTRIBUTES:
         return f"attribute '{attr}' is not allowed"
-    if _FILE_ATTRIBUTE.match(attr):
+    if files.match(attr):
         return f"attribute '{attr}' is not allowed (programs may not read or write files)"
     return None
+
+
+def _cadquery_problem(node: ast.AST) -> tuple[str | None, bool]:
+    """(problem or None, whether to look inside) for one node under the cadquery profile."""
+    if isinstance(node, ast.Import):
+        return next(filter(None, (_cadquery_module(a.name) for a in node.names)), None), True
+    if isinstance(node, ast.ImportFrom):
+        if node.level:
+            return f"import from '{'.' * node.level}{node.module or ''}' is not allowed (relative import)", True
+        problem = _cadquery_module(node.module or "")
+        if problem is None and node.module == "cadquery":
+            problem = next(filter(None, (_name_problem(a.name, dunder_only=True) for a in node.names)), None)
+        return problem, True
+    if isinstance(node, ast.Name):
+        return _name_problem(node.id, dunder_only=True), True
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return (None if node.name in SPECIAL_METHODS else _name_problem(node.name, dunder_only=True)), True
+    if isinstance(node, ast.Attribute):
+        problem = _denied_attribute(node.attr, files=_READ_ATTRIBUTE)
+        if problem is None and node.attr in CADQUERY_FORBIDDEN_ATTRIBUTES:
+            problem = f"attribute '{node.attr}' is not allowed"
+        return problem, True
+    if isinstance(node, ast.keyword) and node.arg and (node.arg.startswith("__") or node.arg in FORBIDDEN_KEYWORDS):
+        return f"keyword '{node.arg}' is not allowed", True
+    return None, True
+
+
+def _cadquery_module(name: str) -> str | None:
+    top, _, rest = name.partition(".")
+    if top in CADQUERY_MODULES and (not rest or (top == "cadquery" and rest in CADQUERY_SUBMODULES)):
+        return None
+    return f"import of '{name}' is not allowed (only {', '.join(CADQUERY_MODULES)}, " \
+           f"and cadquery.{{{','.join(CADQUERY_SUBMODULES)}}})"

@@ -119,9 +119,9 @@ class Outcome:
 def run_edited_program(sandbox, code: str, **kwargs):
     """Every program a user edited runs here, and only in the project's sandbox (never in the server).
 
-    LEAD (sandbox hardening): pass ``profile="cadquery"`` here once ``Sandbox.run`` accepts it.
+    They are ordinary CadQuery (the ``cadquery`` profile) inside the same OS confinement as model output.
     """
-    return sandbox.run(code, **kwargs)
+    return sandbox.run(code, profile="cadquery", **kwargs)
 
 
 class ReconstructionService:

@@ -1,0 +1,144 @@
+"""Kernel-level confinement a sandbox worker applies to itself, right after the zygote forks it.
+
+Two layers, both irreversible for the process (``no_new_privs`` is set first):
+
+* **Landlock** (:func:`restrict_writes`): the worker may create, write, rename or
+  remove files only beneath its own scratch directory (and write ``/dev/null``);
+  on kernels with Landlock ABI >= 6 it may not signal processes outside its own
+  domain (the zygote, other workers) nor reach abstract unix sockets; with ABI >= 4
+  it may not bind or connect TCP sockets. Landlock is skipped where the kernel has
+  none (the bubblewrap layer still makes the filesystem read-only).
+* **seccomp** (:func:`deny_syscalls`): no new processes (``fork``, ``vfork``,
+  ``clone`` without ``CLONE_THREAD``, ``clone3``), no ``execve``, no ``ptrace`` or
+  cross-process memory access, no ``setsid``/``setpgid`` (nothing leaves the
+  worker's group), no new namespaces or mounts, no sockets, no signals to other
+  processes, no ``TIOCSTI`` terminal injection, no kernel keyring, BPF, perf or
+  io_uring. Threads stay allowed: OCCT and numpy may start them, and they die with
+  the process.
+
+The filter is a deny-list over an allow default: CadQuery, OCCT and CPython use a
+broad and version-dependent set of ordinary syscalls, and what a program could do
+with them is already bounded by the namespaces of the bubblewrap layer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+
+_PR_SET_NO_NEW_PRIVS = 38
+_SYS_LANDLOCK = {"create_ruleset": 444, "add_rule": 445, "restrict_self": 446}  # same on x86_64 and aarch64
+_LANDLOCK_CREATE_RULESET_VERSION = 1
+_LANDLOCK_RULE_PATH_BENEATH = 1
+# Filesystem rights (ABI 1..5).
+_EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+_WRITE_RIGHTS_V1 = sum(1 << i for i in (4, 5, 6, 7, 8, 9, 10, 11, 12)) | _WRITE_FILE  # remove/make_*
+_REFER, _TRUNCATE, _IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15
+_SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1
+_NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1
+
+_CLONE_THREAD = 0x00010000
+_TIOCSTI = 0x5412
+_DENIED_SYSCALLS = (
+    "fork", "vfork", "execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev",
+    "setsid", "setpgid", "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "move_mount",
+    "open_tree", "fsopen", "fsmount", "socket", "socketpair", "connect", "bind", "listen", "accept",
+    "accept4", "tkill", "pidfd_open", "pidfd_send_signal", "pidfd_getfd", "kcmp", "keyctl",
+    "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup",
+    "personality", "init_module", "finit_module", "delete_module", "kexec_load", "reboot",
+    "swapon", "swapoff", "acct", "quotactl", "setuid", "setgid", "setreuid", "setregid",
+    "setresuid", "setresgid", "setgroups", "name_to_handle_at", "open_by_handle_at",
+)
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1  # the kernel's struct landlock_path_beneath_attr is packed
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _syscall(number: int, *args) -> int:
+    result = _libc.syscall(ctypes.c_long(number), *args)
+    if result < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return result
+
+
+def set_no_new_privs() -> None:
+    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(code)}")
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 when it has none (or it is disabled)."""
+    try:
+        return _syscall(_SYS_LANDLOCK["create_ruleset"], None, ctypes.c_size_t(0),
+                        ctypes.c_uint32(_LANDLOCK_CREATE_RULESET_VERSION))
+    except OSError:
+        return 0
+
+
+def restrict_writes(scratch: str) -> int:
+    """Landlock: writes only beneath ``scratch`` (and to /dev/null); returns the ABI used (0: none)."""
+    abi = landlock_abi()
+    if abi < 1:
+        return 0
+    write = _WRITE_RIGHTS_V1 | (_REFER if abi >= 2 else 0) | (_TRUNCATE if abi >= 3 else 0) | (
+        _IOCTL_DEV if abi >= 5 else 0)
+    attr = _RulesetAttr(write, (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0,
+                        (_SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL) if abi >= 6 else 0)
+    size = ctypes.sizeof(_RulesetAttr) if abi >= 6 else (16 if abi >= 4 else 8)
+    ruleset = _syscall(_SYS_LANDLOCK["create_ruleset"], ctypes.byref(attr), ctypes.c_size_t(size),
+                       ctypes.c_uint32(0))
+    try:
+        for path, rights in ((scratch, write), ("/dev/null", _WRITE_FILE | (_TRUNCATE if abi >= 3 else 0))):
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                rule = _PathBeneath(rights, fd)
+                _syscall(_SYS_LANDLOCK["add_rule"], ctypes.c_int(ruleset),
+                         ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0))
+            finally:
+                os.close(fd)
+        _syscall(_SYS_LANDLOCK["restrict_self"], ctypes.c_int(ruleset), ctypes.c_uint32(0))
+    finally:
+        os.close(ruleset)
+    return abi
+
+
+def deny_syscalls() -> None:
+    """Load the seccomp filter described in the module doc (``ImportError`` without pyseccomp)."""
+    import pyseccomp as sc
+
+    own_pid = os.getpid()
+    denied = sc.ERRNO(errno.EPERM)
+    rules = sc.SyscallFilter(defaction=sc.ALLOW)
+    for name in _DENIED_SYSCALLS:
+        try:
+            rules.add_rule(denied, name)
+        except (OSError, ValueError, RuntimeError):
+            pass  # a syscall this architecture does not have
+    rules.add_rule(denied, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))  # threads only
+    rules.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # its flags are out of reach: glibc falls back to clone
+    rules.add_rule(denied, "kill", sc.Arg(0, sc.NE, own_pid))
+    rules.add_rule(denied, "tgkill", sc.Arg(0, sc.NE, own_pid))
+    rules.add_rule(denied, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, _TIOCSTI))
+    rules.load()
+
+
+def confine_worker(scratch: str) -> dict:
+    """Apply every layer to the calling process; returns what was applied (for the ready frame)."""
+    set_no_new_privs()
+    landlock = restrict_writes(scratch)
+    deny_syscalls()
+    return {"landlock_abi": landlock, "seccomp": True}

@@ -1,0 +1,157 @@
+"""What a program may touch, per profile: allowlists for the static check and the namespaces a worker hands out.
+
+Two profiles share one OS boundary (see :mod:`cad_recode.geometry.confinement`):
+
+``strict``
+    The program language the model writes (CAD-Recode style). Straight-line code,
+    imports of ``cadquery`` and ``math`` only, and an *allowlist* of cadquery
+    classes, methods and keywords: those the data generator emits
+    (:mod:`cad_recode.data.generator`) plus the forms seen in public CAD-Recode
+    v1.5 programs (``reset().face(sketch, mode='s')``, 2- and 3-point ``arc``,
+    ``assemble()`` with or without ``close()``, ``circle(a).circle(b, mode='s')``,
+    ``union``/``cut``/``intersect``, ``workplane(offset=)``, ``moveTo``,
+    ``transformed``, ``rotate``, ``translate``). No attribute or item assignment,
+    no f-strings, no ``hash``/``repr``/``id`` (they leak addresses). Default for
+    model outputs and dataset preparation.
+``cadquery``
+    Ordinary CadQuery as people write it: loops, functions, classes, lambdas,
+    ``try``, ``show_object``/``debug``/``log``, imports of ``math``, ``numpy``,
+    ``random``, ``itertools``, ``functools``, ``operator``, ``collections`` and of
+    ``cadquery`` (its public names plus ``selectors``, ``exporters`` and ``func``).
+    Its Python-level rules only keep the obvious doors shut (no ``_``-prefixed
+    attributes, no ``exec``/``eval``/``open``/``getattr``, no ``wrapped``, VTK,
+    ``fontPath`` or file readers); the OS layer is its boundary. Default for
+    ``exec``, ``compare``, ground-truth programs and programs edited in the web app.
+
+In both profiles the real ``math`` module is never handed out: programs get a
+read-only copy (:class:`ReadOnlyModule`), as they get a read-only view of cadquery.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import types
+from enum import Enum
+
+
+class Profile(str, Enum):
+    STRICT = "strict"
+    CADQUERY = "cadquery"
+
+
+DEFAULT_PROFILE = Profile.STRICT
+"""The profile of a :class:`~cad_recode.geometry.sandbox.Sandbox` when none is given (model outputs)."""
+PROFILE_NAMES = tuple(p.value for p in Profile)
+
+
+def as_profile(value: Profile | str) -> Profile:
+    """``value`` as a :class:`Profile`; ``ValueError`` naming the choices otherwise."""
+    try:
+        return Profile(value)
+    except ValueError:
+        raise ValueError(f"unknown sandbox profile {value!r}; choose one of {', '.join(PROFILE_NAMES)}") from None
+
+
+# ----------------------------------------------------------------------------- strict allowlists
+
+STRICT_CADQUERY_NAMES = frozenset({"Workplane", "Sketch", "Vector", "Location"})
+"""The cadquery classes a strict program may name (``cq.Workplane``, ``from cadquery import Sketch``)."""
+
+STRICT_ATTRIBUTES = STRICT_CADQUERY_NAMES | frozenset({
+    # sketches (generator output and public CAD-Recode forms)
+    "sketch", "segment", "arc", "circle", "rect", "push", "close", "assemble", "finalize", "reset",
+    "face", "edges", "vertices", "fillet", "chamfer", "slot", "polygon", "regularPolygon", "trapezoid",
+    "ellipse", "clean",
+    # workplanes and solids
+    "workplane", "moveTo", "move", "lineTo", "line", "hLine", "vLine", "polyline", "threePointArc",
+    "radiusArc", "center", "transformed", "extrude", "revolve", "box", "cylinder", "sphere", "hole",
+    "union", "cut", "intersect", "rotate", "translate", "mirror", "faces", "rarray", "polarArray",
+    "pushPoints",
+    # what inference appends to restore input units (trusted line, same language): Workplane/Shape methods
+    "newObject", "findSolid", "scale",
+})
+"""Every attribute name a strict program may read. Nothing else: no ``wrapped``, ``toVtkPolyData``, ``val``, ..."""
+
+STRICT_KEYWORDS = frozenset({
+    "mode", "origin", "offset", "centered", "combine", "clean", "both", "angle", "tag", "forConstruction",
+    "invert", "rotate", "taper", "axisStart", "axisEnd", "angleDegrees", "xDir", "normal",
+})
+"""Keyword argument names a strict program may pass (``fontPath`` and friends are not among them)."""
+
+STRICT_MATH_NAMES = frozenset(n for n in dir(math) if not n.startswith("_"))
+
+STRICT_BUILTIN_NAMES = (
+    "abs", "min", "max", "round", "range", "len", "sum", "int", "float", "bool", "list", "tuple", "dict",
+    "zip", "enumerate", "pow", "divmod", "sorted", "reversed", "any", "all", "print", "True", "False", "None",
+)
+
+# ----------------------------------------------------------------------------- cadquery profile lists
+
+CADQUERY_MODULES = ("cadquery", "math", "numpy", "random", "itertools", "functools", "operator", "collections")
+"""Top-level modules a ``cadquery``-profile program may import (``cadquery.x``: see :data:`CADQUERY_SUBMODULES`)."""
+CADQUERY_SUBMODULES = ("selectors", "exporters", "func")
+
+CADQUERY_BUILTIN_NAMES = STRICT_BUILTIN_NAMES + (
+    "str", "repr", "set", "frozenset", "map", "filter", "isinstance", "issubclass", "slice", "chr", "ord",
+    "complex", "hasattr", "iter", "next", "callable", "print", "object", "super", "property",
+    "staticmethod", "classmethod", "type", "NotImplemented", "Ellipsis", "bytes", "bin", "hex", "oct",
+    "ascii", "id",
+    "BaseException", "Exception", "ValueError", "TypeError", "ZeroDivisionError", "IndexError", "KeyError",
+    "AttributeError", "NameError", "ArithmeticError", "RuntimeError", "StopIteration", "AssertionError",
+    "NotImplementedError", "LookupError", "OverflowError", "ImportError", "OSError",
+    "__build_class__",
+)
+
+FORBIDDEN_NAMES = frozenset({
+    "exec", "eval", "open", "compile", "getattr", "setattr", "delattr", "globals", "locals", "vars",
+    "dir", "input", "breakpoint", "exit", "quit", "help", "memoryview", "copyright", "credits", "license",
+    "format", "__import__", "__builtins__", "__loader__", "__spec__",
+})
+"""Names no profile may use: they reach the interpreter, files, or attributes by string."""
+
+CADQUERY_FORBIDDEN_ATTRIBUTES = frozenset({
+    "wrapped", "toVtkPolyData", "toVtk", "vtk", "tofile", "fromfile", "ctypes", "ctypeslib", "mro",
+    "format", "format_map", "system", "popen", "fontPath", "memmap", "DataSource", "lib",
+})
+"""Attributes a ``cadquery``-profile program may not read, on top of ``_``-names, frames and file readers."""
+
+FORBIDDEN_KEYWORDS = frozenset({"fontPath"})
+
+
+# ----------------------------------------------------------------------------- read-only modules
+
+
+class ReadOnlyModule(types.ModuleType):
+    """A module object whose attributes cannot be set or deleted: what ``import math`` gives a program.
+
+    A module (not a plain object) so that ``from m import *`` and ``dir(m)`` work as usual.
+    """
+
+    def __init__(self, name: str, items: dict):
+        super().__init__(name)
+        for key, value in items.items():
+            super().__setattr__(key, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"module '{self.__name__}' is read-only in the sandbox")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"module '{self.__name__}' is read-only in the sandbox")
+
+    def __getattr__(self, name: str):  # only called for names the module lacks
+        raise AttributeError(f"{self.__name__}.{name} is not available in the sandbox")
+
+
+def read_only_copy(module: types.ModuleType, names=None, extra: dict | None = None) -> ReadOnlyModule:
+    """A :class:`ReadOnlyModule` holding ``module``'s public non-module names (or just ``names``)."""
+    chosen = names if names is not None else [n for n in dir(module) if not n.startswith("_")]
+    items = {n: getattr(module, n) for n in chosen if hasattr(module, n)}
+    items = {n: v for n, v in items.items() if not isinstance(v, types.ModuleType)}
+    items.update(extra or {})
+    return ReadOnlyModule(module.__name__, items)
+
+
+def builtins_table(names) -> dict:
+    """The ``__builtins__`` dict a program runs with: only ``names`` (those this Python has)."""
+    return {n: getattr(builtins, n) for n in names if hasattr(builtins, n)}

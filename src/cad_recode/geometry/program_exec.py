@@ -1,0 +1,239 @@
+"""Check, run and measure one program in the calling process: the job of a sandbox worker.
+
+:func:`execute_program` is what a worker runs for each request, and what
+:func:`cad_recode.geometry.sandbox.execute_unsandboxed` runs in the calling process
+(the benchmark's baseline). Limits (timeouts, memory) and confinement are the
+caller's business; every program failure becomes an :class:`ExecResult`, except
+:class:`ProgramTimeout` and ``MemoryError``, which go to the caller to label.
+The rule that picks the result shape, and validity, are in the sandbox module doc.
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from cad_recode.geometry.program_namespace import ShownObjects, TamperCheck, program_globals
+from cad_recode.geometry.profiles import Profile, as_profile
+from cad_recode.geometry.exec_result import (
+    ANGULAR_TOLERANCE, DEFAULT_MAX_TRIANGLES, TESSELLATION_TOLERANCE, ExecResult, ExecStatus, failure,
+)
+from cad_recode.geometry.static_check import ProgramRejected, check_tree, parse_program
+
+
+class ProgramTimeout(BaseException):
+    """Raised by SIGALRM/SIGXCPU inside the program; a BaseException so ``except Exception`` misses it."""
+
+
+@dataclass
+class Outcome:
+    """A program's result, the shape it was measured on (None unless ok) and whether it tampered."""
+
+    result: ExecResult
+    shape: object = None
+    tampered: str = ""
+
+
+def exception_text(exc: BaseException) -> str:
+    """``"Name: message"`` for any exception, even one whose ``__str__`` raises (never raises itself)."""
+    try:
+        name = type(exc).__name__
+        name = name if isinstance(name, str) else "Exception"
+    except Exception:
+        name = "Exception"
+    try:
+        message = str(exc)
+        if not isinstance(message, str):
+            raise TypeError
+    except (ProgramTimeout, MemoryError):
+        raise
+    except BaseException:
+        message = "<the exception's message could not be formatted>"
+    return f"{name}: {message}" if message else name
+
+
+def execute_program(
+    code: str, *, tessellate: bool = True, tolerance: float = TESSELLATION_TOLERANCE,
+    angular_tolerance: float = ANGULAR_TOLERANCE, check: bool = True, profile: Profile | str = Profile.STRICT,
+    max_triangles: int = DEFAULT_MAX_TRIANGLES, tamper: TamperCheck | None = None,
+) -> Outcome:
+    """Check (unless ``check`` is False: tests only), run and measure ``code`` under ``profile``."""
+    profile = as_profile(profile)
+    start = time.perf_counter()
+    elapsed = lambda: time.perf_counter() - start  # noqa: E731
+    try:
+        tree = parse_program(code)
+        if check:
+            check_tree(tree, profile)
+        compiled = compile(tree, "<program>", "exec")
+    except ProgramRejected as exc:
+        return Outcome(failure(ExecStatus.REJECTED, str(exc), elapsed()))
+    except SyntaxError as exc:
+        return Outcome(failure(ExecStatus.SYNTAX, f"line {exc.lineno}: {exc.msg}", elapsed()))
+    except (ValueError, RecursionError, MemoryError) as exc:  # e.g. too deeply nested to compile
+        return Outcome(failure(ExecStatus.SYNTAX, f"cannot compile the program: {type(exc).__name__}", elapsed()))
+
+    namespace = program_globals(profile)
+    try:
+        exec(compiled, namespace)
+    except (ProgramTimeout, MemoryError, KeyboardInterrupt):
+        raise
+    except RecursionError:
+        return Outcome(failure(ExecStatus.ERROR, "RecursionError: maximum recursion depth exceeded", elapsed()))
+    except SystemExit as exc:
+        return Outcome(failure(ExecStatus.ERROR, "the program tried to exit (SystemExit "
+                               f"{exception_text(exc).partition(': ')[2] or 'None'})", elapsed()))
+    except BaseException as exc:  # anything the program raises is a result, not our failure
+        return Outcome(failure(ExecStatus.ERROR, exception_text(exc) + _line_of(exc), elapsed()))
+    changed = tamper.changed() if tamper is not None else ""
+    if changed:
+        return Outcome(failure(ExecStatus.ERROR, f"the program modified the sandbox ({changed}); programs may "
+                               "not change cadquery, math or builtins", elapsed()), tampered=changed)
+    try:
+        shape, problem = _select_shape(namespace, tree)
+        if shape is None:
+            return Outcome(failure(ExecStatus.NO_SOLID, problem, elapsed()))
+        result, shape = _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, start)
+        return Outcome(result, shape if result.ok else None)
+    except (ProgramTimeout, MemoryError):
+        raise
+    except Exception as exc:  # OCCT failures on a broken shape
+        return Outcome(failure(ExecStatus.INVALID, f"cannot evaluate the shape: {exception_text(exc)}", elapsed()))
+
+
+def export_shape(shape, path: str, kind: str, tolerance: float, angular_tolerance: float) -> None:
+    """Write ``shape`` as ``kind`` ('STEP' or 'STL') to ``path``."""
+    import cadquery as cq
+
+    cq.exporters.export(shape, path, exportType=kind, tolerance=tolerance, angularTolerance=angular_tolerance)
+
+
+def _line_of(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<program>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" (line {line})" if line else ""
+
+
+def _assigned_names(tree: ast.Module) -> list[str]:
+    """Module-level names in the order of their last assignment in the source."""
+    stores = []
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Lambda,
+                             ast.FunctionDef, ast.ClassDef)):
+            continue  # their names live in their own scope
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            stores.append((node.lineno, node.col_offset, node.id))
+        elif isinstance(node, ast.alias):
+            stores.append((getattr(node, "lineno", 0), 0, node.asname or node.name.split(".")[0]))
+        stack.extend(ast.iter_child_nodes(node))
+    stores.sort()
+    order: dict[str, None] = {}
+    for _, _, name in stores:
+        order.pop(name, None)
+        order[name] = None
+    return list(order)
+
+
+def _select_shape(namespace: dict, tree: ast.Module):
+    """``(shape, "")`` or ``(None, reason)``; the rule is in the sandbox module doc."""
+    import cadquery as cq
+
+    shown = namespace.get("__shown__")
+    if isinstance(shown, ShownObjects) and shown:
+        shapes = [s for s in (_as_shape(obj) for obj in shown) if s is not None]
+        if shapes:
+            return (shapes[0] if len(shapes) == 1 else cq.Compound.makeCompound(shapes)), ""
+    candidates = ["r", "result"] + [n for n in reversed(_assigned_names(tree)) if n not in ("r", "result")]
+    for name in candidates:
+        shape = _as_shape(namespace.get(name))
+        if shape is not None:
+            return shape, ""
+    return None, "the program built no shape: assign a cq.Workplane or cq.Shape to 'r'"
+
+
+def _as_shape(value):
+    """The shape a result value stands for (Shape, Workplane, Assembly), else None."""
+    import cadquery as cq
+
+    if isinstance(value, cq.Shape):
+        return value
+    if isinstance(value, cq.Workplane):
+        return _workplane_shape(value)
+    if isinstance(value, cq.Assembly):
+        return value.toCompound()
+    return None
+
+
+def _workplane_shape(wp):
+    import cadquery as cq
+
+    try:
+        return wp.findSolid()
+    except ValueError:
+        shapes = [v for v in wp.vals() if isinstance(v, cq.Shape)]
+        if len(shapes) == 1:
+            return shapes[0]
+        return cq.Compound.makeCompound(shapes)  # no solid: reported as invalid by _measure
+
+
+def _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, start) -> tuple[ExecResult, object]:
+    import cadquery as cq
+
+    elapsed = lambda: time.perf_counter() - start  # noqa: E731
+    solids = shape.Solids()
+    if not solids:
+        kinds = sorted({type(s).__name__ for s in _leaves(shape)})
+        if not kinds:
+            return failure(ExecStatus.INVALID, "the result is empty: its Workplane holds no shape", elapsed()), None
+        return failure(ExecStatus.INVALID, f"the result has no solid (it holds {', '.join(kinds)}); "
+                       "extrude or revolve it", elapsed()), None
+    if len(solids) > 1:
+        # One shape per program: fuse so shared space counts once; disjoint solids stay a compound.
+        shape = solids[0].fuse(*solids[1:]).clean()
+    elif not isinstance(shape, cq.Solid):
+        shape = solids[0]
+    if not shape.isValid():
+        return failure(ExecStatus.INVALID, "the solid fails the B-rep validity check (BRepCheck)", elapsed()), None
+    num_faces = len(shape.Faces())
+    if num_faces <= 2:
+        return failure(ExecStatus.INVALID, f"the solid has {num_faces} faces; a valid solid has more than 2",
+                       elapsed()), None
+    volume = shape.Volume()
+    box = shape.BoundingBox()
+    extent = max(box.xlen, box.ylen, box.zlen)
+    if not volume > 1e-9 * extent**3:
+        return failure(ExecStatus.INVALID, f"the solid has no positive volume (volume {volume:.3g})", elapsed()), None
+
+    vertices = faces = None
+    if tessellate:
+        points, triangles = shape.tessellate(tolerance, angular_tolerance)
+        if len(triangles) > max_triangles:  # before building arrays of them
+            return failure(ExecStatus.INVALID, f"the mesh has {len(triangles)} triangles; the limit is "
+                           f"{max_triangles} (max_triangles)", elapsed()), None
+        vertices = np.array([(p.x, p.y, p.z) for p in points], dtype=np.float64).reshape(-1, 3)
+        faces = np.array(triangles, dtype=np.int64).reshape(-1, 3)
+        if len(faces) == 0:
+            return failure(ExecStatus.INVALID, "the solid tessellates to no triangles", elapsed()), None
+    return ExecResult(
+        ExecStatus.OK, "", vertices, faces, num_faces, float(volume), float(shape.Area()),
+        (box.xmin, box.ymin, box.zmin), (box.xmax, box.ymax, box.zmax), elapsed(),
+    ), shape
+
+
+def _leaves(shape):
+    import cadquery as cq
+
+    if isinstance(shape, cq.Compound):
+        return [leaf for child in shape for leaf in _leaves(child)]
+    return [shape]
+
+
