@@ -188,3 +188,52 @@ def test_the_grammar_compiles_once_per_tokenizer_and_the_frame_comes_from_the_co
     assert model_frame(config) == 50
     with pytest.raises(ValueError, match="unknown grammar backend 'lark'"):
         compile_grammar(bpe, len(bpe), end, backend="lark")
+
+
+def _first_refused_token(processor, tokenizer, code: str, end_id: int):
+    """Feed ``code``'s own tokens (then the end token) through the processor; the first one it masks, or None."""
+    ids = tokenizer.encode(code, add_special_tokens=False) + [end_id]
+    prefix: list[int] = []
+    width = processor.grammar.vocab_size
+    for token in ids:
+        seen = torch.tensor([prefix], dtype=torch.long) if prefix else torch.zeros((1, 0), dtype=torch.long)
+        if processor(seen, torch.zeros(1, width))[0, token] == float("-inf"):
+            return repr(tokenizer.decode([token])), repr(tokenizer.decode(prefix)[-40:])
+        prefix.append(token)
+    return None
+
+
+@pytest.fixture(scope="module")
+def small_bpe():
+    """The inference tests' tokenizer (trained on the built-in shapes): it has a '))\n' token."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    import infer_artifacts
+
+    return infer_artifacts.tokenizer()
+
+
+@pytest.mark.parametrize("tokenizer_name", ["bpe", "small_bpe", "qwen"])
+def test_the_default_backend_never_refuses_a_token_of_a_program_in_the_language(tokenizer_name, request):
+    """Teacher forcing: a program the grammar accepts must get through the masks token by token.
+
+    xgrammar 0.2.9 failed this (its mask refused '))\\n' after a coordinate while its matcher accepted it),
+    which made greedy decoding drift from what a model wrote; the default backend must pass it.
+    """
+    from cad_recode.geometry.shapes import EXAMPLE_SHAPES, example_program
+
+    tokenizer = request.getfixturevalue(tokenizer_name)
+    end_id = CodeTokens.from_tokenizer(tokenizer).end_id
+    programs = [example_program(name) for name in EXAMPLE_SHAPES]
+    programs += [generate_program(program_rng(7, i), level) for level in ("simple", "medium", "full", "broad")
+                 for i in range(5)]
+    refused = {}
+    for code in programs:
+        assert check_program(code).ok, code
+        processor = grammar_logits_processor(tokenizer, 1, vocab_size=len(tokenizer), end_id=end_id,
+                                             max_new_tokens=4096)
+        problem = _first_refused_token(processor, tokenizer, code, end_id)
+        if problem:
+            refused[code[:60]] = problem
+    assert refused == {}

@@ -8,8 +8,12 @@ so best-of-N batches (rows that end at different steps) work. The end token
 <|endoftext|> is allowed exactly where a program is complete; after a row has
 ended, its padding is not checked.
 
-The masks come from a maintained library, xgrammar by default (llguidance is
-the other backend, measured in ``benchmarks/bench_grammar.py``). The grammar is
+The masks come from a maintained library, llguidance by default. xgrammar is the
+other backend, measured in ``benchmarks/bench_grammar.py``; it was the first choice
+(faster masks), but xgrammar 0.2.9's mask refuses tokens its own matcher accepts:
+with the tiny byte-level BPE, ``))\n`` after a coordinate, so greedy output drifted
+from what the model would write. ``tests/model/test_constrained.py`` teacher-forces
+real programs through the default backend to catch that kind of defect. The grammar is
 compiled once per tokenizer, vocabulary size, end token and frame, and cached.
 
 Limits: a grammar guarantees syntax, not a solid (a self-intersecting outline
@@ -31,13 +35,11 @@ from transformers import LogitsProcessor
 
 from cad_recode.data.grammar import DEFAULT_FRAME, program_grammar
 
-# Off by default until a known defect is fixed: with the tiny byte-level BPE, a multi-character token that
-# closes a call and ends the line ("))\n") is refused where the program allows it, so greedy output drifts.
-DEFAULT_GRAMMAR = False
-GRAMMAR_HELP = ("on: every token is checked against the program grammar, so programs always parse and numbers "
-                "stay within the model's frame; off (default for now, see README): decode freely, as the papers do")
+DEFAULT_GRAMMAR = True  # --grammar on: decoding is constrained unless a caller turns it off
+GRAMMAR_HELP = ("on (default): every token is checked against the program grammar, so programs always parse "
+                "and numbers stay within the model's frame; off: decode freely, as the papers do")
 GRAMMAR_BACKENDS = ("xgrammar", "llguidance")
-DEFAULT_GRAMMAR_BACKEND = "xgrammar"
+DEFAULT_GRAMMAR_BACKEND = "llguidance"
 DEFAULT_WIND_DOWN = 48  # tokens before max_new_tokens from which a row ends at its first complete point
 _CACHE_SIZE = 4
 
