@@ -13,7 +13,9 @@ from pathlib import Path
 from cad_recode import defaults
 from cad_recode.cli.flags import add_output_flag, add_sandbox_flags
 from cad_recode.errors import UsageError
+from cad_recode.geometry.pose import DEFAULT_POSE_BUDGET
 from cad_recode.inference.refine import DEFAULT_MAX_EVALUATIONS as DEFAULT_REFINE_EVALUATIONS
+from cad_recode.inference.decoding import POSE_MODES
 from cad_recode.model.constrained import DEFAULT_GRAMMAR, GRAMMAR_HELP
 
 
@@ -102,6 +104,13 @@ def _add_decoding_arguments(p) -> None:
                         f"structure) with at most RUNS sandbox runs (default {DEFAULT_REFINE_EVALUATIONS} when given; "
                         "off when not); the report keeps the program as the model wrote it")
     p.add_argument("--grammar", choices=("on", "off"), default="on" if DEFAULT_GRAMMAR else "off", help=GRAMMAR_HELP)
+    p.add_argument("--pose", choices=POSE_MODES, default="none",
+                   help="auto: decode the input under up to --pose_budget orientations (the input's frame, its "
+                        "minimum box and principal axes, then their axis turns), the N candidates spread over "
+                        "them; the winner is placed back by a final line of its program and the report says "
+                        "which pose won. none (default): the input as given")
+    p.add_argument("--pose_budget", type=int, default=DEFAULT_POSE_BUDGET, metavar="P",
+                   help=f"--pose auto: orientations tried, at most N of them (default {DEFAULT_POSE_BUDGET})")
     p.add_argument("--seed", type=int, default=0, help="first point-sampling seed (candidate k uses seed + k)")
     p.add_argument("--batch_size", type=int, default=1, help="inputs per generate call (each with N candidates)")
 
@@ -149,7 +158,8 @@ def _decoding(args):
     if args.refine < 0:
         raise UsageError(f"--refine must be >= 0 sandbox runs (0: off), got {args.refine}")
     return Decoding(args.max_new_tokens, args.do_sample, args.temperature, args.top_p, **runaway,
-                    refine_evaluations=args.refine, grammar=args.grammar == "on")
+                    refine_evaluations=args.refine, grammar=args.grammar == "on", pose=args.pose,
+                    pose_budget=args.pose_budget)
 
 
 def _collect_inputs(items: list[str]) -> list[Path]:
@@ -200,6 +210,8 @@ def _line(rec) -> str:
     if rec.truth is not None and rec.truth.cd is not None:
         iou = "n/a" if rec.truth.iou is None else f"{rec.truth.iou * 100:.1f}%"
         text += f", CD to ground truth {rec.truth.cd:.3f}, IoU {iou}"
+    if rec.winning_pose is not None:
+        text += f", pose {rec.winning_pose}"
     text += f" ({rec.num_valid_candidates}/{len(rec.candidates)} candidates valid"
     if rec.refinement is not None:
         text += (f"; refinement changed {rec.refinement.literals_changed} numbers in "
@@ -273,7 +285,7 @@ def _infer_one(args, recoder, source, target: Path | None, decoding, stage) -> i
         source, truth = shape_input(args.shape, recoder.sandbox)
     stage(f"encoding {source[0]}: {args.num_candidates} point draw{'s' if args.num_candidates > 1 else ''}"
           + (f", ground truth {truth if isinstance(truth, str) else truth[0]}" if truth else ""))
-    item = recoder.encode_input(source, args.num_candidates, args.seed, truth)
+    item = recoder.encode_input(source, args.num_candidates, args.seed, truth, decoding)
     rec = recoder.reconstruct_encoded([item], args.num_candidates, seed=args.seed, decoding=decoding,
                                       restore_units=args.restore_units, on_stage=stage)[0]
     if target is not None:

@@ -117,7 +117,7 @@ def _run_chunk(recoder, items, n, seed, decoding, restore_units, picture):
     for index, (source, truth, target) in enumerate(items):
         started = time.perf_counter()
         try:
-            encoded.append((index, recoder.encode_input(source, n, seed, truth)))
+            encoded.append((index, recoder.encode_input(source, n, seed, truth, decoding)))
         except CadRecodeError as err:
             rows[index] = BatchRow(_name(source), "error", str(err), seconds=round(time.perf_counter() - started, 3))
     recs = {}

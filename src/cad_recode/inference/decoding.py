@@ -6,8 +6,12 @@ from dataclasses import asdict, dataclass
 
 from cad_recode import defaults
 from cad_recode.errors import UsageError
+from cad_recode.geometry.pose import DEFAULT_POSE_BUDGET
 from cad_recode.model.constrained import DEFAULT_GRAMMAR
 from cad_recode.model.runaway import DEFAULT_RUNAWAY_FACTOR
+
+
+POSE_MODES = ("none", "auto")
 
 
 @dataclass
@@ -26,6 +30,10 @@ class Decoding:
     refine_evaluations: int = 0
     # constrain every token to the program grammar (cad_recode.model.constrained): programs always parse
     grammar: bool = DEFAULT_GRAMMAR
+    # "auto": the N candidates are decoded under up to pose_budget orientations of the input
+    # (cad_recode.geometry.pose) and placed back by a final line; "none": the input as given
+    pose: str = "none"
+    pose_budget: int = DEFAULT_POSE_BUDGET
 
     def __post_init__(self):
         if self.refine_evaluations < 0:
@@ -38,6 +46,11 @@ class Decoding:
             raise UsageError(f"temperature must be > 0, got {self.temperature}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise UsageError(f"top_p must be in (0, 1], got {self.top_p}")
+
+        if self.pose not in POSE_MODES:
+            raise UsageError(f"pose must be one of {', '.join(POSE_MODES)}, got {self.pose!r}")
+        if isinstance(self.pose_budget, bool) or not isinstance(self.pose_budget, int) or self.pose_budget < 1:
+            raise UsageError(f"pose_budget must be a positive integer, got {self.pose_budget!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import trimesh
 
-from cad_recode.defaults import NUM_SURFACE_POINTS
+from cad_recode.defaults import MODEL_UNITS, NUM_SURFACE_POINTS
 from cad_recode.errors import InputError
+from cad_recode.geometry.normalize import Transform
+from cad_recode.geometry.pose import DEFAULT_POSE_BUDGET, PosePlacement, posed_draws
 from cad_recode.geometry.sampling import ModelPoints, sample_surface, to_model_points
 
 
@@ -32,6 +34,31 @@ class EncodedInput:
     ground_truth_name: str | None
     encode_seconds: float
     truth_seconds: float  # loading / running the ground truth: counted under metrics
+    # T0: the input's own normalization (input units -> [-1, 1]^3); restore_units maps back with it
+    transform: Transform | None = None
+    # --pose auto: draw k was decoded under placements[k] (None: every draw reads the input as given)
+    placements: list[PosePlacement] | None = None
+
+    def __post_init__(self) -> None:
+        if self.transform is None:
+            self.transform = self.draws[0].transform
+
+    def placed_back(self, k: int, code: str) -> str:
+        """Candidate ``k``'s program in the input's model-unit frame (unchanged without poses)."""
+        from cad_recode.geometry.pose import place_back
+
+        return code if self.placements is None else place_back(code, self.placements[k])
+
+    def pose_name(self, k: int) -> str | None:
+        return None if self.placements is None else self.placements[k].name
+
+    @property
+    def input_points(self) -> np.ndarray:
+        """The first draw's points in the input's normalized frame (a posed draw is turned back)."""
+        first = self.draws[0].points
+        if self.placements is None:
+            return first
+        return self.placements[0].to_input_frame(first * MODEL_UNITS) / MODEL_UNITS
 
 
 def load_input(source) -> tuple[str, trimesh.Trimesh | np.ndarray]:
@@ -61,25 +88,33 @@ def load_ground_truth(truth, sandbox) -> tuple[str, trimesh.Trimesh]:
 
 
 def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surface_points: int,
-                 seed: int = 0, ground_truth=None, sandbox=None) -> EncodedInput:
+                 seed: int = 0, ground_truth=None, sandbox=None, pose: str = "none",
+                 pose_budget: int = DEFAULT_POSE_BUDGET) -> EncodedInput:
     """Load one input; its N point draws (seeds seed..seed+N-1), dense cloud and ground truth.
 
     The draws use the model's own ``num_point_tokens`` and ``num_surface_points`` (its
-    config records them), so inference samples exactly as training did.
+    config records them), so inference samples exactly as training did. ``pose="auto"``:
+    the draws are spread over up to ``pose_budget`` orientations of the input
+    (:func:`cad_recode.geometry.pose.posed_draws`); each records how to place its program back.
     """
     started = time.perf_counter()
     name, geometry = load_input(source)
-    draws = [to_model_points(geometry, n_points=num_point_tokens, n_surface=num_surface_points, seed=seed + k)
-             for k in range(num_candidates)]
+    sizes = dict(n_points=num_point_tokens, n_surface=num_surface_points)
+    draws = [to_model_points(geometry, **sizes, seed=seed + k) for k in range(1 if pose == "auto" else num_candidates)]
     if isinstance(geometry, trimesh.Trimesh):
         dense = sample_surface(geometry, NUM_SURFACE_POINTS, seed=seed)  # the protocol's density for CD
     else:
         dense = np.asarray(geometry, dtype=np.float64)
+    transform, placements = draws[0].transform, None
+    if pose == "auto":
+        posed = posed_draws(geometry, dense, transform, num_candidates, budget=pose_budget, seed=seed, **sizes)
+        draws, placements = [p.points for p in posed], [p.placement for p in posed]
     encoded = time.perf_counter()
     truth, truth_name = (None, None)
     if ground_truth is not None:
         truth_name, truth = load_ground_truth(ground_truth, sandbox)
-    return EncodedInput(name, draws, dense, truth, truth_name, encoded - started, time.perf_counter() - encoded)
+    return EncodedInput(name, draws, dense, truth, truth_name, encoded - started, time.perf_counter() - encoded,
+                        transform, placements)
 
 
 def shape_input(name: str, sandbox) -> tuple[tuple[str, trimesh.Trimesh], tuple[str, trimesh.Trimesh]]:

@@ -87,6 +87,8 @@ def judge(item: EncodedInput, rows: Sequence[tuple[Generated, object]], *, first
     stage(f"metrics: {len(rows)} candidate{'s' if len(rows) > 1 else ''} against {len(item.dense)} input points")
     to_input = CloudDistance(item.dense)  # the input cloud indexed once for every candidate
     candidates, meshes = measure_candidates(rows, first_seed, to_input)
+    for k, candidate in enumerate(candidates):
+        candidate.pose = item.pose_name(k)
     best = pick_best(candidates)
     code, result, mesh = ("", None, None) if best is None else (candidates[best].code, rows[best][1], meshes[best])
     cd_input = candidates[best].cd_input if best is not None else None
@@ -108,13 +110,13 @@ def judge(item: EncodedInput, rows: Sequence[tuple[Generated, object]], *, first
                                                                                item.ground_truth_name)
     elif item.ground_truth is not None:
         truth = TruthComparison(item.ground_truth_name)
-    transform = item.draws[0].transform
+    transform = item.transform  # T0: a posed program was placed back into the input's frame
     if mesh is not None and restore_units:
         mesh = restore_mesh(mesh, transform)
     timings.metrics = time.perf_counter() - started - timings.refine + item.truth_seconds
     return Reconstruction(
         input_name=item.name, model=model_name, code=code, result=result, mesh=mesh, candidates=candidates,
-        best=best, cd_input=cd_input, transform=transform, decoding=decoding, input_points=item.draws[0].points,
+        best=best, cd_input=cd_input, transform=transform, decoding=decoding, input_points=item.input_points,
         prompt_tokens=prompt_tokens, restored_units=restore_units, truth=truth, refinement=refinement,
         timings=timings,
     )

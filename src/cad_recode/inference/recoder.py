@@ -196,11 +196,13 @@ class CADRecoder:
             vocab_size=self.core.get_output_embeddings().weight.shape[0], max_new_tokens=decoding.max_new_tokens,
         )
 
-    def encode_input(self, source, num_candidates: int, seed: int = 0, ground_truth=None) -> EncodedInput:
-        """Load one input; its N point draws (seeds seed..seed+N-1), dense cloud and ground truth."""
+    def encode_input(self, source, num_candidates: int, seed: int = 0, ground_truth=None,
+                     decoding: Decoding | None = None) -> EncodedInput:
+        """Load one input; its N point draws (seeds seed..seed+N-1, under ``decoding.pose``), dense cloud, ground truth."""
+        decoding = decoding or Decoding()
         return encode_input(source, num_candidates, num_point_tokens=self.num_point_tokens,
                             num_surface_points=self.num_surface_points, seed=seed, ground_truth=ground_truth,
-                            sandbox=self.sandbox)
+                            sandbox=self.sandbox, pose=decoding.pose, pose_budget=decoding.pose_budget)
 
     def reconstruct(
         self,
@@ -214,14 +216,17 @@ class CADRecoder:
         do_sample: bool = False,
         temperature: float | None = None,
         top_p: float | None = None,
+        pose: str = "none",
+        pose_budget: int = Decoding.pose_budget,
     ) -> Reconstruction:
         """One input (path, mesh or (N, 3) array) -> :class:`Reconstruction`; see the module docstring.
 
         ``ground_truth``: a mesh, a path (mesh/STEP/.py program) or ``("name", mesh)``, only measured.
+        ``pose="auto"``: the candidates are decoded under up to ``pose_budget`` orientations (see :class:`Decoding`).
         """
         return self.reconstruct_many(
             [points_or_path], num_candidates, ground_truths=[ground_truth], restore_units=restore_units, seed=seed,
-            decoding=Decoding(max_new_tokens, do_sample, temperature, top_p),
+            decoding=Decoding(max_new_tokens, do_sample, temperature, top_p, pose=pose, pose_budget=pose_budget),
         )[0]
 
     def reconstruct_many(
@@ -266,7 +271,7 @@ class CADRecoder:
         return results
 
     def _reconstruct_chunk(self, inputs, truths, n, seed, decoding, restore_units) -> list[Reconstruction]:
-        prepared = [self.encode_input(source, n, seed, truth) for source, truth in zip(inputs, truths)]
+        prepared = [self.encode_input(source, n, seed, truth, decoding) for source, truth in zip(inputs, truths)]
         return self.reconstruct_encoded(prepared, n, seed=seed, decoding=decoding, restore_units=restore_units)
 
     def reconstruct_encoded(self, prepared: Sequence[EncodedInput], num_candidates: int, *, seed: int = 0,
@@ -285,6 +290,9 @@ class CADRecoder:
         generate_seconds = (time.perf_counter() - started) / len(prepared)
         stage(f"running {len(generated)} program{'s' if len(generated) > 1 else ''} in the sandbox")
         started = time.perf_counter()
+        # a posed candidate runs with its place-back line: judged, refined and saved in the input's frame
+        generated = [(item.placed_back(k, code), tokens, finished) for i, item in enumerate(prepared)
+                     for k, (code, tokens, finished) in enumerate(generated[i * n : (i + 1) * n])]
         executed = self.sandbox.map([code for code, _, _ in generated])
         execute_seconds = (time.perf_counter() - started) / len(prepared)
         out = []

@@ -31,9 +31,11 @@ class Candidate:
     status: str = ""
     reason: str = ""
     cd_input: float | None = None  # to the input points
+    pose: str | None = None  # --pose auto: the orientation it was decoded under (None: the input as given)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("seed", "status", "reason", "cd_input", "tokens", "finished")}
+        keys = ("seed", "status", "reason", "cd_input", "tokens", "finished") + (("pose",) if self.pose else ())
+        return {k: getattr(self, k) for k in keys}
 
 
 @dataclass
@@ -108,6 +110,11 @@ class Reconstruction:
         return self.mesh is not None
 
     @property
+    def winning_pose(self) -> str | None:
+        """The orientation the winner was decoded under (--pose auto), else None."""
+        return self.candidates[self.best].pose if self.best is not None else None
+
+    @property
     def num_valid_candidates(self) -> int:
         return sum(c.cd_input is not None for c in self.candidates)
 
@@ -146,6 +153,7 @@ class Reconstruction:
             "units": "input" if self.restored_units else "model",
             "program_units": "input" if self.restored_units and self.step_units != "model" else "model",
             "transform": self.transform.to_dict(),
+            "pose": self.winning_pose,
             "decoding": self.decoding.to_dict(),
         }
         if truth and truth.iou_error:
