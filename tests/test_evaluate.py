@@ -172,3 +172,32 @@ def test_a_ground_truth_that_is_not_utf8_is_skipped_for_that_reason(recoder, tmp
     assert [g.id for g in report.skipped] == ["1.py"]
     assert "cannot read the ground truth program as UTF-8 text" in report.rows[1]["reason"]
     assert "no_solid" not in report.rows[1]["reason"]
+
+
+def test_conditions_perturb_the_input_and_are_recorded(recoder, programs, tmp_path):
+    """rotated turns input and truth (the cube comes back axis-aligned unless --pose auto); noise and a cut side still
+    give the memorizer's cube; summary.json says which condition it measured."""
+    def run(condition: str, decoding=DECODING, n: int = 1):
+        out = tmp_path / condition / decoding.pose
+        report = evaluate(recoder, programs, num_candidates=n, limit=1, out_dir=out, decoding=decoding,
+                          progress=False, condition=condition)
+        assert json.loads((out / "summary.json").read_text())["condition"] == condition
+        return report.rows[0]
+
+    assert run("clean")["iou"] == pytest.approx(1.0, abs=1e-6)
+    assert run("rotated")["iou"] < 0.9
+    posed = Decoding(max_new_tokens=art.MAX_NEW_TOKENS, pose="auto", pose_budget=2)
+    assert run("rotated", posed, n=2)["iou"] >= 0.95
+    for condition in ("noise_0.02", "missing_side"):
+        row = run(condition)
+        assert row["valid"] and row["iou"] > 0.9  # the memorizer still writes its cube
+
+
+def test_unknown_condition_is_one_clear_line(recoder, programs, models, capsys):
+    from cad_recode.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown condition 'sideways'; choose one of: clean, rotated"):
+        evaluate(recoder, programs, condition="sideways", progress=False)
+    with pytest.raises(SystemExit):
+        main(["eval", "--model", str(models["full"]), "--data", str(programs), "--condition", "sideways"])
+    assert "--condition: invalid choice: 'sideways'" in capsys.readouterr().err

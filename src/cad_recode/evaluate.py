@@ -10,6 +10,10 @@ chosen against the ground truth), then measure it against the ground truth:
 - IoU: manifold3d mesh booleans, unit cube (mean over valid outputs where defined);
 - IR: the percentage of inputs with no valid output.
 
+``condition`` measures robustness: every input is first perturbed as a scan
+would be (``rotated``, ``noise_0.01``, ``noise_0.02``, ``missing_side``; see
+:mod:`cad_recode.geometry.robustness`), the same draw per shape on every rerun.
+
 ``data`` may be:
 
 - a prepared dataset (``manifest.json``; ``split`` picks the split, default
@@ -45,6 +49,7 @@ from cad_recode.data.layout import natural_key
 from cad_recode.errors import InputError, UsageError
 from cad_recode.geometry.invalid import InvalidCounts
 from cad_recode.geometry.metrics import MetricSummary, summarize
+from cad_recode.geometry.robustness import CLEAN, condition_by_name, condition_shape, shape_seed
 from cad_recode.inference import CADRecoder, Decoding, Reconstruction
 
 CSV_NAME = "per_item.csv"
@@ -172,10 +177,16 @@ def evaluate(
     batch_size: int = 1,
     seed: int = 0,
     progress: bool = True,
+    condition: str = CLEAN.name,
 ) -> EvalReport:
-    """Run the protocol over ``data``; write per_item.csv and summary.json into ``out_dir`` if given."""
+    """Run the protocol over ``data``; write per_item.csv and summary.json into ``out_dir`` if given.
+
+    ``condition`` (:data:`cad_recode.geometry.robustness.ROBUSTNESS_CONDITIONS`): each input is
+    perturbed before inference (seeded per shape); ``rotated`` turns the ground truth too.
+    """
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be >= 1, got {limit}")
+    perturbation = condition_by_name(condition)
     kind, ids = describe_data(data, split)
     ids = ids[:limit] if limit is not None else ids
     if not ids:
@@ -192,9 +203,11 @@ def evaluate(
     pending: list[GroundTruth] = []
 
     def flush() -> None:
-        shapes = [(gt.id, gt.mesh) for gt in pending]
+        conditioned = [condition_shape(gt.mesh, perturbation, seed=shape_seed(seed, gt.id)) for gt in pending]
+        inputs = [(gt.id, shape.input) for gt, shape in zip(pending, conditioned)]
+        truths = [(gt.id, shape.truth) for gt, shape in zip(pending, conditioned)]
         for gt, rec in zip(pending, recoder.reconstruct_many(
-            shapes, num_candidates, ground_truths=shapes, seed=seed, decoding=decoding, batch_size=batch_size,
+            inputs, num_candidates, ground_truths=truths, seed=seed, decoding=decoding, batch_size=batch_size,
         )):
             rows.append(protocol_row(gt.id, rec))
         if bar is not None:
@@ -224,7 +237,7 @@ def evaluate(
     model_summary = summarize_rows(measured, before_refinement=True) if decoding.refine_evaluations else None
     settings = dict(
         model=recoder.describe(), data=str(data), data_kind=kind, split=split if kind == "prepared" else None,
-        num_candidates=num_candidates, limit=limit, seed=seed, decoding=decoding.to_dict(),
+        num_candidates=num_candidates, limit=limit, seed=seed, condition=perturbation.name, decoding=decoding.to_dict(),
         seconds=round(time.perf_counter() - started, 3),
     )
     report = EvalReport(summary, rows, skipped, kind, settings, model_summary=model_summary)

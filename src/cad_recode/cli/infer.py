@@ -14,6 +14,7 @@ from cad_recode import defaults
 from cad_recode.cli.flags import add_output_flag, add_sandbox_flags
 from cad_recode.errors import UsageError
 from cad_recode.geometry.pose import DEFAULT_POSE_BUDGET
+from cad_recode.geometry.robustness import CONDITION_NAMES
 from cad_recode.inference.refine import DEFAULT_MAX_EVALUATIONS as DEFAULT_REFINE_EVALUATIONS
 from cad_recode.inference.decoding import POSE_MODES
 from cad_recode.model.constrained import DEFAULT_GRAMMAR, GRAMMAR_HELP
@@ -69,6 +70,11 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, metavar="DIR")
     p.add_argument("--split", default="test", help="split of a prepared dataset (default test)")
     p.add_argument("--limit", type=int, metavar="K", help="evaluate the first K shapes only")
+    p.add_argument("--condition", choices=CONDITION_NAMES, default=CONDITION_NAMES[0],
+                   help="robustness: perturb every input before inference, the same draw per shape on every rerun: "
+                        "rotated (a random rotation of input and ground truth), noise_0.01 / noise_0.02 (Gaussian "
+                        "noise, std in normalized units), missing_side (a third of the surface cut away); "
+                        "default clean. summary.json records it")
     add_output_flag(p, folder=True, old="--out", default="eval_results", metavar="DIR", help="default eval_results")
     _add_decoding_arguments(p)
     p.set_defaults(func=cmd_eval)
@@ -353,7 +359,8 @@ def cmd_eval(args) -> int:
     check_writable(args.output_dir, folder=True, what="output folder")  # before the model and every shape
     with _load_recoder(args) as recoder:
         report = evaluate(recoder, args.data, split=args.split, num_candidates=args.num_candidates, limit=args.limit,
-                          out_dir=args.output_dir, decoding=decoding, batch_size=args.batch_size, seed=args.seed)
+                          out_dir=args.output_dir, decoding=decoding, batch_size=args.batch_size, seed=args.seed,
+                          condition=args.condition)
     print(report.table())
     if report.skipped:
         print(f"{len(report.skipped)} ground-truth shapes skipped (see {report.paths['csv']})", file=sys.stderr)
