@@ -105,6 +105,10 @@ def test_tiny_yaml_builds_a_small_qwen3_offline():
         ("num_surface_points", 8192),
         ("noise_std", 0.01),
         ("noise_prob", 0.5),
+        ("uneven_prob", 0.25),
+        ("uneven_strength", 0.9),
+        ("missing_side_prob", 0.1),
+        ("missing_fraction", 1.0 / 3.0),
         ("max_code_tokens", 768),
         ("max_new_tokens", 768),
         ("report_to", "tensorboard"),
@@ -238,6 +242,10 @@ def test_ints_are_not_floats_and_floats_are_floats():
         ({"lora_dropout": 1.0}, "'lora_dropout' must be in [0, 1), got 1.0"),
         ({"lora_dropout": -0.1}, "'lora_dropout' must be in [0, 1), got -0.1"),
         ({"noise_prob": 1.5}, "'noise_prob' must be in [0, 1], got 1.5"),
+        ({"uneven_prob": -0.1}, "'uneven_prob' must be in [0, 1], got -0.1"),
+        ({"uneven_strength": 1.0}, "'uneven_strength' must be in [0, 0.99], got 1.0"),
+        ({"missing_side_prob": 2}, "'missing_side_prob' must be in [0, 1], got 2.0"),
+        ({"missing_fraction": 1.0}, "'missing_fraction' must be in [0, 1), got 1.0"),
         ({"learning_rate": 0}, "'learning_rate' must be > 0, got 0.0"),
         ({"max_steps": 0}, "'max_steps' must be -1 (use num_train_epochs) or > 0, got 0"),
         ({"save_total_limit": 0}, "'save_total_limit' must be > 0 (or null to keep all), got 0"),
@@ -473,3 +481,18 @@ def test_config_to_dict_is_plain_and_ordered():
     assert list(values) == list(field_names())
     values["lora_target_modules"].append("lm_head")
     assert "lm_head" not in TrainConfig().lora_target_modules
+
+
+def test_scan_augmentation_keys_round_trip_into_the_training_items(tmp_path):
+    """The augmentation keys survive save/load and become the train split's ScanAugmentation."""
+    from cad_recode.geometry.augment import ScanAugmentation
+    from cad_recode.training.recipe import scan_augmentation
+
+    keys = dict(noise_std=0.02, noise_prob=0.3, uneven_prob=0.5, uneven_strength=0.7, missing_side_prob=0.2,
+                missing_fraction=0.25)
+    path = tmp_path / "config.yaml"
+    save_config(TrainConfig(**keys), path)
+    loaded = load_config(path)
+    assert {k: getattr(loaded, k) for k in keys} == keys
+    assert scan_augmentation(loaded) == ScanAugmentation(**keys)
+    assert scan_augmentation(TrainConfig()) == ScanAugmentation()  # the defaults are the same numbers

@@ -220,6 +220,26 @@ class TrainConfig:
         "Training augmentation: std of Gaussian noise, in normalized units ([-1, 1] box).",
     )
     noise_prob: float = _field(defaults.NOISE_PROB, "Training augmentation: probability that a shape gets the noise.")
+    uneven_prob: float = _field(
+        defaults.UNEVEN_PROB,
+        "Training augmentation: probability that a shape's point density falls off along a random direction "
+        "(a scanner looks longer at one side).",
+    )
+    uneven_strength: float = _field(
+        defaults.UNEVEN_STRENGTH,
+        "Training augmentation: with uneven density, the chance to keep a surface point falls from 1 to "
+        "1 - this across the part; in [0, 0.99].",
+    )
+    missing_side_prob: float = _field(
+        defaults.MISSING_SIDE_PROB,
+        "Training augmentation: probability that one side of a shape is cut away (a scan that missed it); "
+        "the target program is the whole part.",
+    )
+    missing_fraction: float = _field(
+        defaults.MISSING_FRACTION,
+        "Training augmentation: the share of the surface a missing side removes (furthest along a random "
+        "axis); in [0, 1).",
+    )
     projector_learning_rate: float | None = _field(
         None,
         "Learning rate of the point projector; null = learning_rate.",
@@ -402,7 +422,10 @@ class TrainConfig:
         for key in ("warmup_steps", "weight_decay", "max_grad_norm", "noise_std", "dataloader_num_workers", "seed"):
             _require(self, key, getattr(self, key) >= 0, "must be >= 0")
         _require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)")
-        _require(self, "noise_prob", 0 <= self.noise_prob <= 1, "must be in [0, 1]")
+        for key in ("noise_prob", "uneven_prob", "missing_side_prob"):
+            _require(self, key, 0 <= getattr(self, key) <= 1, "must be in [0, 1]")
+        _require(self, "uneven_strength", 0 <= self.uneven_strength <= 0.99, "must be in [0, 0.99]")
+        _require(self, "missing_fraction", 0 <= self.missing_fraction < 1, "must be in [0, 1)")
         max_steps_ok = self.max_steps == -1 or self.max_steps > 0
         _require(self, "max_steps", max_steps_ok, "must be -1 (use num_train_epochs) or > 0")
         if self.projector_learning_rate is not None:

@@ -28,6 +28,7 @@ from cad_recode.data.shards import (
     write_shard,
 )
 from cad_recode.errors import InputError, UsageError
+from cad_recode.geometry.augment import ScanAugmentation
 
 QWEN3_IM_START, QWEN3_ENDOFTEXT = 151644, 151643
 
@@ -82,7 +83,11 @@ def tokenizer():
 
 def clean(split, tokenizer, **kwargs) -> PointCodeDataset:
     """A dataset without noise, so points are exactly normalized surface samples."""
-    return PointCodeDataset(split, tokenizer, noise_prob=0.0, **kwargs)
+    return PointCodeDataset(split, tokenizer, augmentation=ScanAugmentation.off(), **kwargs)
+
+
+def only_noise(std: float, prob: float) -> ScanAugmentation:
+    return ScanAugmentation(noise_std=std, noise_prob=prob, uneven_prob=0.0, missing_side_prob=0.0)
 
 
 def test_prepared_split_reads_rows_back(split):
@@ -138,11 +143,23 @@ def test_points_fresh_each_epoch_and_reproducible(split, tokenizer):
 
 def test_noise_is_in_normalized_units(split, tokenizer):
     plain = clean(split, tokenizer)[1]["points"]
-    noisy = PointCodeDataset(split, tokenizer, noise_std=0.01, noise_prob=1.0)[1]["points"]
+    noisy = PointCodeDataset(split, tokenizer, augmentation=only_noise(0.01, 1.0))[1]["points"]
     delta = (noisy - plain).numpy()
     assert 0.008 < delta.std() < 0.012 and abs(delta.mean()) < 0.003
-    never = PointCodeDataset(split, tokenizer, noise_std=0.5, noise_prob=0.0)[1]["points"]
+    never = PointCodeDataset(split, tokenizer, augmentation=only_noise(0.5, 0.0))[1]["points"]
     assert torch.equal(never, plain)
+
+
+def test_scan_augmentations_keep_points_in_the_frame(split, tokenizer):
+    """Every defect at once, on every item: points stay in [-1, 1]^3, and differ from the clean draw."""
+    harsh = ScanAugmentation(noise_prob=1.0, noise_std=0.05, uneven_prob=1.0, uneven_strength=0.99,
+                             missing_side_prob=1.0)
+    scanned, plain = PointCodeDataset(split, tokenizer, augmentation=harsh), clean(split, tokenizer)
+    assert scanned.augmentation == harsh and PointCodeDataset(split, tokenizer).augmentation == ScanAugmentation()
+    for index in range(len(scanned)):
+        points = scanned[index]["points"]
+        assert points.shape == (256, 3) and points.abs().max() <= 1.0
+        assert not torch.equal(points, plain[index]["points"])
 
 
 def test_long_programs_dropped_or_truncated(split, tokenizer):

@@ -2,8 +2,9 @@
 
 Item protocol (CAD-Recode). For record ``r`` of the split at epoch ``e``:
 
-- points: :func:`cad_recode.geometry.sampling.to_model_points` on the stored mesh
-  (surface sample, bounding-box normalization, FPS, noise), seeded from
+- points: :func:`cad_recode.geometry.augment.augmented_model_points` on the stored
+  mesh (surface sample, the scan defects of ``augmentation``: uneven density, a
+  missing side, then bounding-box normalization, FPS, noise), seeded from
   ``(seed, e, r)``: deterministic, fresh every epoch, and the same whatever the
   DataLoader's worker count;
 - ``input_ids = [<|im_start|>] + code_ids + [<|endoftext|>]``;
@@ -29,7 +30,8 @@ from torch.utils.data import Dataset
 
 from cad_recode.data.shards import PreparedSplit
 from cad_recode.errors import UsageError
-from cad_recode.geometry.sampling import NUM_POINT_TOKENS, NUM_SURFACE_POINTS, to_model_points
+from cad_recode.geometry.augment import ScanAugmentation, augmented_model_points
+from cad_recode.geometry.sampling import NUM_POINT_TOKENS, NUM_SURFACE_POINTS
 
 START_TOKEN = "<|im_start|>"
 END_TOKEN = "<|endoftext|>"
@@ -52,8 +54,7 @@ class PointCodeDataset(Dataset):
         *,
         n_points: int = NUM_POINT_TOKENS,
         n_surface: int = NUM_SURFACE_POINTS,
-        noise_std: float = 0.01,
-        noise_prob: float = 0.5,
+        augmentation: ScanAugmentation | None = None,
         max_code_tokens: int = 768,
         overflow: str = "drop",
         seed: int = 0,
@@ -67,7 +68,8 @@ class PointCodeDataset(Dataset):
         self.split = split
         self.tokenizer = tokenizer
         self.n_points, self.n_surface = n_points, n_surface
-        self.noise_std, self.noise_prob = noise_std, noise_prob
+        # None: the training defaults; ScanAugmentation.off() for validation
+        self.augmentation = ScanAugmentation() if augmentation is None else augmentation
         self.max_code_tokens = max_code_tokens
         self.overflow = overflow
         self.seed = int(seed)
@@ -115,9 +117,8 @@ class PointCodeDataset(Dataset):
         index = int(index) % len(self)
         rec = self.split[int(self._indices[index])]
         mesh = trimesh.Trimesh(rec["vertices"], rec["faces"], process=False)
-        points = to_model_points(
-            mesh, n_points=self.n_points, n_surface=self.n_surface, seed=self.item_seed(index),
-            noise_std=self.noise_std, noise_prob=self.noise_prob,
+        points = augmented_model_points(
+            mesh, self.augmentation, n_points=self.n_points, n_surface=self.n_surface, seed=self.item_seed(index),
         ).points
         input_ids, labels = self.encode(rec["code"])
         return {

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from cad_recode import defaults
 from cad_recode.errors import UsageError
 from cad_recode.geometry.sampling import (
     DEFAULT_NOISE_PROB,
@@ -36,10 +37,10 @@ from cad_recode.geometry.sampling import (
     to_model_points,
 )
 
-DEFAULT_UNEVEN_PROB = 0.25
-DEFAULT_UNEVEN_STRENGTH = 0.9
-DEFAULT_MISSING_SIDE_PROB = 0.1
-DEFAULT_MISSING_FRACTION = 1.0 / 3.0
+DEFAULT_UNEVEN_PROB = defaults.UNEVEN_PROB
+DEFAULT_UNEVEN_STRENGTH = defaults.UNEVEN_STRENGTH
+DEFAULT_MISSING_SIDE_PROB = defaults.MISSING_SIDE_PROB
+DEFAULT_MISSING_FRACTION = defaults.MISSING_FRACTION
 MAX_UNEVEN_STRENGTH = 0.99  # keep >= 1 % everywhere: a side thinned, never emptied by accident
 # Independent random stream for augmentation draws (sampling uses the seed, noise stream 1).
 _AUGMENT_STREAM = 2

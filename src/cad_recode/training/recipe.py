@@ -173,6 +173,7 @@ def setup(cfg: TrainConfig, resume: Path | None = None) -> Run:
     from transformers import set_seed
 
     from cad_recode.data.dataset import PointCodeCollator, PointCodeDataset
+    from cad_recode.geometry.augment import ScanAugmentation
 
     set_seed(cfg.seed)
     train_split = open_split(cfg, "train")
@@ -184,7 +185,7 @@ def setup(cfg: TrainConfig, resume: Path | None = None) -> Run:
             continue
         datasets[name] = PointCodeDataset(
             split, tokenizer, n_points=cfg.num_point_tokens, n_surface=cfg.num_surface_points,
-            noise_std=cfg.noise_std if name == "train" else 0.0, noise_prob=cfg.noise_prob if name == "train" else 0.0,
+            augmentation=scan_augmentation(cfg) if name == "train" else ScanAugmentation.off(),
             max_code_tokens=cfg.max_code_tokens, overflow=cfg.overflow, seed=cfg.seed,
         )
         if len(datasets[name]) == 0:
@@ -198,6 +199,17 @@ def setup(cfg: TrainConfig, resume: Path | None = None) -> Run:
         check_weights_fit(model, resume, cfg)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else datasets["train"].end_id
     return Run(cfg, model, tokenizer, datasets["train"], datasets.get("val"), PointCodeCollator(pad_id), base_loader, resume)
+
+
+def scan_augmentation(cfg: TrainConfig):
+    """The training items' scan defects (noise, uneven density, a missing side) from the config."""
+    from cad_recode.geometry.augment import ScanAugmentation
+
+    return ScanAugmentation(
+        noise_prob=cfg.noise_prob, noise_std=cfg.noise_std, uneven_prob=cfg.uneven_prob,
+        uneven_strength=cfg.uneven_strength, missing_side_prob=cfg.missing_side_prob,
+        missing_fraction=cfg.missing_fraction,
+    )
 
 
 def open_split(cfg: TrainConfig, split: str):
