@@ -32,6 +32,7 @@ class EncodedInput:
     ground_truth_name: str | None
     encode_seconds: float
     truth_seconds: float  # loading / running the ground truth: counted under metrics
+    mesh: trimesh.Trimesh | None = None  # the input itself when it is a mesh (input units), for the picture
 
 
 def load_input(source) -> tuple[str, trimesh.Trimesh | np.ndarray]:
@@ -79,7 +80,9 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
     truth, truth_name = (None, None)
     if ground_truth is not None:
         truth_name, truth = load_ground_truth(ground_truth, sandbox)
-    return EncodedInput(name, draws, dense, truth, truth_name, encoded - started, time.perf_counter() - encoded)
+    mesh = geometry if isinstance(geometry, trimesh.Trimesh) else None
+    return EncodedInput(name, draws, dense, truth, truth_name, encoded - started, time.perf_counter() - encoded,
+                        mesh=mesh)
 
 
 def shape_input(name: str, sandbox) -> tuple[tuple[str, trimesh.Trimesh], tuple[str, trimesh.Trimesh]]:
