@@ -106,8 +106,8 @@ def quickstart_rows_markdown(record: QuickstartRecord) -> str:
     """The Results section's table of this project's recorded quickstart run (same columns as the published one)."""
     def row(label: str, s: Scores) -> str:
         iou = "–" if s.mean_iou is None else f"{s.mean_iou * 100:.1f}%"
-        cd = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
-        return f"| our `simple` test split ({s.count} shapes) | {label} | {iou} | {cd(s.mean_cd)} | {cd(s.median_cd)} " \
+        mean, median = ("–" if v is None else f"{v:.2f}" for v in (s.mean_cd, s.median_cd))
+        return f"| our `simple` test split ({s.count} shapes) | {label} | {iou} | {mean} | {median} " \
                f"| {s.invalid_ratio * 100:.1f}% |"
 
     minutes = f", {duration(record.train_seconds)} of training" if record.train_seconds is not None else ""

@@ -29,7 +29,7 @@ def generated_blocks() -> dict[str, str]:
 
 def synced(text: str) -> str:
     for name, body in generated_blocks().items():
-        text = block(name).sub(lambda m: m.group(1) + body + m.group(2), text)
+        text = block(name).sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
     return text
 
 

@@ -18,7 +18,7 @@ from cad_recode.atomic import atomic_file
 
 MAX_TRIANGLES = 3000  # per panel; beyond this matplotlib's 3-D renderer gets slow (every k-th is kept)
 MAX_POINTS = 4000  # per panel, every k-th point
-VIEW = dict(elev=25.0, azim=-60.0)  # one viewpoint for all three panels
+VIEW = {"elev": 25.0, "azim": -60.0}  # one viewpoint for all three panels
 PANELS = ("input", "reconstruction", "overlay")
 INPUT_COLOUR, SOLID_COLOUR, SOLID_EDGE = "#d9534f", "#8fb3d9", "#3a5f85"
 
