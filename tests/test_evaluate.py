@@ -8,6 +8,7 @@ against it, and both can be checked against the metrics module directly.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import shutil
@@ -119,12 +120,25 @@ def test_prepared_dataset_gives_the_same_numbers(recoder, programs, tmp_path):
 
 def test_invalid_outputs_count_in_ir(models, programs, sandbox, tmp_path):
     broken = CADRecoder.from_pretrained(models["full"], lora_path=models["broken"], sandbox=sandbox, device="cpu")
-    report = evaluate(broken, programs, out_dir=tmp_path, decoding=DECODING, progress=False)
+    unconstrained = dataclasses.replace(DECODING, grammar=False)  # the broken adapter's own, unparsable output
+    report = evaluate(broken, programs, out_dir=tmp_path, decoding=unconstrained, progress=False)
     assert report.summary.invalid_ratio == 1.0 and math.isnan(report.summary.mean_cd)
+    assert report.invalid_kinds.total == report.summary.count
     assert all(r["status"] == "invalid" and r["reason"] for r in report.rows if r["id"] != "test/2.py")
     summary = json.loads(report.paths["json"].read_text())
     assert summary["invalid_ratio"] == 1.0 and summary["mean_cd"] is None
     assert "| 100.0 |" in report.table() and "n/a" in report.table()
+    assert "invalid by kind:" in report.table() and summary["invalid_kinds"] == report.invalid_kinds.to_dict()
+
+
+def test_the_grammar_leaves_no_syntax_error_even_from_a_broken_adapter(models, programs, sandbox):
+    """Whatever the weights, a program decoded under the grammar parses: no input is invalid for syntax."""
+    broken = CADRecoder.from_pretrained(models["full"], lora_path=models["broken"], sandbox=sandbox, device="cpu")
+    free = evaluate(broken, programs, decoding=dataclasses.replace(DECODING, grammar=False), progress=False)
+    constrained = evaluate(broken, programs, decoding=dataclasses.replace(DECODING, grammar=True), progress=False)
+    assert free.invalid_kinds.syntax + free.invalid_kinds.truncated > 0  # without it, the adapter writes broken text
+    assert constrained.invalid_kinds.syntax == 0
+    assert constrained.settings["decoding"]["grammar"] is True
 
 
 def test_eval_cli(models, programs, tmp_path, capsys):

@@ -1,11 +1,16 @@
 """The README cannot drift from the code: its config reference and its commands are checked here."""
 
+import json
 import re
+import sys
 from pathlib import Path
+
+import pytest
 
 from cad_recode.config import config_reference_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))  # scripts/readme_results.py, record_quickstart.py, sync_readme.py
 README = (ROOT / "README.md").read_text()
 # The suite's per-test limit (pyproject's pytest timeout): the quickstart test shares it between its two runs.
 SUITE_TIMEOUT = int(re.search(r"^timeout = (\d+)", (ROOT / "pyproject.toml").read_text(), re.M).group(1))
@@ -22,6 +27,48 @@ def test_config_reference_lists_every_key_with_its_current_default():
     block = re.search(r"<!-- config-reference:start -->\n(.*?)<!-- config-reference:end -->", README, re.S)
     assert block, "README.md lost its config-reference markers"
     assert block.group(1) == config_reference_markdown(), "run: python scripts/sync_readme.py"
+
+
+def test_readme_quickstart_results_agree_with_the_recorded_run():
+    from readme_results import QuickstartRecord, duration
+    from sync_readme import block, generated_blocks
+
+    for name, body in generated_blocks().items():
+        found = block(name).search(README)
+        assert found, f"README.md lost its {name} markers"
+        assert README[found.end(1):found.start(2)] == body, "run: python scripts/sync_readme.py"
+    record = QuickstartRecord.load()
+    quick = block("quickstart-results").search(README).group(0)
+    assert duration(record.wall_seconds) in quick and f"first {record.refined.count} held-out" in quick
+    assert f"| best of {record.num_candidates}, refined | " in quick
+    assert f"{record.refined.mean_iou:.3f} | {record.refined.mean_cd:.3f} | {record.refined.median_cd:.3f} |" in quick
+    rows = block("results-quickstart-rows").search(README).group(0)
+    assert f"| {record.refined.mean_iou * 100:.1f}% | {record.refined.mean_cd:.2f} |" in rows
+    assert "11 min 39 s end to end" not in README.replace(quick, "")  # no figure quoted outside the blocks
+
+
+def test_record_quickstart_writes_the_eval_summary_and_times(tmp_path, capsys):
+    from readme_results import QuickstartRecord, Scores, quickstart_results_markdown
+    from record_quickstart import main
+
+    summary = {"count": 20, "valid": 19, "mean_cd": 0.61, "median_cd": 0.35, "mean_iou": 0.925, "invalid_ratio": 0.05,
+               "skipped": 0, "invalid_kinds": {}, "num_candidates": 4, "limit": 20, "seed": 0,
+               "decoding": {"refine_evaluations": 120},
+               "before_refinement": {"count": 20, "valid": 19, "mean_cd": 2.1, "median_cd": 1.2, "mean_iou": 0.8,
+                                     "invalid_ratio": 0.05}}
+    (tmp_path / "tiny" / "eval").mkdir(parents=True)
+    (tmp_path / "tiny" / "eval" / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "quickstart.json"
+    assert main([str(tmp_path / "tiny"), "--wall_seconds", "793", "--train_seconds", "400", "--machine", "box",
+                 "--date", "2026-12-01", "--output", str(out)]) == 0
+    record = QuickstartRecord.load(out)
+    assert record.refined == Scores(20, 19, 0.61, 0.35, 0.925, 0.05) and record.as_written.mean_iou == 0.8
+    assert (record.wall_seconds, record.eval_seconds, record.num_candidates, record.refine_evaluations) == (793, None,
+                                                                                                           4, 120)
+    text = quickstart_results_markdown(record)
+    assert "13 min 13 s end to end" in text and "| best of 4, refined | 5 % | 0.925 | 0.610 | 0.350 |" in text
+    with pytest.raises(SystemExit, match="summary.json not found; run `bash quickstart.sh`"):
+        main([str(tmp_path / "nowhere"), "--wall_seconds", "1", "--output", str(out)])
 
 
 def test_ci_installs_as_the_readme_says_and_runs_its_test_command():

@@ -8,7 +8,7 @@
     results.py   Candidate, Reconstruction (typed; the JSON report is written from its fields)
     units.py     model units <-> the input's units
     export.py    part.py / .stl / .step / .png / .json, written atomically
-    picture.py   the PNG: input points beside the solid
+    picture.py   the PNG: the input as given, the solid, both overlaid
 """
 
 from cad_recode.inference.decoding import Decoding

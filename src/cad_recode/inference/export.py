@@ -63,12 +63,36 @@ def save(rec: Reconstruction, code_path: str | os.PathLike, sandbox, *, picture:
     return written
 
 
-def write_picture(rec: Reconstruction, path: Path) -> None:
-    """The input points beside the reconstruction, both in the units the solid is in."""
+INPUT_UNITS_LABEL = "input units"
+MODEL_UNITS_LABEL = f"model units (the part spans {2 * MODEL_UNITS:g})"
+
+
+def write_picture(rec: Reconstruction, path: Path):
+    """The input as given (mesh, else dense points), the reconstruction and both overlaid, in the solid's units."""
     from cad_recode.inference.picture import render_comparison
 
-    points = rec.transform.invert(rec.input_points) if rec.restored_units else np.asarray(rec.input_points) * MODEL_UNITS
-    render_comparison(points, rec.mesh, path, title=Path(rec.input_name).name)
+    if rec.restored_units:
+        to_units, units = (lambda xyz: np.asarray(xyz, dtype=np.float64)), INPUT_UNITS_LABEL
+    else:
+        to_units, units = (lambda xyz: rec.transform.apply(xyz) * MODEL_UNITS), MODEL_UNITS_LABEL
+    if rec.input_cloud is not None:
+        cloud = to_units(rec.input_cloud)
+    else:  # built without the dense cloud: the model's own draw (normalized)
+        cloud = rec.transform.invert(rec.input_points) if rec.restored_units else rec.input_points * MODEL_UNITS
+    given = None
+    if rec.input_mesh is not None:
+        given = rec.input_mesh.copy()
+        given.vertices = to_units(given.vertices)
+    return render_comparison(cloud, rec.mesh, path, input_mesh=given, title=picture_title(rec), units=units)
+
+
+def picture_title(rec: Reconstruction) -> str:
+    """The input's name, its CD to the input (x10^3) and, when a ground truth is known, the IoU."""
+    parts = [Path(rec.input_name).name]
+    parts.append(f"CD to input {rec.cd_input:.3f} (x10^3)" if rec.cd_input is not None else "no valid solid")
+    if rec.truth is not None and rec.truth.iou is not None:
+        parts.append(f"IoU vs ground truth {rec.truth.iou:.1%}")
+    return "  |  ".join(parts)
 
 
 def export_solid(rec: Reconstruction, paths: dict[str, Path], sandbox) -> str:

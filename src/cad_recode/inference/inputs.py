@@ -38,6 +38,7 @@ class EncodedInput:
     transform: Transform | None = None
     # --pose auto: draw k was decoded under placements[k] (None: every draw reads the input as given)
     placements: list[PosePlacement] | None = None
+    mesh: trimesh.Trimesh | None = None  # the input itself when it is a mesh (input units), for the picture
 
     def __post_init__(self) -> None:
         if self.transform is None:
@@ -113,8 +114,9 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
     truth, truth_name = (None, None)
     if ground_truth is not None:
         truth_name, truth = load_ground_truth(ground_truth, sandbox)
+    mesh = geometry if isinstance(geometry, trimesh.Trimesh) else None
     return EncodedInput(name, draws, dense, truth, truth_name, encoded - started, time.perf_counter() - encoded,
-                        transform, placements)
+                        transform, placements, mesh)
 
 
 def shape_input(name: str, sandbox) -> tuple[tuple[str, trimesh.Trimesh], tuple[str, trimesh.Trimesh]]:

@@ -104,6 +104,8 @@ class Reconstruction:
     timings: Timings = field(default_factory=Timings)
     outputs: dict[str, Path] = field(default_factory=dict)  # filled in by export.save
     step_units: str = ""  # "model" when part.py and the STEP could not be put in input units (no ``r``)
+    input_cloud: np.ndarray | None = None  # the dense input cloud CD is measured to, input units (the picture)
+    input_mesh: trimesh.Trimesh | None = None  # the input as given when it was a mesh, input units (the picture)
 
     @property
     def valid(self) -> bool:
