@@ -34,6 +34,6 @@ def test_the_style_set_is_written_in_other_styles_and_builds_valid_solids(sandbo
         assert any(form in code for code in codes), form
     sizes = [float(x) for code in codes for x in re.findall(r"\d+(?:\.\d+)?", code)]
     assert max(sizes) > 200 and any(0 < s < 1 for s in sizes)  # outside the generator's frame both ways
-    for pid, code, result in zip(ids, codes, sandbox.map(codes)):
+    for pid, code, result in zip(ids, codes, sandbox.map(codes, profile="cadquery")):
         assert solid_problem(result) == "", (pid, result.reason)
         assert result.num_faces > 2, pid
