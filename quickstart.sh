@@ -76,15 +76,33 @@ else
     --resume_from_checkpoint auto $TRAIN_FLAGS
 fi
 
-say "eval: the held-out test split (IR, CD x10^3, IoU), greedy, best of $EVAL_CANDIDATES point draws, refined with up to $REFINE sandbox runs"
-$CLI eval --model "$MODEL_DIR" --data "$DATA_DIR" --split test --limit "$EVAL_LIMIT" \
-  --num_candidates "$EVAL_CANDIDATES" --refine "$REFINE" --output_dir "$EVAL_DIR" --workers "$WORKERS" --batch_size 8
+# Evaluation and the cube are reused only when what they read is unchanged: the model's weights,
+# the settings below and the installed cad-recode (its version and sources).
+stage_key() {
+  { sha256sum "$MODEL_DIR"/*.safetensors 2>/dev/null; echo "$*";
+    find src/cad_recode -name '*.py' -newer "$MODEL_DIR/config.yaml" -print 2>/dev/null; } | sha256sum | cut -c1-16
+}
+EVAL_KEY=$(stage_key eval "$EVAL_LIMIT" "$EVAL_CANDIDATES" "$REFINE")
+if [ -f "$EVAL_DIR/summary.md" ] && [ "$(cat "$EVAL_DIR/.quickstart-key" 2>/dev/null)" = "$EVAL_KEY" ]; then
+  say "eval: reusing $EVAL_DIR (same model and settings)"
+else
+  say "eval: the held-out test split (IR, CD x10^3, IoU), greedy, best of $EVAL_CANDIDATES point draws, refined with up to $REFINE sandbox runs"
+  $CLI eval --model "$MODEL_DIR" --data "$DATA_DIR" --split test --limit "$EVAL_LIMIT" \
+    --num_candidates "$EVAL_CANDIDATES" --refine "$REFINE" --output_dir "$EVAL_DIR" --workers "$WORKERS" --batch_size 8
+  echo "$EVAL_KEY" > "$EVAL_DIR/.quickstart-key"
+fi
 
-say "infer: reconstructing the built-in cube"
-# exit 1 = the model wrote no valid solid for the cube (reported, not fatal); 2 = a real error
-rc=0
-.venv/bin/python inference_lora.py --lora_path "$MODEL_DIR" --shape cube --refine "$REFINE" --output "$CUBE_DIR/code.py" || rc=$?
-[ "$rc" -le 1 ]
+CUBE_KEY=$(stage_key cube "$REFINE")
+if [ -f "$CUBE_DIR/code.json" ] && [ "$(cat "$CUBE_DIR/.quickstart-key" 2>/dev/null)" = "$CUBE_KEY" ]; then
+  say "infer: reusing $CUBE_DIR (same model and settings)"
+else
+  say "infer: reconstructing the built-in cube"
+  # exit 1 = the model wrote no valid solid for the cube (reported, not fatal); 2 = a real error
+  rc=0
+  .venv/bin/python inference_lora.py --lora_path "$MODEL_DIR" --shape cube --refine "$REFINE" --output "$CUBE_DIR/code.py" || rc=$?
+  [ "$rc" -le 1 ]
+  echo "$CUBE_KEY" > "$CUBE_DIR/.quickstart-key"
+fi
 
 say "done"
 cat <<EOF

@@ -107,6 +107,7 @@ def test_the_readme_main_command_runs_end_to_end_on_a_reduced_budget(tmp_path):
     again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=0.3 * SUITE_TIMEOUT)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "programs: reusing" in again.stdout and "train: reusing" in again.stdout
+    assert "eval: reusing" in again.stdout and "infer: reusing" in again.stdout
 
 
 def test_the_main_command_refuses_programs_of_another_generator_version(tmp_path):
