@@ -41,7 +41,7 @@ import torch
 from benchinfo import machine_info, machine_line
 
 from cad_recode.geometry.shapes import example_program
-from cad_recode.infer import Decoding
+from cad_recode.inference import Decoding
 from cad_recode.web.app import launch
 from cad_recode.web.service import ReconstructionService
 from cad_recode.web.settings import ServeSettings
@@ -54,6 +54,8 @@ def parse_args(argv):
     p.add_argument("--model", type=Path, help="model folder (default: the tests' tiny cube model, built here)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--candidates", type=int, nargs="+", default=[1, 8], help="best of N, one comparison per N")
+    p.add_argument("--refine", type=int, default=0, help="refinement budget in sandbox runs on both sides (0: off); "
+                   "the quickstart's shipped setting is 120")
     p.add_argument("--port", type=int, default=7877)
     p.add_argument("--json", type=Path)
     return p.parse_args(argv)
@@ -69,21 +71,24 @@ def tiny_model(root: Path) -> Path:
     return art.save_memorizer(cube, root / "model")
 
 
-def time_infer(service: ReconstructionService, stl: Path, out: Path, n: int = 1) -> float:
+def time_infer(service: ReconstructionService, stl: Path, out: Path, n: int = 1, refine: int = 0) -> float:
     """`cad-recode infer ... --ground_truth cube.stl --output cube.py --no_png`'s per-input work, model loaded."""
     recoder = service.recoder
     started = time.perf_counter()
-    rec = recoder.reconstruct_many([stl], n, ground_truths=[stl], decoding=Decoding(service.settings.max_new_tokens))[0]
+    rec = recoder.reconstruct_many([stl], n, ground_truths=[stl], decoding=Decoding(service.settings.max_new_tokens,
+                                                                                     refine_evaluations=refine))[0]
     recoder.save(rec, out / "cube.py", picture=False)
     return time.perf_counter() - started
 
 
-def time_server(client, stl: Path, handler: list | None = None, n: int = 1) -> float:
+def time_server(client, stl: Path, handler: list | None = None, n: int = 1, refine: int = 0) -> float:
     """Upload to result; ``handler`` collects the server's own time for the job (the page's status line)."""
     from gradio_client import handle_file
 
     started = time.perf_counter()
-    result = client.predict(handle_file(str(stl)), None, n, False, 120, False, api_name="/reconstruct")
+    # upload, example, candidates, refine, budget, restore units, pose auto, grammar (the page's defaults)
+    result = client.predict(handle_file(str(stl)), None, n, refine > 0, refine or 120, False, False, True,
+                            api_name="/reconstruct")
     seconds = time.perf_counter() - started
     assert "valid solid" in result[0], result[0]
     if handler is not None:
@@ -101,13 +106,13 @@ def cold_infer(model: Path, stl: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
-def compare(service, client, links_only, stl: Path, out: Path, n: int, repeats: int) -> dict:
+def compare(service, client, links_only, stl: Path, out: Path, n: int, repeats: int, refine: int = 0) -> dict:
     """Medians of alternating runs: infer's work, the server with and without the client's downloads."""
     server, no_download, handler, infer = [], [], [], []
     for _ in range(repeats):  # alternate, so load changes hit all three
-        infer.append(time_infer(service, stl, out, n))
-        server.append(time_server(client, stl, handler, n))
-        no_download.append(time_server(links_only, stl, None, n))
+        infer.append(time_infer(service, stl, out, n, refine))
+        server.append(time_server(client, stl, handler, n, refine))
+        no_download.append(time_server(links_only, stl, None, n, refine))
     med = statistics.median
     return {"server_s": med(server), "server_handler_s": med(handler), "server_no_download_s": med(no_download),
             "infer_s": med(infer), "ratio": med(server) / med(infer), "ratio_no_download": med(no_download) / med(infer)}
@@ -150,7 +155,7 @@ def main(argv=None) -> int:
             client = Client(f"http://127.0.0.1:{args.port}/", verbose=False)
             links_only = Client(f"http://127.0.0.1:{args.port}/", verbose=False, download_files=False)
             time_server(client, stl), time_infer(service, stl, root)  # warm both paths
-            figures = {n: compare(service, client, links_only, stl, root, n, args.repeats) for n in args.candidates}
+            figures = {n: compare(service, client, links_only, stl, root, n, args.repeats, args.refine) for n in args.candidates}
             users = two_users(f"http://127.0.0.1:{args.port}/", stl)
             cold = cold_infer(model, stl, root)
         finally:

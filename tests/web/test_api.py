@@ -18,9 +18,10 @@ from cad_recode.geometry.loaders import load_geometry
 NO_EXAMPLE, ONE, NO_REFINE, BUDGET, MODEL_UNITS = None, 1, False, 120, False
 
 
-def reconstruct(client: Client, upload=None, example=None, candidates=ONE, refine=NO_REFINE, restore_units=False):
+def reconstruct(client: Client, upload=None, example=None, candidates=ONE, refine=NO_REFINE, restore_units=False,
+                pose_auto=False, grammar=True):
     return client.predict(handle_file(str(upload)) if upload else None, example, candidates, refine, BUDGET,
-                          restore_units, api_name="/reconstruct")
+                          restore_units, pose_auto, grammar, api_name="/reconstruct")
 
 
 def files_by_suffix(paths) -> dict[str, Path]:
@@ -52,6 +53,16 @@ def test_an_uploaded_cube_comes_back_as_its_program_with_metrics_views_and_downl
     assert len(trimesh.load(input_view, force="mesh").faces) > 1000  # the input points, as small spheres
     # the views share the input's [-1, 1]^3 frame: the 80-unit cube program spans 0.8 of it
     assert trimesh.load(result_view, force="mesh").extents.max() == pytest.approx(0.8, abs=1e-3)
+
+
+def test_pose_auto_and_grammar_options_reach_the_report(client, web_server):
+    """The page's pose and grammar options are the CLI's: the report records them and the solid is still right."""
+    _, _, _, code, _, table, downloads = reconstruct(client, web_server.cube_stl, candidates=2, pose_auto=True,
+                                                     grammar=False)
+    report = json.loads(files_by_suffix(downloads)[".json"].read_text())
+    assert report["decoding"]["pose"] == "auto" and report["decoding"]["grammar"] is False
+    assert report["valid"] and report["iou_gt"] > 0.95 and len(table["data"]) == 2
+    assert "pose" in report
 
 
 def test_a_built_in_example_with_candidates_refinement_and_restored_units(client, web_server):

@@ -27,6 +27,7 @@ import gradio as gr
 from cad_recode.errors import CadRecodeError, UsageError
 from cad_recode.geometry.loaders import SUPPORTED_SUFFIXES
 from cad_recode.geometry.shapes import EXAMPLE_SHAPES
+from cad_recode.model.constrained import DEFAULT_GRAMMAR
 from cad_recode.web.service import DEFAULT_REFINE_BUDGET, InputContext, JobOptions, ReconstructionService
 from cad_recode.web.settings import ServeSettings
 from cad_recode.web.views import (
@@ -87,11 +88,12 @@ class Actions:
         self.service = service
         self.folders = folders
 
-    def reconstruct(self, upload, example, candidates, refine, budget, restore_units, session,
+    def reconstruct(self, upload, example, candidates, refine, budget, restore_units, pose_auto, grammar, session,
                     progress=gr.Progress()):  # noqa: B008  Gradio injects the request's progress bar here
         started, folder = time.perf_counter(), None
         try:
-            options = JobOptions(int(candidates), bool(refine), int(budget), bool(restore_units))
+            options = JobOptions(int(candidates), bool(refine), int(budget), bool(restore_units), bool(pose_auto),
+                                 bool(grammar))
             if upload:
                 shape = self.service.load_upload(upload)
             elif example:
@@ -150,7 +152,8 @@ def build_app(service: ReconstructionService, settings: ServeSettings, work_root
                 budget = gr.Slider(10, 1000, value=DEFAULT_REFINE_BUDGET, step=10,
                                    label="refinement budget (sandbox runs)")
                 restore_units = gr.Checkbox(False, label="restore the input's units and position")
-                # LEAD: the pose-auto and grammar controls go here, and into JobOptions (service.py).
+                pose_auto = gr.Checkbox(False, label="try other orientations (pose auto: for a scan in any pose)")
+                grammar = gr.Checkbox(DEFAULT_GRAMMAR, label="grammar: programs always parse")
                 run = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct")
                 status = gr.Markdown(label="status", elem_id="status")
             with gr.Column(scale=3):
@@ -170,7 +173,8 @@ def build_app(service: ReconstructionService, settings: ServeSettings, work_root
                                     interactive=False, elem_id="downloads")
         table = gr.Dataframe(headers=CANDIDATE_HEADERS, interactive=False, label="candidates", elem_id="candidates")
 
-        run.click(actions.reconstruct, [upload, example, candidates, refine, budget, restore_units, session],
+        run.click(actions.reconstruct, [upload, example, candidates, refine, budget, restore_units, pose_auto, grammar,
+                                        session],
                   [status, input_view, result_view, code, metrics, table, downloads, session], api_name="reconstruct")
         rebuild_button.click(actions.rebuild, [code, session], [status, result_view, metrics, downloads, session],
                              api_name="rebuild")

@@ -2,7 +2,7 @@
 
 Everything the server asks of the model, the sandbox and the loaders goes through
 :class:`ReconstructionService`, so re-pointing the app at a restructured recipe is
-an edit to this module only. Today it drives :class:`cad_recode.infer.CADRecoder`
+an edit to this module only. It drives :class:`cad_recode.inference.CADRecoder`
 step by step (encode, generate, sandbox, judge + refine, save) so the page can show
 progress between the steps; the results it hands back are its own dataclasses.
 
@@ -33,6 +33,7 @@ from cad_recode.inference.judge import judge
 from cad_recode.inference.refine import DEFAULT_MAX_EVALUATIONS as DEFAULT_REFINE_BUDGET
 from cad_recode.inference.results import Timings
 from cad_recode.inference.units import restore_mesh, restored_program
+from cad_recode.model.constrained import DEFAULT_GRAMMAR
 from cad_recode.web.settings import ServeSettings, check_point_count, check_upload_size
 
 Progress = Callable[[float, str], None]
@@ -51,7 +52,8 @@ class JobOptions:
     refine: bool = False
     refine_budget: int = DEFAULT_REFINE_BUDGET
     restore_units: bool = False
-    # LEAD: pose auto and grammar land here as fields, and are passed on in ReconstructionService.reconstruct.
+    pose_auto: bool = False  # decode the input under several orientations too (Decoding.pose "auto")
+    grammar: bool = DEFAULT_GRAMMAR  # constrain decoding to the program grammar
 
     def __post_init__(self):
         if not 1 <= self.num_candidates <= 64:
@@ -182,16 +184,19 @@ class ReconstructionService:
         started = time.perf_counter()
         rec, n = self.recoder, options.num_candidates
         budget = options.refine_budget if options.refine else 0
-        decoding = Decoding(self.settings.max_new_tokens, refine_evaluations=budget)
+        decoding = Decoding(self.settings.max_new_tokens, refine_evaluations=budget, grammar=options.grammar,
+                            pose="auto" if options.pose_auto else "none")
         progress(0.05, "sampling the input points")
         truth = ("input mesh", shape.closed_mesh) if shape.closed_mesh is not None else None
-        item = rec.encode_input((shape.name, shape.geometry), n, seed=0, ground_truth=truth)
+        item = rec.encode_input((shape.name, shape.geometry), n, seed=0, ground_truth=truth, decoding=decoding)
         progress(0.15, f"generating {n} candidate program{'s' if n > 1 else ''}")
         step = time.perf_counter()
         generated = rec.generate(np.stack([draw.points for draw in item.draws]), decoding, seed=0, group_size=n)
         timings = Timings(encode=item.encode_seconds, generate=time.perf_counter() - step)
         progress(0.6, "running the candidates in the sandbox")
         step = time.perf_counter()
+        # under pose auto each program gets its line back to the input's frame before it runs
+        generated = [(item.placed_back(k, code), tokens, done) for k, (code, tokens, done) in enumerate(generated)]
         executed = rec.sandbox.map([code for code, _, _ in generated])
         timings.execute = time.perf_counter() - step
         progress(0.75, "measuring against the input" + (" and refining" if decoding.refine_evaluations else ""))
