@@ -137,7 +137,8 @@ def test_two_adapters_give_their_own_outputs(models, sandbox, points):
     both = CADRecoder.from_pretrained(models["base"], adapters={"a": models["a"], "b": models["b"]},
                                       sandbox=sandbox, device="cpu")
     assert both.adapters == ["a", "b"] and both.active_adapter == "a"
-    settings = dict(max_new_tokens=40)
+    # grammar off: these few-step adapters differ in what they would write, which the grammar may mask alike
+    settings = dict(max_new_tokens=40, grammar=False)
     from cad_recode.inference import Decoding
 
     out_a = both.generate(points.numpy(), Decoding(**settings))

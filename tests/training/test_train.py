@@ -595,6 +595,9 @@ class _Oracle(torch.nn.Module):
     def get_input_embeddings(self):
         return self.embed
 
+    def get_output_embeddings(self):  # its width sizes the grammar's masks (which this oracle never consults)
+        return self.embed
+
     def generate_ids(self, points, tokens, num_candidates=1, **kwargs):
         assert points.shape[1:] == (self.config.num_point_tokens, 3) and num_candidates == 1
         rows = [self.tokenizer.encode(self.codes.pop(0)) + [tokens.end_id] for _ in range(points.shape[0])]
