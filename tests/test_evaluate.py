@@ -215,3 +215,17 @@ def test_unknown_condition_is_one_clear_line(recoder, programs, models, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--model", str(models["full"]), "--data", str(programs), "--condition", "sideways"])
     assert "--condition: invalid choice: 'sideways'" in capsys.readouterr().err
+
+
+def test_data_with_family_labels_gets_a_table_by_family(models, sandbox, tmp_path):
+    """The hand-written style set carries a family per program: eval reports each family's figures."""
+    from cad_recode.data.labels import read_family_labels
+
+    style_set = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "style_set"
+    model = CADRecoder.from_pretrained(models["full"], sandbox=sandbox, device="cpu")
+    report = evaluate(model, style_set, limit=4, out_dir=tmp_path, decoding=DECODING, progress=False)
+    labels = read_family_labels(style_set)
+    expected = {labels[r["id"]] for r in report.rows if r["status"] != "skipped"}
+    assert set(report.families) == expected and sum(s.count for s in report.families.values()) == 4
+    assert "by family:" in report.table()
+    assert set(json.loads(report.paths["json"].read_text())["families"]) == expected

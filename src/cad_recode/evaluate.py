@@ -78,6 +78,7 @@ class EvalReport:
     settings: dict = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
     model_summary: MetricSummary | None = None  # with refinement: the programs as the model wrote them
+    families: dict[str, MetricSummary] = field(default_factory=dict)  # when the data carries family labels
 
     @property
     def invalid_kinds(self) -> InvalidCounts:
@@ -92,6 +93,9 @@ class EvalReport:
 
         head = "| inputs | IoU % | mean CD x10^3 | median CD x10^3 | IR % |"
         kinds = f"\n\ninvalid by kind: {self.invalid_kinds.describe()}"
+        if self.families:
+            kinds += "\n\nby family:\n\n| family " + head + "\n|---|---|---|---|---|---|\n" + "\n".join(
+                f"| {name} {row(s)}" for name, s in sorted(self.families.items()))
         if self.model_summary is None:
             return f"{head}\n|---|---|---|---|---|\n{row(self.summary)}{kinds}"
         return (f"{head} programs |\n|---|---|---|---|---|---|\n{row(self.model_summary)} as the model wrote them |\n"
@@ -240,10 +244,26 @@ def evaluate(
         num_candidates=num_candidates, limit=limit, seed=seed, condition=perturbation.name, decoding=decoding.to_dict(),
         seconds=round(time.perf_counter() - started, 3),
     )
-    report = EvalReport(summary, rows, skipped, kind, settings, model_summary=model_summary)
+    report = EvalReport(summary, rows, skipped, kind, settings, model_summary=model_summary,
+                        families=family_summaries(data, measured))
     if out_dir is not None:
         report.paths = write_report(report, out_dir)
     return report
+
+
+def family_summaries(data, rows: list[dict]) -> dict[str, MetricSummary]:
+    """The protocol's numbers per part family, when the data carries family labels ({} otherwise)."""
+    from cad_recode.data.labels import read_family_labels
+
+    try:
+        labels = read_family_labels(data)
+    except (InputError, OSError, ValueError, KeyError):  # labels are a bonus: a set without them is still evaluated
+        return {}
+    families: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["id"] in labels:
+            families.setdefault(labels[r["id"]], []).append(r)
+    return {name: summarize_rows(members) for name, members in families.items()}
 
 
 def summarize_rows(rows: list[dict], before_refinement: bool = False) -> MetricSummary:
@@ -296,6 +316,8 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
                              "invalid_kinds": report.invalid_kinds.to_dict(), **report.settings})
         if report.model_summary is not None:
             body["before_refinement"] = _nan_to_none(report.model_summary.to_dict())
+        if report.families:
+            body["families"] = {name: _nan_to_none(s.to_dict()) for name, s in sorted(report.families.items())}
         with atomic_file(json_path) as tmp:
             tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
         table_path = out / TABLE_NAME
