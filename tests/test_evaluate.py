@@ -22,7 +22,8 @@ import infer_artifacts as art  # noqa: E402
 
 from cad_recode.cli import main  # noqa: E402
 from cad_recode.errors import InputError  # noqa: E402
-from cad_recode.evaluate import evaluate  # noqa: E402
+from cad_recode.data.labels import read_family_labels  # noqa: E402
+from cad_recode.evaluate import evaluate, summarize_rows  # noqa: E402
 from cad_recode.geometry.metrics import compare_meshes  # noqa: E402
 from cad_recode.geometry.shapes import example_program  # noqa: E402
 from cad_recode.inference import CADRecoder, Decoding  # noqa: E402
@@ -229,3 +230,19 @@ def test_data_with_family_labels_gets_a_table_by_family(models, sandbox, tmp_pat
     assert set(report.families) == expected and sum(s.count for s in report.families.values()) == 4
     assert "by family:" in report.table()
     assert set(json.loads(report.paths["json"].read_text())["families"]) == expected
+
+
+def test_with_refinement_each_family_has_its_as_written_figure(models, sandbox, tmp_path):
+    style_set = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "style_set"
+    model = CADRecoder.from_pretrained(models["full"], sandbox=sandbox, device="cpu")
+    report = evaluate(model, style_set, limit=2, out_dir=tmp_path, progress=False,
+                      decoding=Decoding(**{**DECODING.to_dict(), "refine_evaluations": 3}))
+    assert set(report.model_families) == set(report.families)
+    for name, written in report.model_families.items():
+        members = [r for r in report.rows if r["status"] != "skipped" and r["id"] in
+                   {i for i, fam in read_family_labels(style_set).items() if fam == name}]
+        assert written.count == len(members)
+        assert written.mean_iou == pytest.approx(summarize_rows(members, before_refinement=True).mean_iou, nan_ok=True)
+    body = json.loads(report.paths["json"].read_text())
+    assert set(body["families_before_refinement"]) == set(body["families"])
+    assert "IoU % as written |" in report.table()

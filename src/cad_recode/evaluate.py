@@ -79,6 +79,7 @@ class EvalReport:
     paths: dict[str, Path] = field(default_factory=dict)
     model_summary: MetricSummary | None = None  # with refinement: the programs as the model wrote them
     families: dict[str, MetricSummary] = field(default_factory=dict)  # when the data carries family labels
+    model_families: dict[str, MetricSummary] = field(default_factory=dict)  # the same, as the model wrote them
 
     @property
     def invalid_kinds(self) -> InvalidCounts:
@@ -94,8 +95,10 @@ class EvalReport:
         head = "| inputs | IoU % | mean CD x10^3 | median CD x10^3 | IR % |"
         kinds = f"\n\ninvalid by kind: {self.invalid_kinds.describe()}"
         if self.families:
-            kinds += "\n\nby family:\n\n| family " + head + "\n|---|---|---|---|---|---|\n" + "\n".join(
-                f"| {name} {row(s)}" for name, s in sorted(self.families.items()))
+            written = " IoU % as written |" if self.model_families else ""
+            kinds += (f"\n\nby family:\n\n| family {head}{written}\n|---|---|---|---|---|---|{'---|' * bool(written)}\n"
+                      + "\n".join(f"| {name} {row(s)}" + (f" {_pct(self.model_families[name].mean_iou)} |" if written else "")
+                                   for name, s in sorted(self.families.items())))
         if self.model_summary is None:
             return f"{head}\n|---|---|---|---|---|\n{row(self.summary)}{kinds}"
         return (f"{head} programs |\n|---|---|---|---|---|---|\n{row(self.model_summary)} as the model wrote them |\n"
@@ -246,12 +249,14 @@ def evaluate(
     )
     report = EvalReport(summary, rows, skipped, kind, settings, model_summary=model_summary,
                         families=family_summaries(data, measured))
+    if model_summary is not None:
+        report.model_families = family_summaries(data, measured, before_refinement=True)
     if out_dir is not None:
         report.paths = write_report(report, out_dir)
     return report
 
 
-def family_summaries(data, rows: list[dict]) -> dict[str, MetricSummary]:
+def family_summaries(data, rows: list[dict], before_refinement: bool = False) -> dict[str, MetricSummary]:
     """The protocol's numbers per part family, when the data carries family labels ({} otherwise)."""
     from cad_recode.data.labels import read_family_labels
 
@@ -263,7 +268,7 @@ def family_summaries(data, rows: list[dict]) -> dict[str, MetricSummary]:
     for r in rows:
         if r["id"] in labels:
             families.setdefault(labels[r["id"]], []).append(r)
-    return {name: summarize_rows(members) for name, members in families.items()}
+    return {name: summarize_rows(members, before_refinement) for name, members in families.items()}
 
 
 def summarize_rows(rows: list[dict], before_refinement: bool = False) -> MetricSummary:
@@ -318,6 +323,9 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
             body["before_refinement"] = _nan_to_none(report.model_summary.to_dict())
         if report.families:
             body["families"] = {name: _nan_to_none(s.to_dict()) for name, s in sorted(report.families.items())}
+        if report.model_families:
+            body["families_before_refinement"] = {name: _nan_to_none(s.to_dict())
+                                                  for name, s in sorted(report.model_families.items())}
         with atomic_file(json_path) as tmp:
             tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
         table_path = out / TABLE_NAME
