@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,13 +50,18 @@ class QuickstartRecord:
     refine_evaluations: int
     refined: Scores  # the eval summary (refined when refine_evaluations > 0)
     as_written: Scores | None  # before refinement (summary.json's before_refinement)
+    data: str = "simple"  # the generator level the quickstart trained and tested on
+    families: dict[str, Scores] = field(default_factory=dict)  # refined, by family (summary.json's families)
+    families_as_written: dict[str, Scores] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path = RECORD) -> "QuickstartRecord":
         raw = json.loads(Path(path).read_text())
         raw["refined"] = Scores(**raw["refined"])
         raw["as_written"] = Scores(**raw["as_written"]) if raw.get("as_written") else None
-        return cls(**{f.name: raw[f.name] for f in fields(cls)})
+        for key in ("families", "families_as_written"):
+            raw[key] = {name: Scores(**s) for name, s in raw.get(key, {}).items()}
+        return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -98,8 +103,21 @@ def quickstart_results_markdown(record: QuickstartRecord) -> str:
         f"{record.date}, {record.machine}; more in [BENCHMARKS.md](BENCHMARKS.md#the-offline-default-issue-6)): "
         f"{', '.join(times)}; the machine's speed varies. On the first {record.refined.count} held-out test shapes:\n\n"
         "| | IR | mean IoU | mean CD ×10³ | median CD ×10³ |\n|---|---|---|---|---|\n"
-        + "\n".join(rows) + "\n| issue 6 target | ≤ 1 % | ≥ 0.90 | | ≤ 0.5 |\n"
+        + "\n".join(rows) + "\n| issue 16 target | ≤ 1 % | ≥ 0.90 refined, ≥ 0.80 as written | | ≤ 0.5 refined |\n"
+        + family_table(record)
     )
+
+
+def family_table(record: QuickstartRecord) -> str:
+    """IoU by part family (every family's target: 0.80 refined), when the run's data carried family labels."""
+    if not record.families:
+        return ""
+    written = record.families_as_written
+    lines = ["", "By family (IoU; issue 16's target for each: ≥ 0.80 refined):", "",
+             "| family | shapes | refined | as the model wrote them |", "|---|---|---|---|"]
+    for name, s in sorted(record.families.items()):
+        lines.append(f"| {name} | {s.count} | {_iou(s)} | {_iou(written[name]) if name in written else '–'} |")
+    return "\n".join(lines) + "\n"
 
 
 def quickstart_rows_markdown(record: QuickstartRecord) -> str:
@@ -107,7 +125,7 @@ def quickstart_rows_markdown(record: QuickstartRecord) -> str:
     def row(label: str, s: Scores) -> str:
         iou = "–" if s.mean_iou is None else f"{s.mean_iou * 100:.1f}%"
         mean, median = ("–" if v is None else f"{v:.2f}" for v in (s.mean_cd, s.median_cd))
-        return f"| our `simple` test split ({s.count} shapes) | {label} | {iou} | {mean} | {median} " \
+        return f"| our `{record.data}` test split ({s.count} shapes) | {label} | {iou} | {mean} | {median} " \
                f"| {s.invalid_ratio * 100:.1f}% |"
 
     minutes = f", {duration(record.train_seconds)} of training" if record.train_seconds is not None else ""

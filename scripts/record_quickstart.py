@@ -32,11 +32,27 @@ def record_from_workdir(workdir: Path, *, wall_seconds: float, machine: str, dat
         as_written = Scores.of(before) if before else None
     except ValueError as error:
         raise SystemExit(f"error: {summary_path}: {error}") from None
+    try:
+        families = {name: Scores.of(s) for name, s in summary.get("families", {}).items()}
+        families_written = {name: Scores.of(s) for name, s in summary.get("families_before_refinement", {}).items()}
+    except ValueError as error:
+        raise SystemExit(f"error: {summary_path}: {error}") from None
     decoding = summary.get("decoding") or {}
+    data = program_level(workdir / "programs" / "manifest.json")
     return QuickstartRecord(date=date, machine=machine, wall_seconds=wall_seconds, train_seconds=train_seconds,
                             eval_seconds=eval_seconds, num_candidates=int(summary.get("num_candidates", 1)),
                             refine_evaluations=int(decoding.get("refine_evaluations", 0)),
-                            refined=refined, as_written=as_written)
+                            refined=refined, as_written=as_written, data=data,
+                            families=families, families_as_written=families_written)
+
+
+def program_level(manifest: Path) -> str:
+    """The generator level the run's programs were drawn at (data generate's manifest)."""
+    try:
+        return json.loads(manifest.read_text())["complexity"]
+    except (OSError, ValueError, KeyError) as error:
+        raise SystemExit(f"error: {manifest}: cannot read the programs' level ({error}); was it made by "
+                         "`cad-recode data generate`?") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,6 +58,8 @@ def test_record_quickstart_writes_the_eval_summary_and_times(tmp_path, capsys):
                                      "invalid_ratio": 0.05}}
     (tmp_path / "tiny" / "eval").mkdir(parents=True)
     (tmp_path / "tiny" / "eval" / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "tiny" / "programs").mkdir()
+    (tmp_path / "tiny" / "programs" / "manifest.json").write_text(json.dumps({"complexity": "broad"}))
     out = tmp_path / "quickstart.json"
     assert main([str(tmp_path / "tiny"), "--wall_seconds", "793", "--train_seconds", "400", "--machine", "box",
                  "--date", "2026-12-01", "--output", str(out)]) == 0
@@ -69,6 +71,32 @@ def test_record_quickstart_writes_the_eval_summary_and_times(tmp_path, capsys):
     assert "13 min 13 s end to end" in text and "| best of 4, refined | 5 % | 0.925 | 0.610 | 0.350 |" in text
     with pytest.raises(SystemExit, match="summary.json not found; run `bash quickstart.sh`"):
         main([str(tmp_path / "nowhere"), "--wall_seconds", "1", "--output", str(out)])
+
+
+def test_the_record_keeps_each_family_and_the_readme_lists_them(tmp_path):
+    from readme_results import QuickstartRecord, quickstart_results_markdown, quickstart_rows_markdown
+    from record_quickstart import main
+
+    def scores(iou):
+        return {"count": 10, "valid": 10, "mean_cd": 0.5, "median_cd": 0.3, "mean_iou": iou, "invalid_ratio": 0.0}
+
+    summary = {**scores(0.9), "num_candidates": 4, "decoding": {"refine_evaluations": 120},
+               "before_refinement": scores(0.8), "families": {"ring": scores(0.85), "box": scores(0.99)},
+               "families_before_refinement": {"ring": scores(0.7), "box": scores(0.95)}}
+    (tmp_path / "run" / "eval").mkdir(parents=True)
+    (tmp_path / "run" / "eval" / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "quickstart.json"
+    with pytest.raises(SystemExit, match="manifest.json: cannot read the programs' level"):
+        main([str(tmp_path / "run"), "--wall_seconds", "1", "--output", str(out)])
+    (tmp_path / "run" / "programs").mkdir()
+    (tmp_path / "run" / "programs" / "manifest.json").write_text(json.dumps({"complexity": "broad"}))
+    assert main([str(tmp_path / "run"), "--wall_seconds", "600", "--output", str(out)]) == 0
+    record = QuickstartRecord.load(out)
+    assert record.data == "broad" and record.families["ring"].mean_iou == 0.85
+    assert record.families_as_written["box"].mean_iou == 0.95
+    text = quickstart_results_markdown(record)
+    assert "| box | 10 | 0.990 | 0.950 |\n| ring | 10 | 0.850 | 0.700 |" in text
+    assert "our `broad` test split (10 shapes)" in quickstart_rows_markdown(record)
 
 
 def test_ci_installs_as_the_readme_says_and_runs_its_test_command():
