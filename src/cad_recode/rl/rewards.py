@@ -8,7 +8,7 @@ program (design.md §2). Three built-ins, each needing something different:
 - ``iou_input``: ``REWARD_SCALE * IoU`` with the input mesh itself. Needs
   watertight input meshes (a folder of closed STL/OBJ/PLY or STEP parts, no
   programs). IoU is undefined for an open mesh, so an input that is not a closed
-  solid is scored by ``cd_input`` instead; :mod:`cad_recode.rl.sources` says so
+  solid (or is a point cloud) is scored by ``cd_input`` instead; :mod:`cad_recode.rl.sources` says so
   once, naming those inputs, when it opens the folder.
 - ``cd_input``: ``REWARD_SCALE * exp(-CD / CD_REWARD_SCALE)``, CD being the
   protocol's Chamfer distance (x10^3, unit cube) from the candidate to the input
@@ -129,18 +129,15 @@ class CDInput:
 
 
 class IoUInput:
-    """``iou_input``: ``REWARD_SCALE * IoU`` with the input mesh; ``cd_input`` when that mesh is not closed."""
+    """``iou_input``: ``REWARD_SCALE * IoU`` with the input mesh; ``cd_input`` for an open mesh or a cloud."""
 
     name = "iou_input"
 
     def check(self, target: RewardTarget) -> None:
-        if target.mesh is None:
-            raise UsageError("reward iou_input needs an input mesh (a folder of STL/OBJ/PLY/STEP parts); "
-                             "point clouds have no volume: use cd_input")
+        return None  # an input without a closed mesh falls back to cd_input (sources announce which)
 
     def __call__(self, solid: trimesh.Trimesh | None, target: RewardTarget) -> float:
-        self.check(target)
-        if not target.watertight:  # announced once by sources, not here
+        if target.mesh is None or not target.watertight:  # announced once by sources, not here
             return REWARDS["cd_input"](solid, target)
         if solid is None:
             return INVALID_PENALTY
