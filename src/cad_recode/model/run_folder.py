@@ -71,7 +71,7 @@ def resume_notice(cfg, resume: Path | None) -> str | None:
         return None
     if resume is None:
         return (f"resume_from_checkpoint auto: {cfg.output_dir} has no complete checkpoint-N/, "
-                "so the run starts from step 0")
+                "so training starts from step 0")
     how = "the newest complete checkpoint" if cfg.resume_from_checkpoint == RESUME_LATEST else "as asked"
     return f"resuming from {resume} ({how})"
 

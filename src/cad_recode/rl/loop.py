@@ -32,11 +32,12 @@ after a kill repeats exactly the rollouts and parameters of an uninterrupted one
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -90,8 +91,11 @@ class RLRun:
         return core_model(self.policy.model).config
 
 
-def run_rl(cfg: RLConfig) -> RLResult | None:
-    """Run the recipe for ``cfg``; ``cfg.dry_run`` only prints the plan (returns None)."""
+def run_rl(cfg: RLConfig, on_update: Callable[[RLRun, int, dict], None] | None = None) -> RLResult | None:
+    """Run the recipe for ``cfg``; ``cfg.dry_run`` only prints the plan (returns None).
+
+    ``on_update(run, update, record)``: called on every process after each update is logged and checkpointed.
+    """
     if cfg.dry_run:
         from cad_recode.rl.plan import plan
 
@@ -113,7 +117,7 @@ def run_rl(cfg: RLConfig) -> RLResult | None:
                 clear_previous_run(Path(cfg.output_dir), (CURVES_FILE,))
             save_config(cfg, Path(cfg.output_dir) / RUN_CONFIG)
             run.logbook = Logbook(cfg.output_dir, tensorboard=cfg.report_to == "tensorboard")
-        last = train_updates(run, first)
+        last = train_updates(run, first, on_update)
         if run.is_main:
             ckpt.save_final(run)
             write_rl_curves(cfg.output_dir)
@@ -123,7 +127,7 @@ def run_rl(cfg: RLConfig) -> RLResult | None:
     return RLResult(Path(cfg.output_dir), last, resume, len(run.stream.solved))
 
 
-def train_updates(run: RLRun, first: int) -> int:
+def train_updates(run: RLRun, first: int, on_update: Callable[[RLRun, int, dict], None] | None = None) -> int:
     """Updates ``first .. max_updates``; returns the last one done (earlier when every input is solved)."""
     cfg, last = run.cfg, first - 1
     for update in range(first, cfg.max_updates + 1):
@@ -143,6 +147,8 @@ def train_updates(run: RLRun, first: int) -> int:
             if run.is_main:
                 ckpt.save_checkpoint(run, update)
             run.accelerator.wait_for_everyone()
+        if on_update is not None:
+            on_update(run, update, record)
     return last
 
 
@@ -194,6 +200,8 @@ def one_update(run: RLRun, update: int) -> dict | None:
         "trained_tokens": stats.tokens, "seconds_generate": times.generate, "seconds_sandbox": times.sandbox,
         "seconds_reward": times.reward, "seconds_rollout": times.wall, "seconds_update": stats.seconds,
         "solved": len(run.stream.solved), "epoch": run.stream.epoch,
+        # what this process sampled, as a short digest: equal digests = the same rollouts (resume parity)
+        "rollout_digest": hashlib.sha1(repr([s.ids for g in groups for s in g.samples]).encode()).hexdigest()[:16],
     }
     if run.policy.reference is not None or run.cfg.uses_lora:
         record["kl"] = stats.kl
