@@ -39,7 +39,7 @@ class RLPlan:
 
 
 def plan(cfg: RLConfig) -> RLPlan:
-    from cad_recode.rl.loop import check_data_source, resolve_reward
+    from cad_recode.rl.inputs import check_data_source, resolve_reward
     from cad_recode.rl.policy import resolve_start
 
     check_data_source(cfg)
