@@ -113,3 +113,30 @@ def test_hard_example_mining_skips_solved_inputs(inputs, tmp_path):
     result = run_rl(ra.rl_config(data, start, out, hard_example_threshold=-10.0, max_updates=5, eval_steps=0))
     assert result.updates == 2 and result.solved == 8  # 8 inputs, 4 per update: solved after 2 updates
     assert [r["solved"] for r in read_train_log(out)] == [4, 8]
+
+
+def test_qlora_trains_on_a_4bit_start_model_and_merges_into_full_precision(inputs, tmp_path):
+    """QLoRA: the start model loaded in 4-bit (bitsandbytes, CPU), the adapter trained, merged_model/ in float32."""
+    from transformers import AutoModelForCausalLM
+
+    import cad_recode.model  # noqa: F401
+
+    data, start = inputs
+    out = tmp_path / "run"
+    run_rl(ra.rl_config(data, start, out, finetune_method="qlora", lora_r=4, lora_alpha=8, bnb_4bit_compute_dtype="float32",
+                        max_updates=1, shapes_per_update=2, num_generations=2, top_k=1, eval_steps=0, val_num_samples=1))
+    assert {"adapter_model.safetensors", "merged_model"} <= {p.name for p in out.iterdir()}
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged_model")
+    assert all(p.dtype == torch.float32 and type(p).__name__ == "Parameter" for p in merged.parameters())
+
+
+def test_auto_merge_flags_as_in_train(inputs, tmp_path):
+    """merge_final_only: no checkpoint-N/merged_model/; keep_lora_final false: merged_model/ but no final adapter."""
+    data, start = inputs
+    out = tmp_path / "run"
+    run_rl(ra.rl_config(data, start, out, finetune_method="lora", lora_r=4, lora_alpha=8, max_updates=2, save_steps=1,
+                        eval_steps=0, merge_final_only=True, keep_lora_final=False))
+    names = {p.name for p in out.iterdir()}
+    assert "merged_model" in names and "adapter_model.safetensors" not in names and "config.yaml" in names
+    checkpoint = {p.name for p in (out / "checkpoint-1").iterdir()}
+    assert "adapter_model.safetensors" in checkpoint and "merged_model" not in checkpoint
