@@ -90,266 +90,19 @@ _FALSE_WORDS = ("false", "no", "off", "0")
 _NONE_WORDS = ("none", "null", "~")
 
 
-def _field(default: Any, help: str):
+def config_field(default: Any, help: str):
     """A dataclass field with its help text; list and dict defaults are copied per instance."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
-@dataclass
-class TrainConfig:
-    """Every setting of a training run. Defaults: Qwen3-1.7B-Base + LoRA on one 16 GB+ GPU.
+class RunOutputs:
+    """What a run's method and auto-merge keys mean, shared by TrainConfig and the RL recipe's RLConfig.
 
-    The defaults are exactly ``configs/train_config_lora.yaml``. The guide's
-    keys keep the guide's names and defaults; trainer keys keep the names of
-    transformers' ``TrainingArguments``.
+    A mixin for config dataclasses with the fields finetune_method, use_qlora, load_in_4bit,
+    auto_merge_lora, auto_merge_final, keep_lora_only, keep_lora_final and merge_final_only.
     """
-
-    # --- Model ---
-    base_model: str = _field(
-        "Qwen/Qwen3-1.7B-Base",
-        "Hugging Face model id or local folder of the causal LM to fine-tune (Qwen3, Qwen2, Qwen2.5, ...). "
-        "With tiny_model set it is only the name recorded in exports.",
-    )
-    tiny_model: dict[str, Any] | str | None = _field(
-        None,
-        "Build a small randomly initialised LM offline instead of loading base_model: a mapping "
-        "{architecture: qwen3, hidden_size: ..., num_hidden_layers: ..., ...} of transformers config "
-        "fields (architecture is the model_type, default qwen3), or the path of a config.json. "
-        "On the command line give the mapping in YAML flow style: '{hidden_size: 64}'.",
-    )
-    tokenizer: str | None = _field(
-        None,
-        "Tokenizer folder or id; null = base_model's own; 'train' = train a small BPE on the training "
-        "programs (only with tiny_model, since a pretrained LM needs the tokenizer it was trained with).",
-    )
-    trust_remote_code: bool = _field(
-        False,
-        "Allow model code from the model folder or hub (only for models that need it).",
-    )
-    torch_dtype: str = _field(
-        "auto",
-        "dtype of the LM weights when loaded: auto (as saved; float32 for tiny_model), bfloat16, float16, "
-        "float32. The point encoder always stays float32.",
-    )
-    attn_implementation: str = _field(
-        "sdpa",
-        "Attention kernel passed to transformers: sdpa, eager, flash_attention_2, flash_attention_3, "
-        "flex_attention (or a kernels-hub name containing '/').",
-    )
-
-    # --- Method ---
-    finetune_method: str = _field(
-        "lora",
-        "lora: LoRA adapters on the LM, projector trained fully. qlora: the same on a 4-bit NF4 base "
-        "(bitsandbytes). full: every weight trained (meant for tiny_model runs).",
-    )
-    use_qlora: bool = _field(
-        False,
-        "The guide's switch: true makes finetune_method qlora (an error next to finetune_method full).",
-    )
-    load_in_4bit: bool = _field(
-        False,
-        "Load the base LM in 4-bit through bitsandbytes; true means QLoRA, like use_qlora.",
-    )
-    bnb_4bit_compute_dtype: str = _field(
-        "bfloat16",
-        "QLoRA: dtype the 4-bit layers compute in; float16 for GPUs without bf16.",
-    )
-    bnb_4bit_quant_type: str = _field(
-        "nf4",
-        "QLoRA: 4-bit data type, nf4 (NormalFloat, as in the QLoRA paper) or fp4.",
-    )
-    bnb_4bit_use_double_quant: bool = _field(
-        True,
-        "QLoRA: also quantize the quantization constants (saves about 0.4 bit per weight).",
-    )
-
-    # --- LoRA ---
-    lora_r: int = _field(
-        defaults.LORA_R,
-        "LoRA rank: trainable parameters grow linearly with it (8 small, 16 balanced, 64 large).",
-    )
-    lora_alpha: int = _field(
-        defaults.LORA_ALPHA,
-        "LoRA scaling numerator: the update is scaled by lora_alpha / lora_r; usually 2 * lora_r.",
-    )
-    lora_dropout: float = _field(defaults.LORA_DROPOUT, "Dropout on the LoRA branch input, in [0, 1).")
-    lora_target_modules: list[str] = _field(
-        list(defaults.LORA_TARGET_MODULES),
-        "Names of the LM's linear layers that get LoRA adapters (the point projector never does). "
-        "Flags: comma-separated or several values.",
-    )
-
-    # --- Auto-merge (LoRA and QLoRA runs; ignored by full) ---
-    auto_merge_lora: bool = _field(
-        True,
-        "At every checkpoint also write checkpoint-N/merged_model/: a merged copy built from the saved "
-        "adapter on a separate full-precision base; the model being trained is never merged.",
-    )
-    auto_merge_final: bool = _field(
-        True,
-        "At the end write OUTPUT_DIR/merged_model/ (full-precision base + adapter + projector, tokenizer, "
-        "generation_config.json), the model inference prefers.",
-    )
-    keep_lora_only: bool = _field(
-        True,
-        "At every checkpoint keep the adapter files (adapter_config.json, adapter_model.safetensors, projector). "
-        "False keeps only checkpoint-N/merged_model/, and such a checkpoint cannot be resumed.",
-    )
-    keep_lora_final: bool = _field(
-        True,
-        "At the end keep the adapter files (adapter_config.json, adapter_model.safetensors, projector) "
-        "in OUTPUT_DIR.",
-    )
-    merge_final_only: bool = _field(
-        False,
-        "Merge only at the end: no checkpoint-N/merged_model/ (overrides auto_merge_lora), which saves time "
-        "and disk during training. Needs auto_merge_final.",
-    )
-
-    # --- Points and projector ---
-    num_point_tokens: int = _field(
-        defaults.NUM_POINT_TOKENS,
-        "Points per shape after farthest point sampling = point tokens before the code.",
-    )
-    num_surface_points: int = _field(defaults.NUM_SURFACE_POINTS, "Surface samples taken from a mesh before farthest point sampling.")
-    noise_std: float = _field(
-        defaults.NOISE_STD,
-        "Training augmentation: std of Gaussian noise, in normalized units ([-1, 1] box).",
-    )
-    noise_prob: float = _field(defaults.NOISE_PROB, "Training augmentation: probability that a shape gets the noise.")
-    uneven_prob: float = _field(
-        defaults.UNEVEN_PROB,
-        "Training augmentation: probability that a shape's point density falls off along a random direction "
-        "(a scanner looks longer at one side).",
-    )
-    uneven_strength: float = _field(
-        defaults.UNEVEN_STRENGTH,
-        "Training augmentation: with uneven density, the chance to keep a surface point falls from 1 to "
-        "1 - this across the part; in [0, 0.99].",
-    )
-    missing_side_prob: float = _field(
-        defaults.MISSING_SIDE_PROB,
-        "Training augmentation: probability that one side of a shape is cut away (a scan that missed it); "
-        "the target program is the whole part.",
-    )
-    missing_fraction: float = _field(
-        defaults.MISSING_FRACTION,
-        "Training augmentation: the share of the surface a missing side removes (furthest along a random "
-        "axis); in [0, 1).",
-    )
-    projector_learning_rate: float | None = _field(
-        None,
-        "Learning rate of the point projector; null = learning_rate.",
-    )
-
-    # --- Data ---
-    data_dir: str = _field(
-        "data/prepared",
-        "Prepared dataset folder: the --output_dir of `cad-recode data prepare` (train/ and val/ splits).",
-    )
-    max_code_tokens: int = _field(
-        768,
-        "Longest program trained on, in tokens, counting <|im_start|> and the end token.",
-    )
-    overflow: str = _field(
-        "drop",
-        "Programs longer than max_code_tokens: drop (skip them) or truncate (keep the first tokens, "
-        "without the end token).",
-    )
-    dataloader_num_workers: int = _field(
-        4,
-        "Worker processes that sample points and tokenize; 0 = in the main process.",
-    )
-
-    # --- Training ---
-    per_device_train_batch_size: int = _field(8, "Shapes per device per forward pass.")
-    gradient_accumulation_steps: int = _field(
-        4,
-        "Forward passes per optimizer step; effective batch = per_device_train_batch_size x this x devices.",
-    )
-    learning_rate: float = _field(
-        2e-4,
-        "Peak AdamW learning rate of the LM's trainable weights (2e-4 as in CAD-Recode).",
-    )
-    lr_scheduler_type: str = _field(
-        "cosine",
-        "Learning rate schedule after warmup (transformers' names).",
-    )
-    warmup_steps: int = _field(1000, "Optimizer steps of linear warmup from 0 to the learning rate.")
-    weight_decay: float = _field(0.01, "AdamW weight decay (not applied to biases and norms).")
-    max_grad_norm: float = _field(1.0, "Gradient clipping norm; 0 disables clipping.")
-    max_steps: int = _field(
-        100000,
-        "Optimizer steps to train; -1 = train num_train_epochs epochs instead (CAD-Recode: about 100k).",
-    )
-    num_train_epochs: float = _field(3.0, "Epochs to train when max_steps is -1.")
-    bf16: bool = _field(True, "bfloat16 mixed precision (Ampere or newer GPUs); not together with fp16.")
-    fp16: bool = _field(False, "float16 mixed precision (older GPUs); not together with bf16.")
-    gradient_checkpointing: bool = _field(
-        True,
-        "Recompute activations in the backward pass: much less memory for about 30 percent more time.",
-    )
-
-    # --- Saving and logging ---
-    output_dir: str = _field(
-        "checkpoints_qwen3_lora",
-        "Run folder: checkpoint-N/, the final adapter, config.yaml, merged_model/, logs.",
-    )
-    overwrite_output_dir: bool = _field(
-        False,
-        "Allow output_dir to hold another run (its files are replaced); without it such a folder is refused.",
-    )
-    save_steps: int = _field(2000, "Write checkpoint-N/ every this many optimizer steps.")
-    save_total_limit: int | None = _field(3, "Keep only the newest this many checkpoints; null = keep all.")
-    logging_steps: int = _field(50, "Log loss and learning rate every this many optimizer steps.")
-    report_to: str = _field(
-        "tensorboard",
-        "Where logs go besides the console: tensorboard, none, or other transformers integrations.",
-    )
-    resume_from_checkpoint: str | None = _field(
-        None,
-        "Continue a run from checkpoint-N/ (a folder), or 'auto' for the newest one in output_dir.",
-    )
-
-    # --- Evaluation ---
-    do_eval: bool = _field(
-        False,
-        "Evaluate on the validation split every eval_steps: loss, plus invalid ratio, Chamfer distance "
-        "and IoU of generated programs.",
-    )
-    eval_steps: int = _field(1000, "Optimizer steps between evaluations (with do_eval).")
-    per_device_eval_batch_size: int = _field(8, "Shapes per device per forward pass in evaluation.")
-    eval_num_samples: int = _field(
-        32,
-        "Validation shapes used for the generation metrics (the loss uses the whole split).",
-    )
-    eval_num_candidates: int = _field(
-        1,
-        "Programs generated per validation shape in evaluation: best of N point draws, greedy, the valid one "
-        "closest to the input points kept (as cad-recode eval --num_candidates).",
-    )
-    max_new_tokens: int = _field(defaults.MAX_NEW_TOKENS, "Longest generated program, in tokens.")
-
-    # --- Run ---
-    seed: int = _field(42, "Seed of weights init, data order, point sampling and noise.")
-    dry_run: bool = _field(
-        False,
-        "Print the plan (parameters, trainable parameters, weight bytes, estimated peak memory, "
-        "tokens per step) and train nothing.",
-    )
-
-    def __post_init__(self) -> None:
-        hints = _type_hints()
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
-        self._resolve_method()
-        self._check_values()
-        self._check_merge_flags()
-
-    # Derived settings the recipes read, so that the flags' meaning lives in one place.
 
     @property
     def uses_lora(self) -> bool:
@@ -376,18 +129,11 @@ class TrainConfig:
         """Keep the adapter files in OUTPUT_DIR."""
         return self.uses_lora and self.keep_lora_final
 
-    @property
-    def projector_lr(self) -> float:
-        """The projector's learning rate: its own, or the LM's."""
-        return self.learning_rate if self.projector_learning_rate is None else self.projector_learning_rate
-
-    # Validation.
-
     def _resolve_method(self) -> None:
-        _require_choice(self, "finetune_method", FINETUNE_METHODS)
+        require_choice(self, "finetune_method", FINETUNE_METHODS)
         quantize = [k for k in ("use_qlora", "load_in_4bit") if getattr(self, k)]
         if self.finetune_method == "full" and quantize:
-            raise _config_error(
+            raise config_error(
                 ("finetune_method", *quantize),
                 f"finetune_method 'full' conflicts with {quantize[0]}: true (a 4-bit base cannot be trained fully); "
                 f"use finetune_method qlora, or set {quantize[0]} to false",
@@ -395,11 +141,293 @@ class TrainConfig:
         if quantize or self.finetune_method == "qlora":
             self.finetune_method, self.use_qlora, self.load_in_4bit = "qlora", True, True
 
+    def _check_merge_flags(self) -> None:
+        if not self.uses_lora:
+            return
+        if self.merge_final_only and not self.auto_merge_final:
+            raise config_error(
+                ("merge_final_only", "auto_merge_final"),
+                "merge_final_only is true but auto_merge_final is false, so nothing would ever be merged; "
+                "set auto_merge_final to true (or merge_final_only to false)",
+            )
+        if not self.keep_lora_only and not self.merge_at_checkpoints:
+            raise config_error(
+                ("keep_lora_only", "auto_merge_lora", "merge_final_only"),
+                "keep_lora_only is false and checkpoints are not merged, so checkpoints would hold nothing; "
+                "set keep_lora_only to true",
+            )
+        if not self.keep_lora_final and not self.auto_merge_final:
+            raise config_error(
+                ("keep_lora_final", "auto_merge_final"),
+                "keep_lora_final and auto_merge_final are both false, so the run would save no final model; "
+                "set one of them to true",
+            )
+
+
+@dataclass
+class TrainConfig(RunOutputs):
+    """Every setting of a training run. Defaults: Qwen3-1.7B-Base + LoRA on one 16 GB+ GPU.
+
+    The defaults are exactly ``configs/train_config_lora.yaml``. The guide's
+    keys keep the guide's names and defaults; trainer keys keep the names of
+    transformers' ``TrainingArguments``.
+    """
+
+    # --- Model ---
+    base_model: str = config_field(
+        "Qwen/Qwen3-1.7B-Base",
+        "Hugging Face model id or local folder of the causal LM to fine-tune (Qwen3, Qwen2, Qwen2.5, ...). "
+        "With tiny_model set it is only the name recorded in exports.",
+    )
+    tiny_model: dict[str, Any] | str | None = config_field(
+        None,
+        "Build a small randomly initialised LM offline instead of loading base_model: a mapping "
+        "{architecture: qwen3, hidden_size: ..., num_hidden_layers: ..., ...} of transformers config "
+        "fields (architecture is the model_type, default qwen3), or the path of a config.json. "
+        "On the command line give the mapping in YAML flow style: '{hidden_size: 64}'.",
+    )
+    tokenizer: str | None = config_field(
+        None,
+        "Tokenizer folder or id; null = base_model's own; 'train' = train a small BPE on the training "
+        "programs (only with tiny_model, since a pretrained LM needs the tokenizer it was trained with).",
+    )
+    trust_remote_code: bool = config_field(
+        False,
+        "Allow model code from the model folder or hub (only for models that need it).",
+    )
+    torch_dtype: str = config_field(
+        "auto",
+        "dtype of the LM weights when loaded: auto (as saved; float32 for tiny_model), bfloat16, float16, "
+        "float32. The point encoder always stays float32.",
+    )
+    attn_implementation: str = config_field(
+        "sdpa",
+        "Attention kernel passed to transformers: sdpa, eager, flash_attention_2, flash_attention_3, "
+        "flex_attention (or a kernels-hub name containing '/').",
+    )
+
+    # --- Method ---
+    finetune_method: str = config_field(
+        "lora",
+        "lora: LoRA adapters on the LM, projector trained fully. qlora: the same on a 4-bit NF4 base "
+        "(bitsandbytes). full: every weight trained (meant for tiny_model runs).",
+    )
+    use_qlora: bool = config_field(
+        False,
+        "The guide's switch: true makes finetune_method qlora (an error next to finetune_method full).",
+    )
+    load_in_4bit: bool = config_field(
+        False,
+        "Load the base LM in 4-bit through bitsandbytes; true means QLoRA, like use_qlora.",
+    )
+    bnb_4bit_compute_dtype: str = config_field(
+        "bfloat16",
+        "QLoRA: dtype the 4-bit layers compute in; float16 for GPUs without bf16.",
+    )
+    bnb_4bit_quant_type: str = config_field(
+        "nf4",
+        "QLoRA: 4-bit data type, nf4 (NormalFloat, as in the QLoRA paper) or fp4.",
+    )
+    bnb_4bit_use_double_quant: bool = config_field(
+        True,
+        "QLoRA: also quantize the quantization constants (saves about 0.4 bit per weight).",
+    )
+
+    # --- LoRA ---
+    lora_r: int = config_field(
+        defaults.LORA_R,
+        "LoRA rank: trainable parameters grow linearly with it (8 small, 16 balanced, 64 large).",
+    )
+    lora_alpha: int = config_field(
+        defaults.LORA_ALPHA,
+        "LoRA scaling numerator: the update is scaled by lora_alpha / lora_r; usually 2 * lora_r.",
+    )
+    lora_dropout: float = config_field(defaults.LORA_DROPOUT, "Dropout on the LoRA branch input, in [0, 1).")
+    lora_target_modules: list[str] = config_field(
+        list(defaults.LORA_TARGET_MODULES),
+        "Names of the LM's linear layers that get LoRA adapters (the point projector never does). "
+        "Flags: comma-separated or several values.",
+    )
+
+    # --- Auto-merge (LoRA and QLoRA runs; ignored by full) ---
+    auto_merge_lora: bool = config_field(
+        True,
+        "At every checkpoint also write checkpoint-N/merged_model/: a merged copy built from the saved "
+        "adapter on a separate full-precision base; the model being trained is never merged.",
+    )
+    auto_merge_final: bool = config_field(
+        True,
+        "At the end write OUTPUT_DIR/merged_model/ (full-precision base + adapter + projector, tokenizer, "
+        "generation_config.json), the model inference prefers.",
+    )
+    keep_lora_only: bool = config_field(
+        True,
+        "At every checkpoint keep the adapter files (adapter_config.json, adapter_model.safetensors, projector). "
+        "False keeps only checkpoint-N/merged_model/, and such a checkpoint cannot be resumed.",
+    )
+    keep_lora_final: bool = config_field(
+        True,
+        "At the end keep the adapter files (adapter_config.json, adapter_model.safetensors, projector) "
+        "in OUTPUT_DIR.",
+    )
+    merge_final_only: bool = config_field(
+        False,
+        "Merge only at the end: no checkpoint-N/merged_model/ (overrides auto_merge_lora), which saves time "
+        "and disk during training. Needs auto_merge_final.",
+    )
+
+    # --- Points and projector ---
+    num_point_tokens: int = config_field(
+        defaults.NUM_POINT_TOKENS,
+        "Points per shape after farthest point sampling = point tokens before the code.",
+    )
+    num_surface_points: int = config_field(defaults.NUM_SURFACE_POINTS, "Surface samples taken from a mesh before farthest point sampling.")
+    noise_std: float = config_field(
+        defaults.NOISE_STD,
+        "Training augmentation: std of Gaussian noise, in normalized units ([-1, 1] box).",
+    )
+    noise_prob: float = config_field(defaults.NOISE_PROB, "Training augmentation: probability that a shape gets the noise.")
+    uneven_prob: float = config_field(
+        defaults.UNEVEN_PROB,
+        "Training augmentation: probability that a shape's point density falls off along a random direction "
+        "(a scanner looks longer at one side).",
+    )
+    uneven_strength: float = config_field(
+        defaults.UNEVEN_STRENGTH,
+        "Training augmentation: with uneven density, the chance to keep a surface point falls from 1 to "
+        "1 - this across the part; in [0, 0.99].",
+    )
+    missing_side_prob: float = config_field(
+        defaults.MISSING_SIDE_PROB,
+        "Training augmentation: probability that one side of a shape is cut away (a scan that missed it); "
+        "the target program is the whole part.",
+    )
+    missing_fraction: float = config_field(
+        defaults.MISSING_FRACTION,
+        "Training augmentation: the share of the surface a missing side removes (furthest along a random "
+        "axis); in [0, 1).",
+    )
+    projector_learning_rate: float | None = config_field(
+        None,
+        "Learning rate of the point projector; null = learning_rate.",
+    )
+
+    # --- Data ---
+    data_dir: str = config_field(
+        "data/prepared",
+        "Prepared dataset folder: the --output_dir of `cad-recode data prepare` (train/ and val/ splits).",
+    )
+    max_code_tokens: int = config_field(
+        768,
+        "Longest program trained on, in tokens, counting <|im_start|> and the end token.",
+    )
+    overflow: str = config_field(
+        "drop",
+        "Programs longer than max_code_tokens: drop (skip them) or truncate (keep the first tokens, "
+        "without the end token).",
+    )
+    dataloader_num_workers: int = config_field(
+        4,
+        "Worker processes that sample points and tokenize; 0 = in the main process.",
+    )
+
+    # --- Training ---
+    per_device_train_batch_size: int = config_field(8, "Shapes per device per forward pass.")
+    gradient_accumulation_steps: int = config_field(
+        4,
+        "Forward passes per optimizer step; effective batch = per_device_train_batch_size x this x devices.",
+    )
+    learning_rate: float = config_field(
+        2e-4,
+        "Peak AdamW learning rate of the LM's trainable weights (2e-4 as in CAD-Recode).",
+    )
+    lr_scheduler_type: str = config_field(
+        "cosine",
+        "Learning rate schedule after warmup (transformers' names).",
+    )
+    warmup_steps: int = config_field(1000, "Optimizer steps of linear warmup from 0 to the learning rate.")
+    weight_decay: float = config_field(0.01, "AdamW weight decay (not applied to biases and norms).")
+    max_grad_norm: float = config_field(1.0, "Gradient clipping norm; 0 disables clipping.")
+    max_steps: int = config_field(
+        100000,
+        "Optimizer steps to train; -1 = train num_train_epochs epochs instead (CAD-Recode: about 100k).",
+    )
+    num_train_epochs: float = config_field(3.0, "Epochs to train when max_steps is -1.")
+    bf16: bool = config_field(True, "bfloat16 mixed precision (Ampere or newer GPUs); not together with fp16.")
+    fp16: bool = config_field(False, "float16 mixed precision (older GPUs); not together with bf16.")
+    gradient_checkpointing: bool = config_field(
+        True,
+        "Recompute activations in the backward pass: much less memory for about 30 percent more time.",
+    )
+
+    # --- Saving and logging ---
+    output_dir: str = config_field(
+        "checkpoints_qwen3_lora",
+        "Run folder: checkpoint-N/, the final adapter, config.yaml, merged_model/, logs.",
+    )
+    overwrite_output_dir: bool = config_field(
+        False,
+        "Allow output_dir to hold another run (its files are replaced); without it such a folder is refused.",
+    )
+    save_steps: int = config_field(2000, "Write checkpoint-N/ every this many optimizer steps.")
+    save_total_limit: int | None = config_field(3, "Keep only the newest this many checkpoints; null = keep all.")
+    logging_steps: int = config_field(50, "Log loss and learning rate every this many optimizer steps.")
+    report_to: str = config_field(
+        "tensorboard",
+        "Where logs go besides the console: tensorboard, none, or other transformers integrations.",
+    )
+    resume_from_checkpoint: str | None = config_field(
+        None,
+        "Continue a run from checkpoint-N/ (a folder), or 'auto' for the newest one in output_dir.",
+    )
+
+    # --- Evaluation ---
+    do_eval: bool = config_field(
+        False,
+        "Evaluate on the validation split every eval_steps: loss, plus invalid ratio, Chamfer distance "
+        "and IoU of generated programs.",
+    )
+    eval_steps: int = config_field(1000, "Optimizer steps between evaluations (with do_eval).")
+    per_device_eval_batch_size: int = config_field(8, "Shapes per device per forward pass in evaluation.")
+    eval_num_samples: int = config_field(
+        32,
+        "Validation shapes used for the generation metrics (the loss uses the whole split).",
+    )
+    eval_num_candidates: int = config_field(
+        1,
+        "Programs generated per validation shape in evaluation: best of N point draws, greedy, the valid one "
+        "closest to the input points kept (as cad-recode eval --num_candidates).",
+    )
+    max_new_tokens: int = config_field(defaults.MAX_NEW_TOKENS, "Longest generated program, in tokens.")
+
+    # --- Run ---
+    seed: int = config_field(42, "Seed of weights init, data order, point sampling and noise.")
+    dry_run: bool = config_field(
+        False,
+        "Print the plan (parameters, trainable parameters, weight bytes, estimated peak memory, "
+        "tokens per step) and train nothing.",
+    )
+
+    def __post_init__(self) -> None:
+        coerce_fields(self)
+        self._resolve_method()
+        self._check_values()
+        self._check_merge_flags()
+
+    # Derived settings the recipes read, so that the flags' meaning lives in one place.
+
+    @property
+    def projector_lr(self) -> float:
+        """The projector's learning rate: its own, or the LM's."""
+        return self.learning_rate if self.projector_learning_rate is None else self.projector_learning_rate
+
+    # Validation.
+
     def _check_values(self) -> None:
         for key, choices in CHOICES.items():
-            _require_choice(self, key, choices)
+            require_choice(self, key, choices)
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS and "/" not in self.attn_implementation:
-            _require_choice(self, "attn_implementation", ATTN_IMPLEMENTATIONS)
+            require_choice(self, "attn_implementation", ATTN_IMPLEMENTATIONS)
         for key in (
             "lora_r",
             "lora_alpha",
@@ -418,32 +446,32 @@ class TrainConfig:
             "learning_rate",
             "num_train_epochs",
         ):
-            _require(self, key, getattr(self, key) > 0, "must be > 0")
+            require(self, key, getattr(self, key) > 0, "must be > 0")
         for key in ("warmup_steps", "weight_decay", "max_grad_norm", "noise_std", "dataloader_num_workers", "seed"):
-            _require(self, key, getattr(self, key) >= 0, "must be >= 0")
-        _require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)")
+            require(self, key, getattr(self, key) >= 0, "must be >= 0")
+        require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)")
         for key in ("noise_prob", "uneven_prob", "missing_side_prob"):
-            _require(self, key, 0 <= getattr(self, key) <= 1, "must be in [0, 1]")
-        _require(self, "uneven_strength", 0 <= self.uneven_strength <= 0.99, "must be in [0, 0.99]")
-        _require(self, "missing_fraction", 0 <= self.missing_fraction < 1, "must be in [0, 1)")
+            require(self, key, 0 <= getattr(self, key) <= 1, "must be in [0, 1]")
+        require(self, "uneven_strength", 0 <= self.uneven_strength <= 0.99, "must be in [0, 0.99]")
+        require(self, "missing_fraction", 0 <= self.missing_fraction < 1, "must be in [0, 1)")
         max_steps_ok = self.max_steps == -1 or self.max_steps > 0
-        _require(self, "max_steps", max_steps_ok, "must be -1 (use num_train_epochs) or > 0")
+        require(self, "max_steps", max_steps_ok, "must be -1 (use num_train_epochs) or > 0")
         if self.projector_learning_rate is not None:
-            _require(self, "projector_learning_rate", self.projector_learning_rate > 0, "must be > 0 (or null)")
+            require(self, "projector_learning_rate", self.projector_learning_rate > 0, "must be > 0 (or null)")
         if self.save_total_limit is not None:
-            _require(self, "save_total_limit", self.save_total_limit > 0, "must be > 0 (or null to keep all)")
-        _require(self, "lora_target_modules", bool(self.lora_target_modules), "must name at least one module")
+            require(self, "save_total_limit", self.save_total_limit > 0, "must be > 0 (or null to keep all)")
+        require(self, "lora_target_modules", bool(self.lora_target_modules), "must name at least one module")
         for key in ("base_model", "output_dir", "data_dir", "report_to"):
-            _require(self, key, bool(getattr(self, key).strip()), "must not be empty")
+            require(self, key, bool(getattr(self, key).strip()), "must not be empty")
         if self.num_surface_points < self.num_point_tokens:
-            raise _config_error(
+            raise config_error(
                 ("num_surface_points", "num_point_tokens"),
                 f"num_surface_points ({self.num_surface_points}) must be >= num_point_tokens ({self.num_point_tokens})",
             )
         if self.bf16 and self.fp16:
-            raise _config_error(("fp16", "bf16"), "bf16 and fp16 are both true; set one of them to false")
+            raise config_error(("fp16", "bf16"), "bf16 and fp16 are both true; set one of them to false")
         if self.tokenizer == TRAIN_TOKENIZER and self.tiny_model is None:
-            raise _config_error(
+            raise config_error(
                 ("tokenizer", "tiny_model"),
                 "tokenizer 'train' needs tiny_model (a model built from scratch); a pretrained base_model "
                 "must keep its own tokenizer (set tokenizer to null)",
@@ -455,41 +483,19 @@ class TrainConfig:
         if spec is None:
             return
         if isinstance(spec, str):
-            _require(self, "tiny_model", bool(spec.strip()), "must be a mapping, a config.json path, or null")
+            require(self, "tiny_model", bool(spec.strip()), "must be a mapping, a config.json path, or null")
             return
         spec = dict(spec)
         spec.setdefault("architecture", "qwen3")
         architecture = spec["architecture"]
         if not isinstance(architecture, str) or not architecture:
             message = f"tiny_model architecture must be a model type such as qwen3, got {architecture!r}"
-            raise _config_error(("tiny_model",), message)
+            raise config_error(("tiny_model",), message)
         for key in TINY_MODEL_SIZE_KEYS:
             value = spec.get(key)
             if key in spec and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise _config_error(("tiny_model",), f"tiny_model {key} must be a positive int, got {value!r}")
+                raise config_error(("tiny_model",), f"tiny_model {key} must be a positive int, got {value!r}")
         self.tiny_model = spec
-
-    def _check_merge_flags(self) -> None:
-        if not self.uses_lora:
-            return
-        if self.merge_final_only and not self.auto_merge_final:
-            raise _config_error(
-                ("merge_final_only", "auto_merge_final"),
-                "merge_final_only is true but auto_merge_final is false, so nothing would ever be merged; "
-                "set auto_merge_final to true (or merge_final_only to false)",
-            )
-        if not self.keep_lora_only and not self.merge_at_checkpoints:
-            raise _config_error(
-                ("keep_lora_only", "auto_merge_lora", "merge_final_only"),
-                "keep_lora_only is false and checkpoints are not merged, so checkpoints would hold nothing; "
-                "set keep_lora_only to true",
-            )
-        if not self.keep_lora_final and not self.auto_merge_final:
-            raise _config_error(
-                ("keep_lora_final", "auto_merge_final"),
-                "keep_lora_final and auto_merge_final are both false, so the run would save no final model; "
-                "set one of them to true",
-            )
 
 
 # ---------------------------------------------------------------------------
@@ -509,29 +515,45 @@ SECTIONS = (
 )
 
 
-def config_sections() -> list[tuple[str, list[dataclasses.Field]]]:
-    """The fields in declaration order, grouped under the SECTIONS titles."""
-    starts = dict((first, title) for title, first in SECTIONS)
+TrainConfig.SECTIONS = SECTIONS
+TrainConfig.YAML_TITLE = "cad-recode training config"
+
+
+def config_sections(cls: type | None = None) -> list[tuple[str, list[dataclasses.Field]]]:
+    """The fields of ``cls`` (default TrainConfig) in declaration order, grouped under its SECTIONS titles."""
+    cls = cls or TrainConfig
+    starts = dict((first, title) for title, first in cls.SECTIONS)
     groups: list[tuple[str, list[dataclasses.Field]]] = []
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(cls):
         if f.name in starts:
             groups.append((starts[f.name], []))
         groups[-1][1].append(f)
     return groups
 
 
-def field_names() -> tuple[str, ...]:
-    """Every valid key, in declaration order."""
-    return tuple(f.name for f in dataclasses.fields(TrainConfig))
+def field_names(cls: type | None = None) -> tuple[str, ...]:
+    """Every valid key of ``cls`` (default TrainConfig), in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(cls or TrainConfig))
 
 
 # ---------------------------------------------------------------------------
 # Values: one coercion for YAML values, flag strings and Python arguments.
 
 
+def _type_hints(cls: type | None = None) -> dict[str, Any]:
+    return _hints_of(cls or TrainConfig)
+
+
 @functools.cache
-def _type_hints() -> dict[str, Any]:
-    return typing.get_type_hints(TrainConfig)
+def _hints_of(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def coerce_fields(cfg) -> None:
+    """Give every field of the config dataclass ``cfg`` its declared type (``__post_init__``'s first step)."""
+    hints = _type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        setattr(cfg, f.name, _coerce(f.name, getattr(cfg, f.name), hints[f.name]))
 
 
 def _unpack(hint: Any) -> tuple[tuple[Any, ...], bool]:
@@ -558,7 +580,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
         if optional:
             return None
-        raise _config_error((key,), f"{key!r} must be {_type_name(hint)}, got null")
+        raise config_error((key,), f"{key!r} must be {_type_name(hint)}, got null")
     origins = [typing.get_origin(base) or base for base in bases]
     if dict in origins and isinstance(value, str) and value.lstrip().startswith("{"):
         origins = [dict]  # an inline mapping, never a path
@@ -566,7 +588,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         converted = _convert(value, origin)
         if converted is not _NO:
             return converted
-    raise _config_error((key,), f"{key!r} must be {_type_name(hint)}, got {value!r}")
+    raise config_error((key,), f"{key!r} must be {_type_name(hint)}, got {value!r}")
 
 
 _NO = object()  # "this base type does not fit"
@@ -625,23 +647,23 @@ def _to_number(value: Any) -> int | float | object:
     return _NO
 
 
-def _config_error(keys: tuple[str, ...], message: str) -> UsageError:
+def config_error(keys: tuple[str, ...], message: str) -> UsageError:
     """A UsageError that remembers which keys it is about, so the loader can say where they came from."""
     err = UsageError(message)
     err.config_keys = keys
     return err
 
 
-def _require(cfg: TrainConfig, key: str, ok: bool, problem: str) -> None:
+def require(cfg, key: str, ok: bool, problem: str) -> None:
     if not ok:
-        raise _config_error((key,), f"{key!r} {problem}, got {getattr(cfg, key)!r}")
+        raise config_error((key,), f"{key!r} {problem}, got {getattr(cfg, key)!r}")
 
 
-def _require_choice(cfg: TrainConfig, key: str, choices: tuple[str, ...]) -> None:
+def require_choice(cfg, key: str, choices: tuple[str, ...]) -> None:
     value = getattr(cfg, key)
     if value not in choices:
         hint = _did_you_mean(value, choices)
-        raise _config_error((key,), f"{key!r} must be one of {', '.join(choices)}, got {value!r}{hint}")
+        raise config_error((key,), f"{key!r} must be one of {', '.join(choices)}, got {value!r}{hint}")
 
 
 def _did_you_mean(word: Any, candidates: typing.Iterable[str]) -> str:
@@ -712,8 +734,9 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
     *,
     overrides_source: str = "command line",
-) -> TrainConfig:
-    """Defaults, then the YAML at ``path`` (if any), then ``overrides`` (if any).
+    cls: type | None = None,
+):
+    """Defaults, then the YAML at ``path`` (if any), then ``overrides`` (if any): a ``cls`` (default TrainConfig).
 
     ``overrides`` maps keys to values or to flag strings ("16", "2e-4",
     "true", "q_proj,v_proj", "none"). Errors name ``path`` or
@@ -727,7 +750,8 @@ def load_config(
         layers.append((overrides_source, overrides))
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    hints = _type_hints()
+    cls = cls or TrainConfig
+    hints = _type_hints(cls)
     for source, values in layers:
         layer = {}
         for key, value in values.items():
@@ -742,7 +766,7 @@ def load_config(
         merged.update(layer)
         origin.update(dict.fromkeys(layer, source))
     try:
-        return TrainConfig(**merged)
+        return cls(**merged)
     except UsageError as err:
         keys = getattr(err, "config_keys", ())
         source = next((origin[k] for k in keys if k in origin), path)
@@ -770,16 +794,16 @@ def _layer_method_keys(merged: dict[str, Any], origin: dict[str, str], layer: di
         origin.pop(key, None)
 
 
-def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+def config_to_dict(cfg) -> dict[str, Any]:
     """All fields as plain Python values (lists and dicts copied), in declaration order."""
     return dataclasses.asdict(cfg)
 
 
-def config_to_yaml(cfg: TrainConfig) -> str:
+def config_to_yaml(cfg) -> str:
     """The config as YAML text, one commented block per section; ``load_config`` reads it back equal."""
     values = config_to_dict(cfg)
-    lines = ["# cad-recode training config. Rerun with: --config <this file>", ""]
-    for title, section in config_sections():
+    lines = [f"# {type(cfg).YAML_TITLE}. Rerun with: --config <this file>", ""]
+    for title, section in config_sections(type(cfg)):
         lines.append(f"# --- {title} ---")
         for f in section:
             lines.append(yaml.dump({f.name: values[f.name]}, Dumper=_ConfigDumper, sort_keys=False).rstrip("\n"))
@@ -787,7 +811,7 @@ def config_to_yaml(cfg: TrainConfig) -> str:
     return "\n".join(lines)
 
 
-def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
+def save_config(cfg, path: str | os.PathLike) -> None:
     """Write ``cfg`` as YAML at ``path`` (temporary file, then rename)."""
     with atomic_file(path) as tmp:
         tmp.write_text(config_to_yaml(cfg), encoding="utf-8")
@@ -797,8 +821,8 @@ def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
 # Command line.
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config PATH`` and ``--KEY`` for every TrainConfig field, one group per section.
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type | None = None) -> None:
+    """Add ``--config PATH`` and ``--KEY`` for every field of ``cls`` (default TrainConfig), one group per section.
 
     Flags the user does not give are absent from the parsed namespace, so
     they never override the YAML. Values stay strings here; ``config_from_args``
@@ -816,8 +840,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="YAML file of 'key: value' lines (keys as the flags below); flags given here override it.",
     )
-    hints = _type_hints()
-    for title, section in config_sections():
+    hints = _type_hints(cls)
+    for title, section in config_sections(cls):
         group = parser.add_argument_group(title)
         for f in section:
             bases, _ = _unpack(hints[f.name])
@@ -830,31 +854,31 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 options.update(nargs="?", const="true", metavar="true|false")
             elif base is list:
                 options.update(nargs="+", action="extend", metavar="NAME")
-            elif f.name in CHOICES:
-                options.update(metavar="{" + ",".join(CHOICES[f.name]) + "}")
+            elif f.name in getattr(cls or TrainConfig, "CHOICES", CHOICES):
+                options.update(metavar="{" + ",".join(getattr(cls or TrainConfig, "CHOICES", CHOICES)[f.name]) + "}")
             else:
                 options.update(metavar={int: "INT", float: "FLOAT", dict: "SPEC"}.get(base, "STR"))
             group.add_argument(f"--{f.name}", **options)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, cls: type | None = None):
     """The YAML named by ``--config`` (if any), then only the config flags present in ``args``."""
     given = vars(args)
-    overrides = {name: given[name] for name in field_names() if name in given}
-    return load_config(given.get("config"), overrides)
+    overrides = {name: given[name] for name in field_names(cls) if name in given}
+    return load_config(given.get("config"), overrides, cls=cls)
 
 
-def config_reference_markdown() -> str:
-    """Every key with its default and meaning, as the README's config reference tables."""
+def config_reference_markdown(cls: type | None = None) -> str:
+    """Every key of ``cls`` (default TrainConfig) with its default and meaning, as the README's reference tables."""
 
     def cell(value: Any) -> str:
         if isinstance(value, (list, tuple)):
             value = ", ".join(map(str, value))
         return "`null`" if value is None else f"`{str(value).lower() if isinstance(value, bool) else value}`"
 
-    defaults = config_to_dict(TrainConfig())
+    defaults = config_to_dict((cls or TrainConfig)())
     lines: list[str] = []
-    for title, fields in config_sections():
+    for title, fields in config_sections(cls):
         lines += [f"**{title}**", "", "| key | default | meaning |", "|---|---|---|"]
         lines += [f"| `{f.name}` | {cell(defaults[f.name])} | {f.metadata['help']} |" for f in fields]
         lines.append("")

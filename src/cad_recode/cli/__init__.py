@@ -17,7 +17,7 @@ from cad_recode import __version__
 from cad_recode.errors import CadRecodeError
 
 # Verb groups, imported lazily so that `cad-recode exec` never pays for torch.
-_COMMAND_MODULES = ("geometry", "data", "train", "infer", "serve")
+_COMMAND_MODULES = ("geometry", "data", "train", "rl", "infer", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,7 +42,6 @@ from cad_recode.model.loading import (
     load_tokenizer,
     resolve_source,
 )
-from cad_recode.model.runaway import RunawayStop
 
 
 def _silent(_: str) -> None:
@@ -157,44 +156,23 @@ class CADRecoder:
         """(B, P, 3) normalized points -> B x (code, generated tokens, finished), one batch.
 
         ``group_size``: rows ``g*N .. g*N+N-1`` are the N candidates of one input, so
-        a runaway among them can end early (``decoding.runaway_factor``).
+        a runaway among them can end early (``decoding.runaway_factor``). The decoding itself is
+        :func:`cad_recode.model.generation.generate_programs`, shared with the RL rollouts.
         """
+        from cad_recode.model.generation import generate_programs
+
         tensor = torch.as_tensor(np.asarray(points, dtype=np.float32), device=self.device)
-        if decoding.do_sample:
-            torch.manual_seed(seed)
-        runaway = None
-        if group_size > 1 and decoding.runaway_factor:
-            runaway = RunawayStop(group_size, self.tokens.end_id, decoding.runaway_factor)
-        rows = self.core.generate_ids(
-            tensor, self.tokens, max_new_tokens=decoding.max_new_tokens, num_candidates=1,
-            do_sample=decoding.do_sample, temperature=decoding.temperature, top_p=decoding.top_p,
-            stopping_criteria=[runaway] if runaway else None,
-            logits_processor=[self.grammar(len(tensor), decoding)] if decoding.grammar else None,
+        rows = generate_programs(
+            self.core, self.tokenizer, tensor, max_new_tokens=decoding.max_new_tokens, do_sample=decoding.do_sample,
+            temperature=decoding.temperature, top_p=decoding.top_p, runaway_factor=decoding.runaway_factor,
+            grammar=decoding.grammar, group_size=group_size, seed=seed,
         )
-        out = []
-        for i, ids in enumerate(rows.tolist()):
-            cut = runaway is not None and runaway.cut is not None and bool(runaway.cut[i])
-            if cut:  # ended by RunawayStop: drop the padding it got after the cut
-                while ids and ids[-1] == self.tokens.pad_id:
-                    ids.pop()
-            finished = not cut and self.tokens.end_id in ids
-            kept = ids[: ids.index(self.tokens.end_id)] if finished else ids
-            out.append((self.tokenizer.decode(kept, skip_special_tokens=False), len(kept), finished))
-        return out
+        return [(row.code, len(row.ids), row.finished) for row in rows]
 
     @property
     def num_surface_points(self) -> int:
         """Surface samples drawn before FPS, as in training (the model's config records it)."""
         return int(self.core.config.num_surface_points)
-
-    def grammar(self, rows: int, decoding: Decoding):
-        """The program grammar as a logits processor, one grammar state per row, in the model's frame."""
-        from cad_recode.model.constrained import grammar_logits_processor, model_frame
-
-        return grammar_logits_processor(
-            self.tokenizer, rows, model_frame(self.core.config), end_id=self.tokens.end_id,
-            vocab_size=self.core.get_output_embeddings().weight.shape[0], max_new_tokens=decoding.max_new_tokens,
-        )
 
     def encode_input(self, source, num_candidates: int, seed: int = 0, ground_truth=None,
                      decoding: Decoding | None = None) -> EncodedInput:

@@ -13,19 +13,9 @@ from pathlib import Path
 
 from cad_recode.atomic import atomic_file
 from cad_recode.errors import InputError
+from cad_recode.model.runlog import series
 
 CURVES_FILE = "training_curves.png"
-
-
-def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of ``key`` in log order; a repeated step keeps its last value; nulls are skipped."""
-    by_step: dict[int, float] = {}
-    for record in records:
-        value = record.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            by_step[int(record["step"])] = float(value)
-    steps = sorted(by_step)
-    return steps, [by_step[s] for s in steps]
 
 
 def plot_training_curves(records: list[dict], path: str | os.PathLike, title: str = "") -> Path:
@@ -71,7 +61,8 @@ def plot_training_curves(records: list[dict], path: str | os.PathLike, title: st
 
 def write_run_curves(output_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
     """Plot ``output_dir/train_log.jsonl`` to ``path`` (default ``output_dir/training_curves.png``)."""
-    from cad_recode.training.checkpointing import TRAIN_LOG, read_train_log
+    from cad_recode.model.loading import TRAIN_LOG
+    from cad_recode.model.runlog import read_train_log
 
     output_dir = Path(output_dir)
     records = read_train_log(output_dir)

@@ -1,0 +1,59 @@
+"""``cad-recode rl --dry_run``: what a run would do, from the config alone (no weights loaded, nothing written).
+
+It still resolves the start model (so a wrong folder is reported now, not after loading) and
+checks the data source, and counts the work: programs sampled, sequences trained and optimizer
+steps per update and in total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cad_recode.rl.config import RLConfig
+
+
+@dataclass
+class RLPlan:
+    start: str
+    method: str
+    source: str
+    reward: str
+    samples_per_update: int
+    trained_per_update: int
+    optimizer_steps: int
+    total_samples: int
+    output_dir: str
+
+    def format(self) -> str:
+        return "\n".join([
+            "RL plan (dry run: nothing loaded or written)",
+            f"  start model      {self.start}",
+            f"  method           {self.method}",
+            f"  inputs           {self.source}",
+            f"  reward           {self.reward}",
+            f"  per update       {self.samples_per_update} programs sampled, {self.trained_per_update} trained on",
+            f"  optimizer steps  {self.optimizer_steps} in all",
+            f"  programs in all  {self.total_samples} (fewer once inputs are solved)",
+            f"  output_dir       {self.output_dir}",
+        ])
+
+
+def plan(cfg: RLConfig) -> RLPlan:
+    from cad_recode.rl.inputs import check_data_source, resolve_reward
+    from cad_recode.rl.policy import resolve_start
+
+    check_data_source(cfg)
+    resolve_reward(cfg.reward)
+    source = resolve_start(cfg)
+    method = cfg.finetune_method
+    if cfg.uses_lora:
+        method += f" (r={cfg.lora_r}, alpha={cfg.lora_alpha}, on {', '.join(cfg.lora_target_modules)})"
+    inputs = (f"prepared dataset {cfg.data_dir} split {cfg.split}" if cfg.data_dir is not None
+              else f"mesh folder {cfg.mesh_dir}")
+    samples = cfg.shapes_per_update * cfg.num_generations
+    return RLPlan(
+        start=source.describe(), method=method, source=inputs, reward=cfg.reward,
+        samples_per_update=samples, trained_per_update=cfg.shapes_per_update * cfg.top_k,
+        optimizer_steps=cfg.max_updates * cfg.ppo_epochs, total_samples=cfg.max_updates * samples,
+        output_dir=cfg.output_dir,
+    )
