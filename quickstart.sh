@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The offline default, end to end on the CPU:
-#   set up .venv -> generate simple programs -> prepare them -> train the tiny model
+#   set up .venv -> generate broad programs (every family of simple parts, labelled) -> prepare them
+#   -> train the tiny model
 #   -> evaluate on the held-out test split -> reconstruct the built-in cube.
 # Everything lands under $WORKDIR (runs/tiny). A second run reuses every finished stage;
 # an interrupted run continues where it stopped.
@@ -9,11 +10,13 @@
 #   QUICKSTART_PROGRAMS=60 QUICKSTART_TRAIN_FLAGS="--max_steps 4" QUICKSTART_EVAL_LIMIT=4 bash quickstart.sh
 # QUICKSTART_EVAL_CANDIDATES is N of best-of-N at evaluation (N point draws, closest valid solid to the input);
 # QUICKSTART_REFINE is the sandbox runs that fit each winner's numbers to the input points (0: off).
+# QUICKSTART_LEVEL is the generator level (broad: every family of simple parts; simple: the narrow first level).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 WORKDIR=${WORKDIR:-runs/tiny}
-PROGRAMS=${QUICKSTART_PROGRAMS:-5000}
+PROGRAMS=${QUICKSTART_PROGRAMS:-12000}
+LEVEL=${QUICKSTART_LEVEL:-broad}
 WORKERS=${QUICKSTART_WORKERS:-2}
 EVAL_LIMIT=${QUICKSTART_EVAL_LIMIT:-100}
 EVAL_CANDIDATES=${QUICKSTART_EVAL_CANDIDATES:-4}
@@ -43,25 +46,29 @@ EVAL_DIR="$WORKDIR/eval"
 CUBE_DIR="$WORKDIR/cube"
 
 if [ -f "$PROGRAMS_DIR/manifest.json" ]; then
-  # programs from another generator version would silently train a model on other shapes
-  .venv/bin/python - "$PROGRAMS_DIR/manifest.json" "$WORKDIR" <<'PY' || exit 2
+  # programs from another generator version or level would silently train a model on other shapes
+  .venv/bin/python - "$PROGRAMS_DIR/manifest.json" "$WORKDIR" "$LEVEL" <<'PY' || exit 2
 import json, sys
 from cad_recode.data.generator import GENERATOR_VERSION
-manifest, workdir = sys.argv[1:]
+manifest, workdir, level = sys.argv[1:]
 try:
-    made = json.load(open(manifest, encoding="utf-8")).get("generator_version")
+    made_by = json.load(open(manifest, encoding="utf-8"))
 except (OSError, ValueError) as err:
     sys.exit(f"quickstart: error: {manifest} is unreadable ({err}); remove {workdir} (or set WORKDIR) and run again")
+made = made_by.get("generator_version")
 if made != GENERATOR_VERSION:
     sys.exit(f"quickstart: error: {workdir} holds programs of generator version {made}, this checkout writes "
              f"version {GENERATOR_VERSION}; remove {workdir} (or set WORKDIR to a new folder) and run again")
+if made_by.get("complexity") != level:
+    sys.exit(f"quickstart: error: {workdir} holds {made_by.get('complexity')} programs, this run asks for {level} "
+             f"(QUICKSTART_LEVEL); remove {workdir} (or set WORKDIR to a new folder) and run again")
 PY
   say "programs: reusing $PROGRAMS_DIR"
 else
-  say "programs: generating $PROGRAMS simple CAD-Recode-style programs"
+  say "programs: generating $PROGRAMS $LEVEL CAD-Recode-style programs"
   rm -rf "$PROGRAMS_DIR"
-  # simple programs are valid by construction; the next stage runs each one in the sandbox anyway
-  $CLI data generate --num "$PROGRAMS" --complexity simple --seed 0 --no_execute --output_dir "$PROGRAMS_DIR"
+  # broad (and simple) programs are valid by construction; the next stage runs each one in the sandbox anyway
+  $CLI data generate --num "$PROGRAMS" --complexity "$LEVEL" --seed 0 --no_execute --output_dir "$PROGRAMS_DIR"
 fi
 
 say "data: executing and tessellating the programs into $DATA_DIR (resumable)"

@@ -51,6 +51,7 @@ class QuickstartRecord:
     refined: Scores  # the eval summary (refined when refine_evaluations > 0)
     as_written: Scores | None  # before refinement (summary.json's before_refinement)
     data: str = "simple"  # the generator level the quickstart trained and tested on
+    parameters: int = 650_000  # the trained model's (tied embeddings once)
     families: dict[str, Scores] = field(default_factory=dict)  # refined, by family (summary.json's families)
     families_as_written: dict[str, Scores] = field(default_factory=dict)
 
@@ -129,7 +130,7 @@ def quickstart_rows_markdown(record: QuickstartRecord) -> str:
                f"| {s.invalid_ratio * 100:.1f}% |"
 
     minutes = f", {duration(record.train_seconds)} of training" if record.train_seconds is not None else ""
-    rows = [row(f"this project's quickstart: tiny 0.65M-parameter Qwen3{minutes} on {record.machine}, "
+    rows = [row(f"this project's quickstart: tiny {record.parameters / 1e6:.2f}M-parameter Qwen3{minutes} on {record.machine}, "
                 f"best of {record.num_candidates}, refined", record.refined)]
     if record.as_written is not None:
         rows.append(row("the same, as the model wrote them (no refinement)", record.as_written))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -43,7 +44,20 @@ def record_from_workdir(workdir: Path, *, wall_seconds: float, machine: str, dat
                             eval_seconds=eval_seconds, num_candidates=int(summary.get("num_candidates", 1)),
                             refine_evaluations=int(decoding.get("refine_evaluations", 0)),
                             refined=refined, as_written=as_written, data=data,
-                            families=families, families_as_written=families_written)
+                            families=families, families_as_written=families_written,
+                            parameters=model_parameters(workdir / "model"))
+
+
+def model_parameters(model_dir: Path) -> int:
+    """Weights in the run's model.safetensors (a tied embedding is stored, and counted, once)."""
+    from safetensors import safe_open
+
+    path = model_dir / "model.safetensors"
+    try:
+        with safe_open(str(path), "np") as weights:
+            return sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {path}: cannot count the model's parameters ({error}); is the run finished?") from None
 
 
 def program_level(manifest: Path) -> str:

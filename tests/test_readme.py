@@ -60,6 +60,7 @@ def test_record_quickstart_writes_the_eval_summary_and_times(tmp_path, capsys):
     (tmp_path / "tiny" / "eval" / "summary.json").write_text(json.dumps(summary))
     (tmp_path / "tiny" / "programs").mkdir()
     (tmp_path / "tiny" / "programs" / "manifest.json").write_text(json.dumps({"complexity": "broad"}))
+    save_weights(tmp_path / "tiny" / "model", {"a": (3, 4), "b": (5,)})
     out = tmp_path / "quickstart.json"
     assert main([str(tmp_path / "tiny"), "--wall_seconds", "793", "--train_seconds", "400", "--machine", "box",
                  "--date", "2026-12-01", "--output", str(out)]) == 0
@@ -90,13 +91,26 @@ def test_the_record_keeps_each_family_and_the_readme_lists_them(tmp_path):
         main([str(tmp_path / "run"), "--wall_seconds", "1", "--output", str(out)])
     (tmp_path / "run" / "programs").mkdir()
     (tmp_path / "run" / "programs" / "manifest.json").write_text(json.dumps({"complexity": "broad"}))
+    with pytest.raises(SystemExit, match="model.safetensors: cannot count the model's parameters"):
+        main([str(tmp_path / "run"), "--wall_seconds", "1", "--output", str(out)])
+    save_weights(tmp_path / "run" / "model", {"embed": (1000, 192), "norm": (192,)})
     assert main([str(tmp_path / "run"), "--wall_seconds", "600", "--output", str(out)]) == 0
     record = QuickstartRecord.load(out)
     assert record.data == "broad" and record.families["ring"].mean_iou == 0.85
     assert record.families_as_written["box"].mean_iou == 0.95
     text = quickstart_results_markdown(record)
     assert "| box | 10 | 0.990 | 0.950 |\n| ring | 10 | 0.850 | 0.700 |" in text
-    assert "our `broad` test split (10 shapes)" in quickstart_rows_markdown(record)
+    assert record.parameters == 192_192
+    assert "our `broad` test split (10 shapes) | this project's quickstart: tiny 0.19M-parameter Qwen3" in \
+        quickstart_rows_markdown(record)
+
+
+def save_weights(model_dir: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    model_dir.mkdir(parents=True)
+    save_file({name: np.zeros(shape, np.float32) for name, shape in shapes.items()}, str(model_dir / "model.safetensors"))
 
 
 def test_ci_installs_as_the_readme_says_and_runs_its_test_command():
@@ -138,7 +152,11 @@ def test_the_readme_main_command_runs_end_to_end_on_a_reduced_budget(tmp_path):
     assert "eval: reusing" in again.stdout and "infer: reusing" in again.stdout
 
 
-def test_the_main_command_refuses_programs_of_another_generator_version(tmp_path):
+@pytest.mark.parametrize("made_by, reason", [
+    ({"generator_version": "1"}, "generator version 1"),
+    ({"generator_version": "3", "complexity": "simple"}, "holds simple programs, this run asks for broad"),
+])
+def test_the_main_command_refuses_programs_of_another_generator_version_or_level(tmp_path, made_by, reason):
     import json
     import os
     import subprocess
@@ -149,10 +167,10 @@ def test_the_main_command_refuses_programs_of_another_generator_version(tmp_path
         pytest.skip("needs the .venv that scripts/setup.sh makes")
     work = tmp_path / "old"
     (work / "programs").mkdir(parents=True)
-    (work / "programs" / "manifest.json").write_text(json.dumps({"generator_version": "1"}))
+    (work / "programs" / "manifest.json").write_text(json.dumps(made_by))
     env = {**os.environ, "WORKDIR": str(work), "QUICKSTART_SKIP_SETUP": "1"}
     run = subprocess.run(["bash", "quickstart.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     errors = [line for line in run.stderr.splitlines() if "error:" in line]
     assert run.returncode == 2 and len(errors) == 1, run.stderr
-    assert "generator version 1" in errors[0] and f"remove {work}" in errors[0]
+    assert reason in errors[0] and f"remove {work}" in errors[0]
     assert not (work / "data").exists()  # stopped before anything was built on the old programs
