@@ -117,6 +117,19 @@ def greedy_eval(model: Path, data: str, split: str, limit: int | None) -> dict[s
                       "valid": bool(r["valid"])} for r in report.rows}
 
 
+def cached_eval(path: Path, model: Path, data: str, limit: int | None) -> dict[str, dict]:
+    """``greedy_eval`` on the test split, kept in ``path`` so a rerun (or a run cut short) does not repeat it."""
+    stamp = max((f.stat().st_mtime for f in Path(model).rglob("*.safetensors")), default=0.0)  # a new run's weights
+    key = {"model": str(Path(model).resolve()), "weights_mtime": stamp, "data": str(data), "limit": limit}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            return saved["rows"]
+    rows = greedy_eval(model, data, "test", limit)
+    path.write_text(json.dumps({"key": key, "rows": rows}))
+    return rows
+
+
 def paired(before: dict, after: dict, ids: list[str]) -> dict:
     """Mean IoU before and after (percent), the mean paired difference and its standard error, IR."""
     a = np.array([before[i]["iou"] for i in ids]) * 100
@@ -220,12 +233,12 @@ def adapt(args) -> dict:
     meshes = work / "adapt_meshes"
     count = export_family(args.data, args.family, meshes)
     print(f"{count} training meshes of {args.family} exported to {meshes} (no programs)")
-    before = greedy_eval(Path(args.start), args.data, "test", args.test_limit)
+    before = cached_eval(work / "eval_start.json", Path(args.start), args.data, args.test_limit)
     out = work / "rl_adapt"
     command = rl_command(args, out, data_dir="null", mesh_dir=meshes, reward="iou_input")
     run = run_for(command, args.minutes * 60, work / "rl_adapt.log")
     model = newest_model(out)
-    after = greedy_eval(model, args.data, "test", args.test_limit)
+    after = cached_eval(work / "eval_rl_adapt.json", model, args.data, args.test_limit)
     table = family_table(before, after, read_family_labels(args.data))
     print(f"RL on {args.family} meshes for {run['seconds'] / 60:.1f} min (model {model}):")
     print_table(table, ("start", "RL"))
@@ -248,9 +261,9 @@ def versus_sft(args) -> dict:
                          str(sft_out), "--resume_from_checkpoint", "auto", "--max_steps",
                          str(args.sft_max_steps or 2 * start_steps), "--save_steps", "100"]
     sft_run = run_for(sft_command, seconds, work / "sft_continued.log")
-    start = greedy_eval(Path(args.start), args.data, "test", args.test_limit)
-    rl = greedy_eval(newest_model(rl_out), args.data, "test", args.test_limit)
-    sft = greedy_eval(newest_model(sft_out), args.data, "test", args.test_limit)
+    start = cached_eval(work / "eval_start.json", Path(args.start), args.data, args.test_limit)
+    rl = cached_eval(work / "eval_rl_labelled.json", newest_model(rl_out), args.data, args.test_limit)
+    sft = cached_eval(work / "eval_sft_continued.json", newest_model(sft_out), args.data, args.test_limit)
     labels = read_family_labels(args.data)
     tables = {"rl_vs_sft": family_table(sft, rl, labels), "rl_vs_start": family_table(start, rl, labels),
               "sft_vs_start": family_table(start, sft, labels)}
