@@ -101,7 +101,7 @@ def quickstart_results_markdown(record: QuickstartRecord) -> str:
         times.append(f"evaluation {duration(record.eval_seconds)}")
     return (
         f"What it reaches (the run recorded in [docs/results/quickstart.json](docs/results/quickstart.json), "
-        f"{record.date}, {record.machine}; more in [BENCHMARKS.md](BENCHMARKS.md#the-offline-default-issue-6)): "
+        f"{record.date}, {record.machine}; more in [BENCHMARKS.md](BENCHMARKS.md#the-broad-default-issue-16)): "
         f"{', '.join(times)}; the machine's speed varies. On the first {record.refined.count} held-out test shapes:\n\n"
         "| | IR | mean IoU | mean CD ×10³ | median CD ×10³ |\n|---|---|---|---|---|\n"
         + "\n".join(rows) + "\n| issue 16 target | ≤ 1 % | ≥ 0.90 refined, ≥ 0.80 as written | | ≤ 0.5 refined |\n"
