@@ -101,7 +101,8 @@ class RunOutputs:
     """What a run's method and auto-merge keys mean, shared by TrainConfig and the RL recipe's RLConfig.
 
     A mixin for config dataclasses with the fields finetune_method, use_qlora, load_in_4bit,
-    auto_merge_lora, auto_merge_final, keep_lora_only, keep_lora_final and merge_final_only.
+    auto_merge_lora, auto_merge_final, keep_lora_only, keep_lora_final, merge_final_only,
+    learning_rate and projector_learning_rate, and their own ``_check_values``.
     """
 
     @property
@@ -128,6 +129,17 @@ class RunOutputs:
     def adapter_at_end(self) -> bool:
         """Keep the adapter files in OUTPUT_DIR."""
         return self.uses_lora and self.keep_lora_final
+
+    def __post_init__(self) -> None:
+        coerce_fields(self)
+        self._resolve_method()
+        self._check_values()  # each config's own checks
+        self._check_merge_flags()
+
+    @property
+    def projector_lr(self) -> float:
+        """The projector's learning rate: its own, or the LM's."""
+        return self.learning_rate if self.projector_learning_rate is None else self.projector_learning_rate
 
     def _resolve_method(self) -> None:
         require_choice(self, "finetune_method", FINETUNE_METHODS)
@@ -408,20 +420,7 @@ class TrainConfig(RunOutputs):
         "tokens per step) and train nothing.",
     )
 
-    def __post_init__(self) -> None:
-        coerce_fields(self)
-        self._resolve_method()
-        self._check_values()
-        self._check_merge_flags()
-
-    # Derived settings the recipes read, so that the flags' meaning lives in one place.
-
-    @property
-    def projector_lr(self) -> float:
-        """The projector's learning rate: its own, or the LM's."""
-        return self.learning_rate if self.projector_learning_rate is None else self.projector_learning_rate
-
-    # Validation.
+    # Validation (RunOutputs.__post_init__ runs it).
 
     def _check_values(self) -> None:
         for key, choices in CHOICES.items():

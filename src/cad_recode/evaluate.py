@@ -248,12 +248,16 @@ def evaluate(
         seconds=round(time.perf_counter() - started, 3),
     )
     report = EvalReport(summary, rows, skipped, kind, settings, model_summary=model_summary,
-                        families=family_summaries(data, measured))
-    if model_summary is not None:
-        report.model_families = family_summaries(data, measured, before_refinement=True)
+                        **family_tables(data, measured, refined=model_summary is not None))
     if out_dir is not None:
         report.paths = write_report(report, out_dir)
     return report
+
+
+def family_tables(data, rows: list[dict], refined: bool) -> dict[str, dict[str, MetricSummary]]:
+    """EvalReport's ``families`` and, with refinement, ``model_families`` (the programs as written)."""
+    return {"families": family_summaries(data, rows),
+            "model_families": family_summaries(data, rows, before_refinement=True) if refined else {}}
 
 
 def family_summaries(data, rows: list[dict], before_refinement: bool = False) -> dict[str, MetricSummary]:

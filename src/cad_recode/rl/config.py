@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from cad_recode import defaults
 from cad_recode.config import (
-    COMPUTE_DTYPES, FINETUNE_METHODS, LR_SCHEDULERS, QUANT_TYPES, TORCH_DTYPES, RunOutputs, coerce_fields,
+    COMPUTE_DTYPES, FINETUNE_METHODS, LR_SCHEDULERS, QUANT_TYPES, TORCH_DTYPES, RunOutputs,
     config_error, config_field, require, require_choice,
 )
 
@@ -146,16 +146,6 @@ class RLConfig(RunOutputs):
     # --- Run ---
     seed: int = config_field(42, "Seed of input order, point draws and sampling (each update reseeds from it).")
     dry_run: bool = config_field(False, "Print the plan (model, trainable parameters, samples per update); run nothing.")
-
-    def __post_init__(self) -> None:
-        coerce_fields(self)
-        self._resolve_method()
-        self._check_values()
-        self._check_merge_flags()
-
-    @property
-    def projector_lr(self) -> float:
-        return self.learning_rate if self.projector_learning_rate is None else self.projector_learning_rate
 
     def _check_values(self) -> None:
         for key, choices in CHOICES.items():
