@@ -95,10 +95,13 @@ class EvalReport:
         head = "| inputs | IoU % | mean CD x10^3 | median CD x10^3 | IR % |"
         kinds = f"\n\ninvalid by kind: {self.invalid_kinds.describe()}"
         if self.families:
-            written = " IoU % as written |" if self.model_families else ""
-            kinds += (f"\n\nby family:\n\n| family {head}{written}\n|---|---|---|---|---|---|{'---|' * bool(written)}\n"
-                      + "\n".join(f"| {name} {row(s)}" + (f" {_pct(self.model_families[name].mean_iou)} |" if written else "")
-                                   for name, s in sorted(self.families.items())))
+            # with refinement, one more column: each family's IoU as the model wrote the programs
+            written = self.model_families
+            lines = [f"| family {head}" + (" IoU % as written |" if written else ""),
+                     "|---" * (6 + bool(written)) + "|"]
+            lines += [f"| {name} {row(s)}" + (f" {_pct(written[name].mean_iou)} |" if written else "")
+                      for name, s in sorted(self.families.items())]
+            kinds += "\n\nby family:\n\n" + "\n".join(lines)
         if self.model_summary is None:
             return f"{head}\n|---|---|---|---|---|\n{row(self.summary)}{kinds}"
         return (f"{head} programs |\n|---|---|---|---|---|---|\n{row(self.model_summary)} as the model wrote them |\n"
