@@ -50,6 +50,22 @@ def is_complete(checkpoint: Path) -> bool:
     return (checkpoint / RUN_CONFIG).is_file()
 
 
+def require_complete(checkpoint: Path) -> None:
+    """A one-line InputError unless ``checkpoint`` was written to the end (its config.yaml exists)."""
+    if not is_complete(checkpoint):
+        raise InputError(f"checkpoint {checkpoint} is incomplete (no {RUN_CONFIG}: the run stopped while writing it); "
+                         "resume from an earlier checkpoint or use --resume_from_checkpoint auto")
+
+
+def require_same_network(checkpoint: Path, saved, cfg, keys: tuple[str, ...]) -> None:
+    """A one-line InputError unless the checkpoint's config ``saved`` agrees with ``cfg`` on every key of ``keys``."""
+    for key in keys:
+        if getattr(saved, key) != getattr(cfg, key):
+            raise InputError(f"checkpoint {checkpoint} was made for {key}={getattr(saved, key)!r}, this run has "
+                             f"{key}={getattr(cfg, key)!r}; resume with --config {checkpoint / RUN_CONFIG} or "
+                             "start a new output_dir")
+
+
 def resolve_resume(cfg) -> Path | None:
     """The checkpoint to resume from: None, the newest complete one (``auto``), or the folder given."""
     if cfg.resume_from_checkpoint is None:

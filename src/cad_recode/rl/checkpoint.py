@@ -29,7 +29,8 @@ from cad_recode.config import save_config
 from cad_recode.errors import InputError, UsageError
 from cad_recode.model.loading import ADAPTER_FILES, CHECKPOINT_PREFIX, MERGED_DIR, RUN_CONFIG
 from cad_recode.model.run_folder import (
-    is_complete, list_checkpoints, one_line, save_adapter, save_full_model, save_merged_copy,
+    is_complete, list_checkpoints, one_line, require_complete, require_same_network, save_adapter, save_full_model,
+    save_merged_copy,
 )
 from cad_recode.rl.config import RLConfig, load_rl_config
 
@@ -91,18 +92,12 @@ def save_final(run) -> None:
 def validate_checkpoint(checkpoint: Path, cfg: RLConfig) -> None:
     """A one-line InputError unless ``checkpoint`` is a complete, resumable RL checkpoint of this network."""
     where = f"checkpoint {checkpoint}"
-    if not is_complete(checkpoint):
-        raise InputError(f"{where} is incomplete (no {RUN_CONFIG}: the run stopped while writing it); resume from "
-                         "an earlier checkpoint or use --resume_from_checkpoint auto")
+    require_complete(checkpoint)
     try:
         saved = load_rl_config(checkpoint / RUN_CONFIG)
     except UsageError as err:
         raise InputError(f"{where} is not an RL checkpoint of this version ({err})") from None
-    for key in IDENTITY_KEYS:
-        if getattr(saved, key) != getattr(cfg, key):
-            raise InputError(f"{where} was made for {key}={getattr(saved, key)!r}, this run has "
-                             f"{key}={getattr(cfg, key)!r}; resume with --config {checkpoint / RUN_CONFIG} or "
-                             "start a new output_dir")
+    require_same_network(checkpoint, saved, cfg, IDENTITY_KEYS)
     weights = ADAPTER_FILES[1] if cfg.uses_lora else "model.safetensors"
     for name in (weights, *RESUME_FILES):
         if not (checkpoint / name).is_file():

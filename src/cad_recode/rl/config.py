@@ -9,13 +9,11 @@ the recipe's defaults follow cadrille (design.md §2) where they are not measure
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from cad_recode import defaults
-from cad_recode.config import (
-    COMPUTE_DTYPES, FINETUNE_METHODS, LR_SCHEDULERS, QUANT_TYPES, TORCH_DTYPES, RunOutputs,
-    config_error, config_field, require, require_choice,
-)
+from cad_recode.config import CHOICES as TRAIN_CHOICES
+from cad_recode.config import RunOutputs, config_error, config_field, require, require_choice
 
 REWARD_HELP = ("iou_gt (IoU with the ground-truth solid of a prepared dataset), iou_input (IoU with the input "
                "mesh itself; a mesh that is not watertight falls back to cd_input), cd_input (Chamfer distance to "
@@ -175,13 +173,8 @@ class RLConfig(RunOutputs):
                                f"top_k ({self.top_k}) must be <= num_generations ({self.num_generations})")
 
 
-CHOICES = {
-    "finetune_method": FINETUNE_METHODS,
-    "torch_dtype": TORCH_DTYPES,
-    "bnb_4bit_compute_dtype": COMPUTE_DTYPES,
-    "bnb_4bit_quant_type": QUANT_TYPES,
-    "lr_scheduler_type": LR_SCHEDULERS,
-}
+# train's choices, less the SFT-only key (overflow of long programs)
+CHOICES = {key: choices for key, choices in TRAIN_CHOICES.items() if key in {f.name for f in fields(RLConfig)}}
 RLConfig.CHOICES = CHOICES
 RLConfig.YAML_TITLE = "cad-recode RL config"
 RLConfig.SECTIONS = (

@@ -45,7 +45,8 @@ from cad_recode.model.loading import ADAPTER_FILES, CHECKPOINT_PREFIX, MERGED_DI
 # The run-folder pieces every recipe shares live in the model layer; re-exported for the recipe and its tests.
 from cad_recode.model.run_folder import (  # noqa: F401
     check_output_dir, checkpoint_step, clear_previous_run, holds_run, is_complete, list_checkpoints, one_line,
-    preserved_rng, publish_files, resolve_resume, resume_notice, save_adapter, save_full_model, save_merged_copy,
+    preserved_rng, publish_files, require_complete, require_same_network, resolve_resume, resume_notice, save_adapter,
+    save_full_model, save_merged_copy,
 )
 from cad_recode.model.runlog import append_log, read_train_log  # noqa: F401
 
@@ -61,21 +62,12 @@ IDENTITY_KEYS = ("base_model", "tiny_model", "finetune_method", "lora_r", "lora_
 def validate_checkpoint(checkpoint: Path, cfg: TrainConfig) -> None:
     """A one-line InputError unless ``checkpoint`` is complete, readable and made for this network."""
     where = f"checkpoint {checkpoint}"
-    if not is_complete(checkpoint):
-        raise InputError(
-            f"{where} is incomplete (no {RUN_CONFIG}: the run stopped while writing it); "
-            "resume from an earlier checkpoint or use --resume_from_checkpoint auto"
-        )
+    require_complete(checkpoint)
     try:
         saved = load_config(checkpoint / RUN_CONFIG)
     except UsageError as err:
         raise InputError(f"{where} has an unreadable {RUN_CONFIG}: {err}") from None
-    for key in IDENTITY_KEYS:
-        if getattr(saved, key) != getattr(cfg, key):
-            raise InputError(
-                f"{where} was made for {key}={getattr(saved, key)!r}, this run has {key}={getattr(cfg, key)!r}; "
-                f"resume with --config {checkpoint / RUN_CONFIG} or start a new output_dir"
-            )
+    require_same_network(checkpoint, saved, cfg, IDENTITY_KEYS)
     weights = ("adapter_model.safetensors",) if cfg.uses_lora else ("model.safetensors",)
     required = (*weights, "trainer_state.json", "optimizer.pt", "scheduler.pt")
     for name in required:
