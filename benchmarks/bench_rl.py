@@ -159,13 +159,27 @@ def print_table(table: dict[str, dict], names: tuple[str, str]) -> None:
 # --------------------------------------------------------------------------- runs with a time limit
 
 
-def run_for(command: list[str], seconds: float, log: Path) -> dict:
-    """Run ``command`` (its own process group) for at most ``seconds``; SIGINT, then SIGKILL, at the limit."""
+def run_together(runs: dict[str, tuple[list[str], Path]], seconds: float, pin: bool = False) -> dict[str, dict]:
+    """Run the commands at once (each its own process group) for at most ``seconds`` of wall time.
+
+    At the limit each gets SIGINT, then SIGKILL. ``pin`` gives each command one core of its own
+    (``taskset``, one OpenMP thread): two torch processes that share 2 cores spin-wait on each other
+    and both slow down many times over, so runs compared side by side get a core each.
+    """
     started = time.perf_counter()
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    processes = {}
+    for core, (name, (command, log)) in enumerate(runs.items()):
+        env = dict(os.environ)
+        if pin:
+            command = ["taskset", "-c", str(core % (os.cpu_count() or 1))] + command
+            env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        out = open(log, "w")
+        processes[name] = (subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                            start_new_session=True), out, log)
+    results = {}
+    for name, (process, out, log) in processes.items():
         try:
-            code = process.wait(timeout=seconds)
+            code = process.wait(timeout=max(1.0, seconds - (time.perf_counter() - started)))
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGINT)
             try:
@@ -173,7 +187,14 @@ def run_for(command: list[str], seconds: float, log: Path) -> dict:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 code = process.wait()
-    return {"returncode": code, "seconds": time.perf_counter() - started, "log": str(log)}
+        out.close()
+        results[name] = {"returncode": code, "seconds": time.perf_counter() - started, "log": str(log)}
+    return results
+
+
+def run_for(command: list[str], seconds: float, log: Path) -> dict:
+    """Run ``command`` alone for at most ``seconds``."""
+    return run_together({"run": (command, log)}, seconds)["run"]
 
 
 def newest_model(output_dir: Path) -> Path:
@@ -252,7 +273,6 @@ def versus_sft(args) -> dict:
     work = Path(args.workdir)
     seconds = args.minutes * 60
     rl_out = work / "rl_labelled"
-    rl_run = run_for(rl_command(args, rl_out, data_dir=args.data, reward="iou_gt"), seconds, work / "rl_labelled.log")
     sft_out = work / "sft_continued"
     shutil.rmtree(sft_out, ignore_errors=True)
     shutil.copytree(args.start, sft_out)  # the start run's folder: resumed from its newest checkpoint
@@ -260,7 +280,13 @@ def versus_sft(args) -> dict:
     sft_command = CLI + ["train", "--config", str(args.sft_config), "--data_dir", args.data, "--output_dir",
                          str(sft_out), "--resume_from_checkpoint", "auto", "--max_steps",
                          str(args.sft_max_steps or 2 * start_steps), "--save_steps", "100"]
-    sft_run = run_for(sft_command, seconds, work / "sft_continued.log")
+    runs = {"rl": (rl_command(args, rl_out, data_dir=args.data, reward="iou_gt"), work / "rl_labelled.log"),
+            "sft": (sft_command, work / "sft_continued.log")}
+    if args.parallel:  # side by side, a core each: the same wall time on the same share of the machine
+        done = run_together(runs, seconds, pin=True)
+    else:
+        done = {name: run_for(command, seconds, log) for name, (command, log) in runs.items()}
+    rl_run, sft_run = done["rl"], done["sft"]
     start = cached_eval(work / "eval_start.json", Path(args.start), args.data, args.test_limit)
     rl = cached_eval(work / "eval_rl_labelled.json", newest_model(rl_out), args.data, args.test_limit)
     sft = cached_eval(work / "eval_sft_continued.json", newest_model(sft_out), args.data, args.test_limit)
@@ -270,7 +296,8 @@ def versus_sft(args) -> dict:
     for name, table in tables.items():
         print(f"\n{name}:")
         print_table(table, tuple(name.split("_vs_")[::-1]))
-    return {"rl_run": rl_run, "sft_run": sft_run, "tables": tables, "rl_curve": log_records(rl_out)}
+    return {"rl_run": rl_run, "sft_run": sft_run, "parallel": args.parallel, "tables": tables,
+            "rl_curve": log_records(rl_out), "sft_curve": log_records(sft_out)}
 
 
 PARTS = ("generate", "sandbox", "reward", "update")
@@ -360,6 +387,7 @@ def main(argv=None) -> int:
     p.add_argument("--rl_config", default=str(RL_CONFIG))
     p.add_argument("--sft_config", default=str(ROOT / "configs" / "train_config_tiny.yaml"))
     p.add_argument("--sft_max_steps", type=int, default=None, help="versus_sft: continued SFT's max_steps")
+    p.add_argument("--parallel", action="store_true", help="versus_sft: run RL and SFT at once, one core each")
     p.add_argument("--rl_flag", action="append", help="extra `cad-recode rl` argument (repeatable), e.g. "
                    "--rl_flag=--learning_rate --rl_flag=1e-5")
     p.add_argument("--json", help="write the figures here")

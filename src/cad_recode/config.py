@@ -338,6 +338,12 @@ class TrainConfig(RunOutputs):
         "Programs longer than max_code_tokens: drop (skip them) or truncate (keep the first tokens, "
         "without the end token).",
     )
+    family_weights: dict[str, float] | None = config_field(
+        None,
+        "Share of training draws per family, e.g. {box: 1, stacked: 2, ...} (normalized; every family of "
+        "the data named, 0 leaves one out). Needs family labels (generated data). Only training draws "
+        "change; validation and test keep the data's own mix. null = the data as drawn.",
+    )
     dataloader_num_workers: int = config_field(
         4,
         "Worker processes that sample points and tokenize; 0 = in the main process.",
@@ -453,6 +459,11 @@ class TrainConfig(RunOutputs):
             require(self, key, 0 <= getattr(self, key) <= 1, "must be in [0, 1]")
         require(self, "uneven_strength", 0 <= self.uneven_strength <= 0.99, "must be in [0, 0.99]")
         require(self, "missing_fraction", 0 <= self.missing_fraction < 1, "must be in [0, 1)")
+        if self.family_weights is not None:
+            weights = self.family_weights.values()
+            numbers = all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in weights)
+            require(self, "family_weights", numbers and all(w >= 0 for w in weights) and any(w > 0 for w in weights),
+                    "must map family names to numbers >= 0, at least one > 0")
         max_steps_ok = self.max_steps == -1 or self.max_steps > 0
         require(self, "max_steps", max_steps_ok, "must be -1 (use num_train_epochs) or > 0")
         if self.projector_learning_rate is not None:

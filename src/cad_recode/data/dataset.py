@@ -6,7 +6,8 @@ Item protocol (CAD-Recode). For record ``r`` of the split at epoch ``e``:
   mesh (surface sample, the scan defects of ``augmentation``: uneven density, a
   missing side, then bounding-box normalization, FPS, noise), seeded from
   ``(seed, e, r)``: deterministic, fresh every epoch, and the same whatever the
-  DataLoader's worker count;
+  DataLoader's worker count (a record repeated by a family mixture adds its copy
+  number, so its copies see different points);
 - ``input_ids = [<|im_start|>] + code_ids + [<|endoftext|>]``;
 - ``labels`` = ``input_ids`` with the ``<|im_start|>`` position at -100, so the
   loss covers the code and the end token. The model prepends the point
@@ -28,6 +29,7 @@ import torch
 import trimesh
 from torch.utils.data import Dataset
 
+from cad_recode.data.mixture import Mixture
 from cad_recode.data.shards import PreparedSplit
 from cad_recode.errors import UsageError
 from cad_recode.geometry.augment import ScanAugmentation, augmented_model_points
@@ -84,6 +86,18 @@ class PointCodeDataset(Dataset):
         self.num_truncated = int(too_long.sum()) if overflow == "truncate" else 0
         # Record indices kept, int64: 8 MB for a million shapes.
         self._indices = np.flatnonzero(~too_long) if overflow == "drop" else np.arange(len(split))
+        self._copies: np.ndarray | None = None  # a record's repeat number under a family mixture
+
+    @property
+    def records(self) -> np.ndarray:
+        """The split's record index behind each item (a record repeats under a family mixture)."""
+        return self._indices
+
+    def use_mixture(self, mixture: Mixture) -> None:
+        """Draw items as ``mixture`` says (`cad_recode.data.mixture`): its records must be ones kept here."""
+        if not np.isin(mixture.records, self._indices).all():
+            raise ValueError("the mixture names records this dataset dropped or does not hold")
+        self._indices, self._copies = mixture.records, mixture.copies
 
     def _code_lengths(self) -> Iterator[int]:
         batch: list[str] = []
@@ -104,8 +118,10 @@ class PointCodeDataset(Dataset):
 
     def item_seed(self, index: int) -> int:
         """The sampling seed of dataset item ``index`` at the current epoch."""
-        record = int(self._indices[index])
-        state = np.random.SeedSequence([self.seed, self.epoch, record]).generate_state(1, np.uint32)
+        key = [self.seed, self.epoch, int(self._indices[index])]
+        if self._copies is not None and self._copies[index]:
+            key.append(int(self._copies[index]))  # a repeated record draws other points than its first copy
+        state = np.random.SeedSequence(key).generate_state(1, np.uint32)
         return int(state[0])
 
     def __len__(self) -> int:

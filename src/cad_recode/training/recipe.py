@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -193,6 +194,8 @@ def setup(cfg: TrainConfig, resume: Path | None = None) -> Run:
                 f"{cfg.data_dir}: no {name} program fits max_code_tokens={cfg.max_code_tokens} "
                 f"({datasets[name].num_dropped} dropped); raise max_code_tokens or use overflow truncate"
             )
+    if cfg.family_weights is not None:
+        apply_family_weights(cfg, datasets["train"])
     set_seed(cfg.seed)  # the model's random init must not depend on how much the data steps drew
     model, base_loader = build_model(cfg, vocab_size=len(tokenizer))
     if resume is not None:
@@ -210,6 +213,29 @@ def scan_augmentation(cfg: TrainConfig):
         uneven_strength=cfg.uneven_strength, missing_side_prob=cfg.missing_side_prob,
         missing_fraction=cfg.missing_fraction,
     )
+
+
+def apply_family_weights(cfg: TrainConfig, dataset) -> None:
+    """Make the training items follow ``cfg.family_weights`` (see `cad_recode.data.mixture`); print the mix."""
+    from cad_recode.data.labels import read_family_labels
+    from cad_recode.data.mixture import weighted_epoch
+
+    labels = read_family_labels(cfg.data_dir)
+    ids = list(dataset.split.ids())
+    families = [labels.get(ids[int(r)]) for r in dataset.records]
+    unlabelled = sum(f is None for f in families)
+    if unlabelled:
+        raise InputError(f"family_weights needs a family label for every training program; {unlabelled} of "
+                         f"{len(families)} in {cfg.data_dir} have none (only generated data carries labels)")
+    mixture = weighted_epoch(dataset.records, families, cfg.family_weights, cfg.seed)
+    family_of = {int(r): f for r, f in zip(dataset.records, families)}
+    before = {name: n / len(families) for name, n in sorted(Counter(families).items())}
+    after = mixture.shares(family_of)
+    dataset.use_mixture(mixture)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("training mix (family: share in the data -> share of training draws): "
+              + ", ".join(f"{name} {100 * before[name]:.0f}% -> {100 * after.get(name, 0):.0f}%" for name in before),
+              file=sys.stderr)
 
 
 def open_split(cfg: TrainConfig, split: str):
