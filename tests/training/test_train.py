@@ -454,7 +454,8 @@ def _labelled_copy(data_dir: Path, root: Path) -> Path:
     family = {f"{split}/{i}.py": "cylinder" if (offset + i) % 3 == 2 else "box"
               for split, offset, count in (("train", 0, 16), ("val", 16, 4)) for i in range(count)}
     manifest = json.loads((root / "manifest.json").read_text())
-    manifest["families"] = {"names": ["box", "cylinder"], "weights": {"box": 0.5, "cylinder": 0.5}, "by_id": family}
+    manifest["families"] = {"names": ["box", "cylinder", "ring"], "weights": {"box": 0.5, "cylinder": 0.4, "ring": 0.1},
+                            "by_id": family}  # rings: a family of the level that no program drew
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
 
@@ -462,11 +463,16 @@ def _labelled_copy(data_dir: Path, root: Path) -> Path:
 def test_family_weights_change_what_training_draws_and_nothing_else(data_dir, tmp_path, capsys):
     """11 boxes and 5 cylinders in training; weights 3:5 give 6 box and 10 cylinder draws: each cylinder twice."""
     labelled = _labelled_copy(data_dir, tmp_path / "data")
-    run = setup(tiny_config(labelled, tmp_path / "run", family_weights={"box": 3, "cylinder": 5}, do_eval=True))
+    run = setup(tiny_config(labelled, tmp_path / "run", family_weights={"box": 3, "cylinder": 5, "ring": 2}, do_eval=True))
     ids = [run.train_dataset[i]["id"] for i in range(len(run.train_dataset))]
     cylinders = [i for i in ids if int(i.split("/")[1].split(".")[0]) % 3 == 2]
     assert len(ids) == 16 and len(cylinders) == 10 and all(cylinders.count(c) == 2 for c in set(cylinders))
     assert len(set(ids) - set(cylinders)) == 6  # six boxes, none twice
+    run.train_dataset.set_epoch(1)  # the next epoch thins the boxes anew; the shares stay
+    later = [run.train_dataset[i]["id"] for i in range(16)]
+    assert sorted(c for c in later if c in cylinders) == sorted(cylinders) and set(later) - set(ids)
+    run.train_dataset.set_epoch(0)
+    assert [run.train_dataset[i]["id"] for i in range(16)] == ids  # an epoch's draw is fixed by its seed
     first, second = [i for i, item_id in enumerate(ids) if item_id == cylinders[0]]
     assert not torch.equal(run.train_dataset[first]["points"], run.train_dataset[second]["points"])  # other points
     assert sorted(run.eval_dataset[i]["id"] for i in range(4)) == [f"val/{i}.py" for i in range(4)]  # untouched
@@ -480,8 +486,8 @@ def test_family_weights_need_labelled_data_and_the_data_s_families(data_dir, tmp
     assert "family_weights needs a family label for every training program; 16 of 16" in _one_line_error(excinfo)
     labelled = _labelled_copy(data_dir, tmp_path / "data")
     with pytest.raises(InputError) as excinfo:
-        setup(tiny_config(labelled, tmp_path / "run", family_weights={"box": 1, "ring": 1}))
-    assert "family_weights names ring, which the training split does not hold" in _one_line_error(excinfo)
+        setup(tiny_config(labelled, tmp_path / "run", family_weights={"box": 1, "cylinder": 1, "gear": 1}))
+    assert "family_weights names gear, which the training split does not hold" in _one_line_error(excinfo)
     with pytest.raises(UsageError) as excinfo:
         tiny_config(labelled, tmp_path / "run", family_weights={"box": -1, "cylinder": 1})
     assert "'family_weights' must map family names to numbers >= 0" in _one_line_error(excinfo)

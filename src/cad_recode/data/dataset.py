@@ -22,7 +22,7 @@ an end token, so the model never learns to stop mid-program.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -86,17 +86,32 @@ class PointCodeDataset(Dataset):
         self.num_truncated = int(too_long.sum()) if overflow == "truncate" else 0
         # Record indices kept, int64: 8 MB for a million shapes.
         self._indices = np.flatnonzero(~too_long) if overflow == "drop" else np.arange(len(split))
+        self._kept = self._indices
         self._copies: np.ndarray | None = None  # a record's repeat number under a family mixture
+        self._draw: Callable[[int], Mixture] | None = None
 
     @property
     def records(self) -> np.ndarray:
         """The split's record index behind each item (a record repeats under a family mixture)."""
         return self._indices
 
-    def use_mixture(self, mixture: Mixture) -> None:
-        """Draw items as ``mixture`` says (`cad_recode.data.mixture`): its records must be ones kept here."""
-        if not np.isin(mixture.records, self._indices).all():
-            raise ValueError("the mixture names records this dataset dropped or does not hold")
+    @property
+    def kept_records(self) -> np.ndarray:
+        """The split's records this dataset holds (those that fit max_code_tokens), each once."""
+        return self._kept
+
+    def use_mixture(self, draw: Callable[[int], Mixture]) -> None:
+        """Draw each epoch's items as ``draw(epoch)`` says (`cad_recode.data.mixture`), from the records kept here.
+
+        Drawn anew at every `set_epoch`, so a thinned family shows other records each epoch.
+        """
+        self._draw = draw
+        self._apply_mixture()
+
+    def _apply_mixture(self) -> None:
+        mixture = self._draw(self.epoch)
+        if len(mixture.records) != len(self._kept) or not np.isin(mixture.records, self._kept).all():
+            raise ValueError("a mixture must keep the epoch's length and draw only records this dataset kept")
         self._indices, self._copies = mixture.records, mixture.copies
 
     def _code_lengths(self) -> Iterator[int]:
@@ -115,6 +130,8 @@ class PointCodeDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Points of the next epoch are drawn with this epoch in their seed."""
         self.epoch = int(epoch)
+        if self._draw is not None:
+            self._apply_mixture()
 
     def item_seed(self, index: int) -> int:
         """The sampling seed of dataset item ``index`` at the current epoch."""

@@ -95,6 +95,12 @@ def read_family_labels(root) -> dict[str, str]:
             for split, labels in entry["labels"].items() for i, label in enumerate(labels)}
 
 
+def family_names(root) -> list[str]:
+    """Every family the data could hold (its level's, even those no program drew); [] without labels."""
+    found = _families_entry(Path(root))
+    return list(found[0]["names"]) if found else []
+
+
 def family_mix(root) -> FamilyMix | None:
     """The family mix of a programs (or prepared) folder, None when it carries no labels."""
     found = _families_entry(Path(root))

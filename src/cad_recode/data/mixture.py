@@ -2,8 +2,9 @@
 
 A generated dataset holds its families in the shares they were drawn with, and its test split
 keeps those shares. `family_weights` in the training config changes only what training sees:
-each family's records are repeated (or thinned) so that the family fills its weight's share of
-an epoch, an epoch keeps its length, and the validation and test splits are untouched. A family
+each family's records are repeated (or thinned, differently each epoch) so that the family fills
+its weight's share of an epoch, an epoch keeps its length, and the validation and test splits are
+untouched. A family
 the model finds hard can then get more steps without changing what it is measured on.
 """
 
@@ -45,12 +46,14 @@ def check_weights(weights: dict[str, float], present: set[str], where: str) -> d
     return {name: weights[name] / total for name in sorted(weights)}
 
 
-def weighted_epoch(records: np.ndarray, families: list[str], weights: dict[str, float], seed: int) -> Mixture:
+def weighted_epoch(records: np.ndarray, families: list[str], weights: dict[str, float],
+                   seed: int | tuple[int, ...]) -> Mixture:
     """An epoch of ``len(records)`` draws in which family f fills the share ``weights[f]`` (normalized).
 
     ``families[i]`` is the family of ``records[i]``. Each family's records repeat whole as often as
     its share allows, then a seeded choice without replacement fills the remainder, so every record
-    of an up-weighted family is seen and no record is seen twice before all are seen once.
+    of an up-weighted family is seen and no record is seen twice before all are seen once. Training
+    draws an epoch with seed (run seed, epoch), so a thinned family shows other records each epoch.
     """
     if len(records) != len(families):
         raise ValueError(f"{len(records)} records but {len(families)} family labels")

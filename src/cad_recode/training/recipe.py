@@ -217,21 +217,27 @@ def scan_augmentation(cfg: TrainConfig):
 
 def apply_family_weights(cfg: TrainConfig, dataset) -> None:
     """Make the training items follow ``cfg.family_weights`` (see `cad_recode.data.mixture`); print the mix."""
-    from cad_recode.data.labels import read_family_labels
+    from cad_recode.data.labels import family_names, read_family_labels
     from cad_recode.data.mixture import weighted_epoch
 
     labels = read_family_labels(cfg.data_dir)
     ids = list(dataset.split.ids())
-    families = [labels.get(ids[int(r)]) for r in dataset.records]
+    records = dataset.kept_records
+    families = [labels.get(ids[int(r)]) for r in records]
     unlabelled = sum(f is None for f in families)
     if unlabelled:
         raise InputError(f"family_weights needs a family label for every training program; {unlabelled} of "
                          f"{len(families)} in {cfg.data_dir} have none (only generated data carries labels)")
-    mixture = weighted_epoch(dataset.records, families, cfg.family_weights, cfg.seed)
-    family_of = {int(r): f for r, f in zip(dataset.records, families)}
+    # a family the data's level knows but no training program drew (a small dataset) is not a typo
+    absent = set(family_names(cfg.data_dir)) - set(families)
+    weights = {name: w for name, w in cfg.family_weights.items() if name not in absent}
+
+    def draw(epoch: int):  # seeded by (run seed, epoch): a resumed run draws the same epochs
+        return weighted_epoch(records, families, weights, (cfg.seed, epoch))
+
+    after = draw(dataset.epoch).shares(dict(zip(records.tolist(), families)))  # bad weights fail here, first
+    dataset.use_mixture(draw)
     before = {name: n / len(families) for name, n in sorted(Counter(families).items())}
-    after = mixture.shares(family_of)
-    dataset.use_mixture(mixture)
     if int(os.environ.get("RANK", "0")) == 0:
         print("training mix (family: share in the data -> share of training draws): "
               + ", ".join(f"{name} {100 * before[name]:.0f}% -> {100 * after.get(name, 0):.0f}%" for name in before),
