@@ -4,7 +4,7 @@
     python benchmarks/bench_rl.py adapt --start runs/tiny/model --data runs/tiny/data --family stacked \
         --minutes 20 --test_limit 300 --workdir runs/bench_rl
     python benchmarks/bench_rl.py versus_sft --start runs/tiny/model --data runs/tiny/data --minutes 45 \
-        --test_limit 300 --workdir runs/bench_rl
+        --test_limit 300 --parallel --workdir runs/bench_rl
     python benchmarks/bench_rl.py cost --start runs/tiny/model --data runs/tiny/data --updates 3 \
         --workdir runs/bench_rl
 
@@ -19,6 +19,7 @@
 - ``versus_sft`` (target 2): RL with ``iou_gt`` on the prepared data against continued SFT (the start
   run resumed from its last checkpoint with more steps), each for the same wall time; the same
   paired comparison, and IR. Target: RL no worse than SFT beyond one standard error, IR no higher.
+  ``--parallel`` runs the two side by side, one core each.
 - ``cost`` (target 3): ``cad-recode rl`` for a few updates with the sandbox overlapped with
   generation and without; the split of an update's time from the run's log, and the speed-up.
 
@@ -162,34 +163,39 @@ def print_table(table: dict[str, dict], names: tuple[str, str]) -> None:
 def run_together(runs: dict[str, tuple[list[str], Path]], seconds: float, pin: bool = False) -> dict[str, dict]:
     """Run the commands at once (each its own process group) for at most ``seconds`` of wall time.
 
-    At the limit each gets SIGINT, then SIGKILL. ``pin`` gives each command one core of its own
-    (``taskset``, one OpenMP thread): two torch processes that share 2 cores spin-wait on each other
-    and both slow down many times over, so runs compared side by side get a core each.
+    At the limit each one still running gets SIGINT, then SIGKILL 60 s later. ``pin`` gives each
+    command one core of its own (``taskset``, one OpenMP thread): two torch processes that share 2
+    cores spin-wait on each other and both slow down many times over, so runs compared side by side
+    get a core each. Each result's ``seconds`` is when that command ended.
     """
     started = time.perf_counter()
-    processes = {}
+    running, results = {}, {}
     for core, (name, (command, log)) in enumerate(runs.items()):
         env = dict(os.environ)
         if pin:
             command = ["taskset", "-c", str(core % (os.cpu_count() or 1))] + command
             env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         out = open(log, "w")
-        processes[name] = (subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                                            start_new_session=True), out, log)
-    results = {}
-    for name, (process, out, log) in processes.items():
-        try:
-            code = process.wait(timeout=max(1.0, seconds - (time.perf_counter() - started)))
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                code = process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
+        running[name] = (subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                          start_new_session=True), out, log)
+    interrupted_at = None
+    while running:
+        elapsed = time.perf_counter() - started
+        for name, (process, out, log) in list(running.items()):
+            if process.poll() is not None:
+                out.close()
+                results[name] = {"returncode": process.returncode, "seconds": elapsed, "log": str(log),
+                                 "interrupted": interrupted_at is not None}
+                del running[name]
+        if running and interrupted_at is None and elapsed >= seconds:
+            interrupted_at = elapsed
+            for process, _, _ in running.values():
+                os.killpg(process.pid, signal.SIGINT)
+        elif running and interrupted_at is not None and elapsed >= interrupted_at + 60:
+            for process, _, _ in running.values():
                 os.killpg(process.pid, signal.SIGKILL)
-                code = process.wait()
-        out.close()
-        results[name] = {"returncode": code, "seconds": time.perf_counter() - started, "log": str(log)}
-    return results
+        time.sleep(0.5)
+    return {name: results[name] for name in runs}
 
 
 def run_for(command: list[str], seconds: float, log: Path) -> dict:
