@@ -204,3 +204,29 @@ def test_cad_recode_serve_serves_the_page_on_localhost_until_interrupted(web_ser
         err = server.communicate(timeout=60)[1]
     assert f"using full model {web_server.model}" in err
     assert f"serving on http://127.0.0.1:{port}" in err
+
+
+def test_ctrl_c_while_the_server_starts_still_stops_it(web_server, unused_port):
+    """SIGINT as soon as the model is loaded, while Gradio starts its server: the process ends, cleanly."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    server = subprocess.Popen([sys.executable, "-m", "cad_recode.cli", "serve", "--model", str(web_server.model),
+                               "--port", str(unused_port), "--max_new_tokens", "100"],
+                              stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        first = server.stderr.readline()  # "using full model ...": the server is being launched now
+        server.send_signal(signal.SIGINT)
+        err = first + server.communicate(timeout=60)[1]
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert first.startswith("using full model") and server.returncode == 0, err
+    assert "Traceback" not in err and "stopping" in err
+    with pytest.raises(OSError):  # nothing listens on the port any more
+        socket.create_connection(("127.0.0.1", unused_port), timeout=2).close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from cad_recode.cli.flags import add_sandbox_flags
@@ -60,11 +62,26 @@ def cmd_serve(args) -> int:
     hf_logging.disable_progress_bar()
     service = ReconstructionService.load(args.model, settings, base_model=args.base_model, device=args.device,
                                          dtype=args.dtype)
-    print(f"using {service.describe()}", file=sys.stderr)
-    print(f"serving on http://{settings.host}:{settings.port} (Ctrl+C stops)", file=sys.stderr, flush=True)
+    # From here Ctrl+C (or SIGTERM) only sets a flag: a KeyboardInterrupt raised inside Gradio's launch,
+    # after its server thread started but before it blocks, would leave that thread serving and the
+    # process alive.
+    stop = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    print(f"using {service.describe()}", file=sys.stderr, flush=True)
+    demo = None
     try:
         with tempfile.TemporaryDirectory(prefix="cad-recode-web-") as work_root:
-            launch(service, settings, Path(work_root), block=True)
+            demo = launch(service, settings, Path(work_root), block=False)
+            print(f"serving on http://{settings.host}:{settings.port} (Ctrl+C stops)", file=sys.stderr, flush=True)
+            while not stop.wait(0.5):
+                pass
+            print("stopping", file=sys.stderr, flush=True)
+            demo.close()
+            demo = None
     finally:
+        if demo is not None:
+            demo.close()
         service.close()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return 0
