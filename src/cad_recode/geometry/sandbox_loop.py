@@ -14,8 +14,9 @@ from cad_recode.geometry.sandbox_processes import _Job, _Worker, how_it_ended
 
 KILL_GRACE = 1.0
 """Seconds past the timeout before the parent kills a worker stuck in C code."""
-EXIT_GRACE = 2.0
-"""Seconds a worker may take, after its result, to clean up (idle frame) or exit."""
+EXIT_GRACE = 5.0
+"""Seconds a worker may take, after its result, to clean up (idle frame) or exit. At 2 s a loaded
+machine (the test suite pinned to one core beside a benchmark) discarded good results."""
 STARTUP_TIMEOUT = 180.0
 """Seconds the zygote and a worker may take to start before they count as failed."""
 MAX_START_FAILURES = 3
