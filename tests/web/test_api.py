@@ -176,20 +176,25 @@ def test_the_readme_s_python_api_example_runs(web_server):
     assert "box(60,60,60)" in files_by_suffix(namespace["files"])[".py"].read_text()  # the edit was rebuilt
 
 
-def test_cad_recode_serve_serves_the_page_on_localhost_until_interrupted(web_server, unused_port):
+def _start_serve(model: Path, port: int):
+    """`cad-recode serve` in a child process on ``port``, its stderr piped."""
     import os
-    import signal
     import subprocess
     import sys
+
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-m", "cad_recode.cli", "serve", "--model", str(model),
+                             "--port", str(port), "--max_new_tokens", "100"], stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_cad_recode_serve_serves_the_page_on_localhost_until_interrupted(web_server, unused_port):
+    import signal
     import time
     import urllib.request
 
     port = unused_port
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    server = subprocess.Popen([sys.executable, "-m", "cad_recode.cli", "serve", "--model", str(web_server.model),
-                               "--port", str(port), "--max_new_tokens", "100"],
-                              stderr=subprocess.PIPE, text=True, env=env)
+    server = _start_serve(web_server.model, port)
     try:
         page = ""
         for _ in range(240):
@@ -208,17 +213,10 @@ def test_cad_recode_serve_serves_the_page_on_localhost_until_interrupted(web_ser
 
 def test_ctrl_c_while_the_server_starts_still_stops_it(web_server, unused_port):
     """SIGINT as soon as the model is loaded, while Gradio starts its server: the process ends, cleanly."""
-    import os
     import signal
     import socket
-    import subprocess
-    import sys
 
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    server = subprocess.Popen([sys.executable, "-m", "cad_recode.cli", "serve", "--model", str(web_server.model),
-                               "--port", str(unused_port), "--max_new_tokens", "100"],
-                              stderr=subprocess.PIPE, text=True, env=env)
+    server = _start_serve(web_server.model, unused_port)
     try:
         first = server.stderr.readline()  # "using full model ...": the server is being launched now
         server.send_signal(signal.SIGINT)

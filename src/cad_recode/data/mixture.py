@@ -25,9 +25,11 @@ class Mixture:
     records: np.ndarray
     copies: np.ndarray
 
-    def shares(self, family_of: dict[int, str]) -> dict[str, float]:
-        counts = Counter(family_of[int(r)] for r in self.records)
-        return {name: n / len(self.records) for name, n in sorted(counts.items())}
+
+def family_shares(records, family_of: dict[int, str]) -> dict[str, float]:
+    """Each family's share of ``records`` (record indices, repeats counted), by family name."""
+    counts = Counter(family_of[int(r)] for r in records)
+    return {name: n / len(records) for name, n in sorted(counts.items())}
 
 
 def check_weights(weights: dict[str, float], present: set[str], where: str) -> dict[str, float]:

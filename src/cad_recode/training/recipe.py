@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -218,7 +217,7 @@ def scan_augmentation(cfg: TrainConfig):
 def apply_family_weights(cfg: TrainConfig, dataset) -> None:
     """Make the training items follow ``cfg.family_weights`` (see `cad_recode.data.mixture`); print the mix."""
     from cad_recode.data.labels import family_names, read_family_labels
-    from cad_recode.data.mixture import weighted_epoch
+    from cad_recode.data.mixture import family_shares, weighted_epoch
 
     labels = read_family_labels(cfg.data_dir)
     ids = list(dataset.split.ids())
@@ -235,9 +234,9 @@ def apply_family_weights(cfg: TrainConfig, dataset) -> None:
     def draw(epoch: int):  # seeded by (run seed, epoch): a resumed run draws the same epochs
         return weighted_epoch(records, families, weights, (cfg.seed, epoch))
 
-    after = draw(dataset.epoch).shares(dict(zip(records.tolist(), families)))  # bad weights fail here, first
-    dataset.use_mixture(draw)
-    before = {name: n / len(families) for name, n in sorted(Counter(families).items())}
+    dataset.use_mixture(draw)  # draws the current epoch: bad weights fail here
+    family_of = dict(zip(records.tolist(), families))
+    before, after = family_shares(records, family_of), family_shares(dataset.records, family_of)
     if int(os.environ.get("RANK", "0")) == 0:
         print("training mix (family: share in the data -> share of training draws): "
               + ", ".join(f"{name} {100 * before[name]:.0f}% -> {100 * after.get(name, 0):.0f}%" for name in before),
