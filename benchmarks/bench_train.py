@@ -29,6 +29,10 @@ c. parameter counts of Qwen3-1.7B + projector at r = 8, 16, 64 on all seven proj
    config on the meta device (no download, no memory), beside the guide's claim.
 d. items/s the training step consumes (effective batch / step time), for
    ``benchmarks/bench_data.py --train-items-per-s``.
+e. with ``--grouping``: the recipe with its own data loading, shuffled batches against length-grouped
+   ones (``group_by_length``), in the config's own method, interleaved passes; the ratio of items/s is
+   the speed-up at equal items. It depends on the data's spread of program lengths: measure it on the
+   data you train on (``--data runs/tiny/data`` for the quickstart's broad programs).
 
 Threads: ``--threads`` (default 2) is set in every process and printed, with the load average at the
 start and the end: on a loaded 2-core machine 2 threads can run several times slower than 1.
@@ -90,6 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--passes", type=int, default=3, help="interleaved passes of (a); the median is reported")
     p.add_argument("--method-repeats", type=int, default=1, help="subprocesses per method in (b), interleaved")
     p.add_argument("--skip-methods", action="store_true", help="skip (b)")
+    p.add_argument("--grouping", action="store_true", help="also measure (e): shuffled vs length-grouped batches")
     p.add_argument("--threads", type=int, default=2, help="torch threads in every process (printed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write every figure as JSON here")
@@ -353,6 +358,32 @@ def recipe_vs_bare(args, data_dir: Path, scratch: Path) -> dict:
     return summary
 
 
+def grouped_vs_shuffled(args, data_dir: Path, scratch: Path) -> dict:
+    """Figure (e): interleaved recipe passes with the recipe's own data loading, shuffled and length-grouped."""
+    from cad_recode.config import load_config
+    from cad_recode.training.recipe import setup
+
+    method = load_config(args.config).finetune_method
+    cfg = bench_config(args, data_dir, scratch / "grouping", method, args.warmup + args.steps)
+    run = setup(cfg)
+    variants = {"shuffled": dataclasses.replace(cfg, group_by_length=False),
+                "grouped": dataclasses.replace(cfg, group_by_length=True)}
+    passes: dict[str, list[dict]] = {name: [] for name in variants}
+    for index in range(args.passes):
+        for name in (list(variants) if index % 2 == 0 else list(variants)[::-1]):
+            passes[name].append(recipe_pass(run, variants[name], None, args.warmup))
+            print(f"pass {index + 1}/{args.passes} {name}: {passes[name][-1]['items_per_s']:.1f} items/s",
+                  file=sys.stderr)
+    ratios = [g["items_per_s"] / s["items_per_s"] for s, g in zip(passes["shuffled"], passes["grouped"])]
+    summary = {name: {"items_per_s": statistics.median(r["items_per_s"] for r in rows),
+                      "step_s": statistics.median(r["step_s_median"] for r in rows), "passes": rows}
+               for name, rows in passes.items()}
+    summary.update(speedup=statistics.median(ratios), speedup_range=[min(ratios), max(ratios)], method=method,
+                   train_items=len(run.train_dataset), steps=args.steps,
+                   batch_size=cfg.per_device_train_batch_size)
+    return summary
+
+
 def method_worker(args) -> dict:
     """Figure (b), inside its own process: setup, pre-built batches, one recipe run; step time and peak RSS."""
     from cad_recode.model import count_parameters
@@ -515,6 +546,16 @@ def report(results: dict) -> str:
     if d:
         lines += ["", f"(d) The training step consumes {d:.2f} items/s (recipe, pre-built batches): compare with "
                       f"`python benchmarks/bench_data.py --train-items-per-s {d:.2f}`"]
+    e = results.get("grouping")
+    if e:
+        lines += ["", f"(e) Shuffled against length-grouped batches ({e['method']}, batch {e['batch_size']}, "
+                      f"{e['train_items']} training programs, the recipe's own data loading; median of "
+                      f"{len(e['grouped']['passes'])} interleaved passes of {e['steps']} timed steps):", "",
+                  "| batches | items/s | s/step |", "|---|---|---|"]
+        for name in ("shuffled", "grouped"):
+            lines.append(f"| {name} | {e[name]['items_per_s']:.1f} | {e[name]['step_s']:.3f} |")
+        lines.append(f"\nSpeed-up of length grouping: {e['speedup']:.2f}x "
+                     f"(passes {e['speedup_range'][0]:.2f}-{e['speedup_range'][1]:.2f})")
     return "\n".join(lines)
 
 
@@ -540,6 +581,8 @@ def main(argv=None) -> int:
         results["train_items_per_s"] = results["recipe_vs_bare"]["recipe_prebuilt"]["items_per_s"]
         if not args.skip_methods:
             results["methods"] = methods_in_subprocesses(args, data_dir)
+        if args.grouping:
+            results["grouping"] = grouped_vs_shuffled(args, data_dir, scratch)
     results["load_end"] = load_average()
     print(report(results))
     if args.json:

@@ -344,6 +344,11 @@ class TrainConfig(RunOutputs):
         "the data named, 0 leaves one out). Needs family labels (generated data). Only training draws "
         "change; validation and test keep the data's own mix. null = the data as drawn.",
     )
+    group_by_length: bool = config_field(
+        False,
+        "Batch training programs of like length together (shuffled within pools, seeded per epoch): "
+        "less padding, faster steps.",
+    )
     dataloader_num_workers: int = config_field(
         4,
         "Worker processes that sample points and tokenize; 0 = in the main process.",

@@ -182,6 +182,8 @@ def test_long_programs_dropped_or_truncated(split, tokenizer):
     assert long_item["input_ids"][-1] != QWEN3_ENDOFTEXT  # a cut program never teaches "stop here"
     assert long_item["labels"][0] == IGNORE_INDEX
     assert cut[0]["input_ids"][-1] == QWEN3_ENDOFTEXT  # PLATE fits exactly
+    for ds in (fits, dropped, cut):  # what length-grouped batching reads, without loading an item
+        assert ds.item_lengths().tolist() == [len(ds[i]["input_ids"]) for i in range(len(ds))]
 
 
 def test_bad_arguments(split, tokenizer):

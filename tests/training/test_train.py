@@ -31,6 +31,7 @@ from transformers import TrainerCallback
 from cad_recode.training import checkpointing as ckpt
 from cad_recode.cli import main
 from cad_recode.config import load_config, save_config
+from cad_recode.data.batching import length_grouped_order
 from cad_recode.data.shards import ShapeRecord, build_manifest, hash_ids, write_manifest, write_shard
 from cad_recode.errors import InputError, UsageError
 from cad_recode.training.plan import plan
@@ -301,14 +302,16 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
+@pytest.mark.parametrize("group_by_length", [False, True], ids=["shuffled", "length-grouped"])
+def test_resume_after_sigkill_matches_an_uninterrupted_run(group_by_length, data_dir, tmp_path):
     """SIGKILL a run after checkpoint-3; `--resume_from_checkpoint auto` reproduces the losses of steps 4-8.
 
-    Dropout (RNG), point noise (per-item seeds), shuffling (data position),
+    Dropout (RNG), point noise (per-item seeds), shuffling or length grouping (data position),
     AdamW moments and the cosine schedule all have to be restored for the
     per-step losses to agree to 1e-5.
     """
-    settings = dict(max_steps=8, save_steps=3, save_total_limit=None, warmup_steps=2, lora_dropout=0.1)
+    settings = dict(max_steps=8, save_steps=3, save_total_limit=None, warmup_steps=2, lora_dropout=0.1,
+                    group_by_length=group_by_length)
     reference = tmp_path / "reference"
     train(tiny_config(data_dir, reference, **settings))
     expected = _losses(reference)
@@ -478,6 +481,40 @@ def test_family_weights_change_what_training_draws_and_nothing_else(data_dir, tm
     assert sorted(run.eval_dataset[i]["id"] for i in range(4)) == [f"val/{i}.py" for i in range(4)]  # untouched
     assert "training mix (family: share in the data -> share of training draws): box 69% -> 38%, " \
            "cylinder 31% -> 62%" in capsys.readouterr().err
+
+
+def test_group_by_length_feeds_the_trainer_batches_of_like_length(data_dir, tmp_path):
+    run = setup(tiny_config(data_dir, tmp_path / "run", group_by_length=True, per_device_train_batch_size=4))
+    lengths = run.train_dataset.item_lengths()
+    assert len(set(lengths.tolist())) == 4  # boxes and cylinders of several lengths
+    loader = build_trainer(run).get_train_dataloader()
+    seen = [batch["attention_mask"].sum(1).tolist() for batch in loader]
+    grouped = length_grouped_order(lengths, 4, (0, 0)).reshape(-1, 4)
+    assert seen == [lengths[batch].tolist() for batch in grouped]
+    padded = lambda batches: sum(len(b) * max(b) for b in batches)  # noqa: E731
+    shuffled = np.random.default_rng(0).permutation(lengths).reshape(-1, 4).tolist()
+    assert padded(seen) < padded(shuffled)
+
+
+def test_group_by_length_weighs_every_token_alike(data_dir, tmp_path):
+    """A step's summed token loss is divided by the tokens of an average step, not by its own count."""
+    run = setup(tiny_config(data_dir, tmp_path / "run", group_by_length=True, per_device_train_batch_size=4,
+                           lora_dropout=0.0))  # no dropout: train and eval mode compute alike
+    trainer = build_trainer(run)
+    per_step = float((run.train_dataset.item_lengths() - 1).mean()) * 4 * 2  # batch 4 x accumulation 2
+    assert trainer.tokens_per_step() == pytest.approx(per_step)
+    batch = next(iter(trainer.get_train_dataloader()))
+    tokens = int((batch["labels"][:, 1:] != -100).sum())
+    assert tokens != per_step / 2  # this micro-batch is not an average one
+    run.model.eval()
+    with torch.no_grad():
+        token_mean = float(run.model(**batch).loss)
+        evaluated = float(trainer.compute_loss(run.model, dict(batch), num_items_in_batch=torch.tensor(tokens)))
+    assert evaluated == pytest.approx(token_mean, rel=1e-5)  # evaluation: this batch's own token mean
+    run.model.train()
+    with torch.no_grad():
+        weighted = float(trainer.compute_loss(run.model, dict(batch), num_items_in_batch=torch.tensor(tokens)))
+    assert weighted == pytest.approx(token_mean * tokens / per_step, rel=1e-5)
 
 
 def test_family_weights_need_labelled_data_and_the_data_s_families(data_dir, tmp_path):

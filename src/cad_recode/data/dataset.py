@@ -81,6 +81,8 @@ class PointCodeDataset(Dataset):
 
         lengths = np.fromiter(self._code_lengths(), dtype=np.int64, count=len(split))
         too_long = lengths + 1 > max_code_tokens
+        # each record's input_ids length (start token, code, end token), for length-grouped batches
+        self._record_lengths = np.minimum(lengths, max_code_tokens) + np.where(too_long, 1, 2)
         self.num_total = len(split)
         self.num_dropped = int(too_long.sum()) if overflow == "drop" else 0
         self.num_truncated = int(too_long.sum()) if overflow == "truncate" else 0
@@ -99,6 +101,10 @@ class PointCodeDataset(Dataset):
     def kept_records(self) -> np.ndarray:
         """The split's records this dataset holds (those that fit max_code_tokens), each once."""
         return self._kept
+
+    def item_lengths(self) -> np.ndarray:
+        """Each item's ``input_ids`` length at the current epoch, without loading an item."""
+        return self._record_lengths[self._indices]
 
     def use_mixture(self, draw: Callable[[int], Mixture]) -> None:
         """Draw each epoch's items as ``draw(epoch)`` says (`cad_recode.data.mixture`), from the records kept here.
