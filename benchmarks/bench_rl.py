@@ -160,6 +160,10 @@ def print_table(table: dict[str, dict], names: tuple[str, str]) -> None:
 # --------------------------------------------------------------------------- runs with a time limit
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_together(runs: dict[str, tuple[list[str], Path]], seconds: float, pin: bool = False) -> dict[str, dict]:
     """Run the commands at once (each its own process group) for at most ``seconds`` of wall time.
 
@@ -176,8 +180,10 @@ def run_together(runs: dict[str, tuple[list[str], Path]], seconds: float, pin: b
             command = ["taskset", "-c", str(core % (os.cpu_count() or 1))] + command
             env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         out = open(log, "w")
+        # SIGINT restored: a benchmark started in the background (nohup, &) ignores it, and so would its
+        # children, which then ran on until the SIGKILL
         running[name] = (subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                                          start_new_session=True), out, log)
+                                          start_new_session=True, preexec_fn=_default_sigint), out, log)
     interrupted_at = None
     while running:
         elapsed = time.perf_counter() - started

@@ -255,6 +255,30 @@ def test_run_program_and_lifecycle(tmp_path):
         Sandbox(workers=0)
 
 
+def test_close_from_another_thread_ends_a_running_map():
+    """An interrupted caller closes the sandbox while its overlap thread is still in map(): that map must
+    end, at the latest when the running program reaches its time limit (it once waited forever on workers
+    that were gone, holding the interpreter's exit)."""
+    import threading
+
+    sandbox = Sandbox(workers=1, timeout=4.0).start()
+    outcome: dict = {}
+
+    def run_map():
+        try:
+            outcome["results"] = sandbox.map(["x = sum(range(10**12))\n"] * 3)
+        except RuntimeError as err:
+            outcome["error"] = str(err)
+
+    thread = threading.Thread(target=run_map)
+    thread.start()
+    time.sleep(1.0)  # the first program is running
+    sandbox.close()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert outcome == {"error": "this Sandbox was closed while it was running programs"}
+
+
 def test_refuses_without_the_os_layer_with_one_line_saying_how_to_install(monkeypatch, tmp_path):
     from cad_recode.geometry import confinement
 

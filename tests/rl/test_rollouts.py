@@ -4,6 +4,8 @@ changes nothing but time; seeds make them repeatable. Also the input stream and 
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,47 @@ def test_groups_hold_g_scored_samples_and_overlap_changes_nothing(setup, sandbox
     assert [[(s.ids, s.reward) for s in g.samples] for g in serial] == [[(s.ids, s.reward) for s in g.samples]
                                                                        for g in groups]
     assert all(np.array_equal(a.points, b.points) for a, b in zip(groups, serial))
+
+
+class _HeldReward:
+    """A user's reward (a name and a call) that holds every call until released, and counts them."""
+
+    name = "held"
+
+    def __init__(self):
+        self.calls, self.release = 0, threading.Event()
+
+    def __call__(self, solid, target) -> float:
+        self.release.wait(timeout=30)
+        self.calls += 1
+        return 0.0
+
+
+def test_an_interrupt_drops_the_queued_chunks_instead_of_running_them(setup, sandbox):
+    """Ctrl+C while chunk 2 is generated, chunk 0 still being scored and chunk 1 queued: collect_groups
+    raises at once, without running chunk 1 (it used to run and score every queued chunk first)."""
+    model, tokenizer, items = setup
+    reward = _HeldReward()
+    threading.Timer(5.0, reward.release.set).start()  # the old behaviour would wait here, not hang the suite
+
+    def seeds(chunk: int) -> int:
+        if chunk == 2:
+            raise KeyboardInterrupt
+        return derived_seed(0, 1, chunk)
+
+    settings = RolloutSettings(num_generations=G, temperature=2.0, top_p=None, max_new_tokens=100, grammar=True,
+                               runaway_factor=2.0, generation_batch_size=1, overlap=True,
+                               num_point_tokens=model.config.num_point_tokens)
+    with pytest.raises(KeyboardInterrupt):
+        collect_groups(model, tokenizer, items, [0, 1, 2], settings, sandbox=sandbox, reward=reward, seeds=seeds,
+                       point_seed=lambda item: derived_seed(1, 1, item), device=torch.device("cpu"))
+    assert reward.calls == 0  # chunk 0 is still held: nothing waited for it (the old way ran chunks 0 and 1 first)
+    reward.release.set()
+    deadline = time.monotonic() + 120
+    while reward.calls < G and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # time enough for a chunk 1 that was not dropped to start scoring
+    assert reward.calls == G  # chunk 0 (one input, G samples) ended; chunk 1 never ran
 
 
 def test_rollouts_are_a_function_of_the_seeds(setup, sandbox):

@@ -295,6 +295,8 @@ class Sandbox:
             self._workers.append(self._spawn())
 
     def _spawn(self) -> _Worker:
+        if self._closed:  # a run still going in another thread when close() came: end it, start nothing
+            raise RuntimeError("this Sandbox is closed")
         if self._zygote is None or not self._zygote.alive():
             if self._zygote is not None:
                 self._last_start_error = self._zygote.start_error()

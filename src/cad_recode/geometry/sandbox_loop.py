@@ -51,6 +51,8 @@ class Loop:
             if w.ready and w.job is None and not self.receive(w)[1]:
                 self.replace(w)
         while self.outstanding or (until_ready and not all(w.ready for w in sb._workers)):
+            if sb._closed:  # by another thread (a caller interrupted): its workers are gone, nothing will answer
+                raise RuntimeError("this Sandbox was closed while it was running programs")
             self.dispatch()
             if self.start_failed(until_ready):
                 break

@@ -117,7 +117,8 @@ def collect_groups(model, tokenizer, items: Sequence, indices: Sequence[int], se
     times, started = RolloutTimes(), time.perf_counter()
     G, step = settings.num_generations, settings.generation_batch_size
     chunks: list[_Chunk] = []
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
         for c, first in enumerate(range(0, len(indices), step)):
             chunk_items = list(indices[first:first + step])
             points = [np.asarray(items[i].model_points(point_seed(i), settings.num_point_tokens), np.float32)
@@ -139,6 +140,12 @@ def collect_groups(model, tokenizer, items: Sequence, indices: Sequence[int], se
                 chunk.result = _run_and_score(*args)
             chunks.append(chunk)
         groups = [group for chunk in chunks for group in _groups_of(chunk, G, times)]
+    except BaseException:
+        # Ctrl+C or an error: the chunks still queued are dropped, not run and scored first; the one
+        # running ends when the caller closes the sandbox
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     times.wall = time.perf_counter() - started
     return groups, times
 
