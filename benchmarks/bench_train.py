@@ -496,7 +496,7 @@ def report(results: dict) -> str:
             "",
             f"(a) Recipe vs bare loop, {s['method']}, tiny Qwen3 {tiny_text(s['tiny_model'])}, vocab {s['vocab']}, "
             f"batch {s['batch_size']} x accumulation {s['grad_accum']}, {s['mean_tokens_per_item']:.0f} tokens/item "
-            f"(incl. 256 point tokens), {s['trainable_params']:,} of {s['total_params']:,} parameters trainable. "
+            f"(incl. the point tokens), {s['trainable_params']:,} of {s['total_params']:,} parameters trainable. "
             f"Logging every {s['logging_steps']} steps (report_to {s['report_to']}), eval and saving off, "
             f"dataloader_num_workers {s['dataloader_num_workers']}. Median of {len(a['bare']['passes'])} "
             f"interleaved passes, {a['bare']['passes'][0]['steps']} timed steps each "
