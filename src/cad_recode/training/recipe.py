@@ -338,6 +338,7 @@ class CadRecodeTrainer(Trainer):
 
     def __init__(self, *args, cfg: TrainConfig, shape_evaluator=None, **kwargs):
         self.cfg, self.shape_evaluator = cfg, shape_evaluator
+        self._tokens_per_step: float | None = None
         super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model=None):
@@ -354,14 +355,14 @@ class CadRecodeTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.cfg.group_by_length and model.training and num_items_in_batch is not None:  # not at evaluation
             # A length-grouped step holds programs of like length. Dividing its summed loss by its own token
-            # count would weigh a token of a short program several times a long one's (measured: the longest
-            # family, stacked, fell 3.7 points); the tokens of an average step, a constant, keep them equal.
+            # count would weigh a token of a short program several times a long one's; the tokens of an
+            # average step, a constant, weigh every token alike, as shuffled batches do.
             num_items_in_batch = torch.as_tensor(self.tokens_per_step(), device=num_items_in_batch.device)
         return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def tokens_per_step(self) -> float:
         """Trained tokens (code + end token) of an average optimizer step, over all processes."""
-        if getattr(self, "_tokens_per_step", None) is None:
+        if self._tokens_per_step is None:
             per_item = float((self.train_dataset.item_lengths() - 1).mean())  # <|im_start|> is not a target
             processes = self.args.world_size if self.args.average_tokens_across_devices else 1
             self._tokens_per_step = per_item * self.args.per_device_train_batch_size \
