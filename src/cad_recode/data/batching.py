@@ -1,8 +1,8 @@
 """Length-grouped training order: each batch holds programs of like length, so less of it is padding.
 
 A batch is padded to its longest program. Broad programs run from about 20 to 210 tokens, and
-a random batch of 8 is about 38 % padding in its code part; grouping by length made the tiny
-model's training step about 1.35x faster (BENCHMARKS.md, "Cheaper steps").
+a random batch of 8 is about a third padding in its code part; grouping by length gave the tiny
+model's training 1.26x the items/s (``benchmarks/bench_train.py --grouping``; BENCHMARKS.md, "Cheaper steps").
 
 The order stays random where it matters: the items are shuffled, sorted by length only within
 pools of :data:`POOL_BATCHES` batches, and the batches are then shuffled again, so an epoch is
