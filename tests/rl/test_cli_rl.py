@@ -45,6 +45,12 @@ def test_dry_run_prints_the_plan_flags_override_the_yaml_and_nothing_is_written(
     code, stdout, _ = _run(capsys, "--config", TINY_YAML, "--start_model", start, "--data_dir", data,
                            "--output_dir", out, "--dry_run", "--num_generations", "4", "--top_k", "2")
     assert code == 0 and "64 programs sampled, 32 trained on" in stdout  # the flags won
+    assert "anchor           off" in stdout
+    code, stdout, _ = _run(capsys, "--config", TINY_YAML, "--start_model", start, "--data_dir", data,
+                           "--output_dir", out, "--dry_run", "--anchor_data_dir", data, "--anchor_families", "box",
+                           "plate", "--anchor_coef", "0.5")
+    assert code == 0
+    assert f"16 programs of {data} (split train, box, plate) per update, SFT loss x 0.5" in stdout
     assert not out.exists()
 
 
@@ -55,6 +61,8 @@ def test_dry_run_prints_the_plan_flags_override_the_yaml_and_nothing_is_written(
     (["--reward", "iou_gtt"], "unknown reward 'iou_gtt' (did you mean 'iou_gt'?)"),
     (["--data_dir", "null", "--mesh_dir", "parts", "--reward", "iou_gt"], "reward iou_gt needs ground-truth programs"),
     (["--data_dir", "null"], "give data_dir (a prepared dataset"),
+    (["--anchor_data_dir", "/nonexistent/data"], "anchor_data_dir /nonexistent/data not found"),
+    (["--anchor_families", "ring"], "anchor_families selects replayed programs, but anchor_data_dir is not set"),
 ])
 def test_bad_settings_are_one_line_errors(argv, expected, inputs, tmp_path, capsys):
     data, start = inputs

@@ -61,16 +61,18 @@ def _by_update(output_dir: Path) -> dict[int, dict]:
 
 def test_resume_after_sigkill_repeats_rollouts_and_parameters(inputs, tmp_path):
     """Kill after update 3 (checkpoint-2 complete), resume with 'auto': updates 3-5 sample the same programs
-    (rollout digests), get the same rewards and losses, and end at the same weights as an uninterrupted run."""
+    (rollout digests), replay the same anchor programs, get the same rewards and losses, and end at the same
+    weights as an uninterrupted run."""
     data, start = inputs
+    settings = dict(SETTINGS, anchor_data_dir=str(data), anchor_per_update=2)
     reference = tmp_path / "reference"
-    run_rl(ra.rl_config(data, start, reference, **SETTINGS))
+    run_rl(ra.rl_config(data, start, reference, **settings))
     expected = _by_update(reference)
 
     killed = tmp_path / "killed"
     log = tmp_path / "child.log"
     with open(log, "wb") as stream:
-        child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(ra.settings(data, start, killed, **SETTINGS)),
+        child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(ra.settings(data, start, killed, **settings)),
                                   "3"], env=_child_env(), stdout=stream, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 300
@@ -83,13 +85,13 @@ def test_resume_after_sigkill_repeats_rollouts_and_parameters(inputs, tmp_path):
         child.wait()
     assert not (killed / "model.safetensors").exists()  # it never got to the end
 
-    result = run_rl(ra.rl_config(data, start, killed, **SETTINGS, resume_from_checkpoint="auto"))
+    result = run_rl(ra.rl_config(data, start, killed, **settings, resume_from_checkpoint="auto"))
     assert result.resumed_from == killed / "checkpoint-2" and result.updates == 5
     resumed = _by_update(killed)
     assert sorted(resumed) == [1, 2, 3, 4, 5]
     for update in range(1, 6):
         assert resumed[update]["rollout_digest"] == expected[update]["rollout_digest"], update
-        for key in ("reward_mean", "reward_std", "loss"):
+        for key in ("reward_mean", "reward_std", "loss", "anchor_loss"):
             assert resumed[update][key] == pytest.approx(expected[update][key], rel=1e-6, abs=1e-9), (update, key)
     a, b = load_file(reference / "model.safetensors"), load_file(killed / "model.safetensors")
     for key in a:

@@ -122,6 +122,17 @@ class RLConfig(RunOutputs):
     warmup_steps: int = config_field(0, "Updates of linear warmup.")
     max_updates: int = config_field(200, "Policy updates to run.")
 
+    # --- Anchor (replayed programs) ---
+    anchor_data_dir: str | None = config_field(
+        None,
+        "A prepared dataset with programs (e.g. the start model's training data) replayed as SFT loss in every "
+        "update, so families RL's inputs never show are kept (PPO-ptx); null = off.",
+    )
+    anchor_split: str = config_field("train", "The anchor dataset's split.")
+    anchor_families: list[str] = config_field([], "Only these families of a labelled anchor dataset (empty: all).")
+    anchor_per_update: int = config_field(16, "Replayed programs per update, over all processes.")
+    anchor_coef: float = config_field(1.0, "Weight of the replayed programs' cross-entropy against the policy loss.")
+
     # --- Validation ---
     eval_steps: int = config_field(10, "Updates between greedy validations (IoU, IR, reward); 0 = only at the end.")
     val_num_samples: int = config_field(32, "Validation inputs, fixed for the whole run.")
@@ -151,9 +162,9 @@ class RLConfig(RunOutputs):
         for key in ("lora_r", "lora_alpha", "num_generations", "top_k", "temperature", "max_new_tokens",
                     "generation_batch_size", "sandbox_workers", "shapes_per_update", "ppo_epochs", "clip_eps",
                     "micro_batch_size", "learning_rate", "max_updates", "val_num_samples", "save_steps",
-                    "logging_steps"):
+                    "logging_steps", "anchor_per_update"):
             require(self, key, getattr(self, key) > 0, "must be > 0")
-        for key in ("kl_beta", "weight_decay", "max_grad_norm", "warmup_steps", "eval_steps", "seed"):
+        for key in ("kl_beta", "anchor_coef", "weight_decay", "max_grad_norm", "warmup_steps", "eval_steps", "seed"):
             require(self, key, getattr(self, key) >= 0, "must be >= 0")
         require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)")
         require(self, "runaway_factor", self.runaway_factor == 0 or self.runaway_factor > 1, "must be 0 (off) or > 1")
@@ -162,12 +173,15 @@ class RLConfig(RunOutputs):
         for key in ("limit", "save_total_limit", "projector_learning_rate"):
             if getattr(self, key) is not None:
                 require(self, key, getattr(self, key) > 0, "must be > 0 (or null)")
-        for key in ("start_model", "output_dir", "reward", "split"):
+        for key in ("start_model", "output_dir", "reward", "split", "anchor_split"):
             require(self, key, bool(getattr(self, key).strip()), "must not be empty")
         require(self, "lora_target_modules", bool(self.lora_target_modules), "must name at least one module")
         if self.data_dir is not None and self.mesh_dir is not None:
             raise config_error(("data_dir", "mesh_dir"), "data_dir and mesh_dir are both set; RL reads one "
                                "source: a prepared dataset (data_dir) or a folder of meshes (mesh_dir)")
+        if self.anchor_families and self.anchor_data_dir is None:
+            raise config_error(("anchor_families", "anchor_data_dir"),
+                               "anchor_families selects replayed programs, but anchor_data_dir is not set")
         if self.top_k > self.num_generations:
             raise config_error(("top_k", "num_generations"),
                                f"top_k ({self.top_k}) must be <= num_generations ({self.num_generations})")
@@ -185,6 +199,7 @@ RLConfig.SECTIONS = (
     ("Data", "data_dir"),
     ("Rollouts", "num_generations"),
     ("Update", "shapes_per_update"),
+    ("Anchor (replayed programs)", "anchor_data_dir"),
     ("Validation", "eval_steps"),
     ("Saving and logging", "output_dir"),
     ("Run", "seed"),

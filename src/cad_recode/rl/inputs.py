@@ -14,7 +14,7 @@ from cad_recode.rl.config import RLConfig
 
 
 def check_data_source(cfg: RLConfig) -> None:
-    """One source, and a reward that it can feed; one-line UsageErrors otherwise."""
+    """One source, a reward that it can feed, and the anchor's folder if one is set; one-line errors otherwise."""
     if cfg.data_dir is None and cfg.mesh_dir is None:
         raise UsageError("give data_dir (a prepared dataset: reward iou_gt) or mesh_dir (a folder of your meshes: "
                          "reward iou_input or cd_input)")
@@ -23,6 +23,10 @@ def check_data_source(cfg: RLConfig) -> None:
                          "iou_input (closed meshes) or cd_input (any mesh or cloud)")
     if cfg.families and cfg.data_dir is None:
         raise UsageError("families selects shapes of a labelled prepared dataset (data_dir), not of a mesh_dir")
+    if cfg.anchor_data_dir is not None:
+        from cad_recode.rl.anchor import check_anchor_dir
+
+        check_anchor_dir(cfg.anchor_data_dir)
 
 
 def resolve_reward(name: str):

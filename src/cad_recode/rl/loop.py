@@ -9,8 +9,9 @@ One update (cadrille's recipe, design.md §2, made to learn from MANY shapes at 
    sandbox and scored by the reward, the sandbox overlapped with the next chunk's generation;
 3. select (:mod:`.update`): advantages ``r - mean(r)`` per group, the top-k by ``|A|``; an input whose
    samples all score >= ``hard_example_threshold`` is marked solved (hard-example mining);
-4. ``ppo_epochs`` optimizer steps of the clipped loss (+ ``kl_beta`` x KL to the start policy) over
-   the selected samples, gradient accumulation over micro-batches, gradient clipping;
+4. ``ppo_epochs`` optimizer steps of the clipped loss (+ ``kl_beta`` x KL to the start policy, + ``anchor_coef``
+   x the SFT loss of replayed programs, :mod:`.anchor`) over the selected samples, gradient accumulation
+   over micro-batches, gradient clipping;
 5. log (reward mean/std, IR, zero-advantage share, KL, tokens/s, time split), every ``eval_steps`` a
    greedy validation on fixed inputs, every ``save_steps`` a checkpoint (:mod:`.checkpoint`).
 
@@ -47,6 +48,7 @@ from cad_recode.errors import UsageError
 from cad_recode.model.loading import RUN_CONFIG
 from cad_recode.model.run_folder import check_output_dir, clear_previous_run, preserved_rng, resolve_resume, resume_notice
 from cad_recode.rl import checkpoint as ckpt
+from cad_recode.rl.anchor import Anchor, open_anchor
 from cad_recode.rl.config import RLConfig
 from cad_recode.rl.inputs import check_data_source, open_items, resolve_reward
 from cad_recode.rl.logbook import CURVES_FILE, Logbook, write_rl_curves
@@ -80,6 +82,7 @@ class RLRun:
     sandbox: Any
     stream: ItemStream
     logbook: Logbook | None  # rank 0 only
+    anchor: Anchor | None = None  # replayed programs (anchor_data_dir), or None
 
     @property
     def is_main(self) -> bool:
@@ -190,8 +193,10 @@ def one_update(run: RLRun, update: int) -> dict | None:
     tokens = CodeTokens.from_tokenizer(run.policy.tokenizer)
     batches = micro_batches(selection, cfg.micro_batch_size, tokens.start_id, tokens.end_id, tokens.pad_id, acc.device)
     torch.manual_seed(derived_seed(cfg.seed, 2, update, acc.process_index))  # dropout, if any
+    anchor = (run.anchor.batches(update, acc.process_index, acc.num_processes, cfg.micro_batch_size, tokens.pad_id,
+                                 acc.device) if run.anchor is not None else [])
     stats = policy_update(run.model, acc, run.optimizer, run.scheduler, batches, update_settings(cfg),
-                          reference_log_probs(run))
+                          reference_log_probs(run), anchor)
     record = {
         "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False)),
         "ir": float(invalid.mean()), "zero_advantage_share": float(counts[0]) / cfg.shapes_per_update,
@@ -206,6 +211,8 @@ def one_update(run: RLRun, update: int) -> dict | None:
     }
     if run.policy.reference is not None or run.cfg.uses_lora:
         record["kl"] = stats.kl
+    if run.anchor is not None:
+        record["anchor_loss"] = stats.anchor_loss
     return record
 
 
@@ -256,7 +263,7 @@ def rollout_settings(cfg: RLConfig, num_point_tokens: int) -> RolloutSettings:
 
 def update_settings(cfg: RLConfig) -> UpdateSettings:
     return UpdateSettings(cfg.ppo_epochs, cfg.micro_batch_size, cfg.clip_eps, cfg.kl_beta, cfg.max_grad_norm,
-                          cfg.temperature)
+                          cfg.temperature, cfg.anchor_coef)
 
 
 # --------------------------------------------------------------------------- setup
@@ -281,9 +288,16 @@ def setup(cfg: RLConfig) -> RLRun:
     if policy.source.kind == "adapter" and cfg.uses_lora and not cfg.auto_merge_final:
         raise UsageError(f"start_model {cfg.start_model} is an adapter only, so the RL adapter has no saved base "
                          "to load on; keep auto_merge_final true (merged_model/ is the result)")
+    core = _core(policy).config
+    anchor = None
+    if cfg.anchor_data_dir is not None:
+        anchor = open_anchor(cfg.anchor_data_dir, cfg.anchor_split, cfg.anchor_families, cfg.anchor_per_update,
+                             policy.tokenizer, num_point_tokens=int(core.num_point_tokens),
+                             num_surface_points=int(core.num_surface_points), max_code_tokens=cfg.max_new_tokens,
+                             seed=cfg.seed)
     sandbox = Sandbox(workers=cfg.sandbox_workers)
     try:
-        items, val_items = open_items(cfg, int(_core(policy).config.num_surface_points), sandbox)
+        items, val_items = open_items(cfg, int(core.num_surface_points), sandbox)
         for item in (items[0], *val_items[:1]):
             check_target(reward, item.target)
     except BaseException:
@@ -299,7 +313,7 @@ def setup(cfg: RLConfig) -> RLRun:
     scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=cfg.warmup_steps * cfg.ppo_epochs,
                               num_training_steps=steps)
     return RLRun(cfg, accelerator, policy, model, optimizer, scheduler, items, val_items, reward, sandbox,
-                 ItemStream(len(items), cfg.seed), None)
+                 ItemStream(len(items), cfg.seed), None, anchor)
 
 
 def _core(policy: Policy):

@@ -18,6 +18,7 @@ class RLPlan:
     method: str
     source: str
     reward: str
+    anchor: str
     samples_per_update: int
     trained_per_update: int
     optimizer_steps: int
@@ -31,6 +32,7 @@ class RLPlan:
             f"  method           {self.method}",
             f"  inputs           {self.source}",
             f"  reward           {self.reward}",
+            f"  anchor           {self.anchor}",
             f"  per update       {self.samples_per_update} programs sampled, {self.trained_per_update} trained on",
             f"  optimizer steps  {self.optimizer_steps} in all",
             f"  programs in all  {self.total_samples} (fewer once inputs are solved)",
@@ -52,8 +54,17 @@ def plan(cfg: RLConfig) -> RLPlan:
               else f"mesh folder {cfg.mesh_dir}")
     samples = cfg.shapes_per_update * cfg.num_generations
     return RLPlan(
-        start=source.describe(), method=method, source=inputs, reward=cfg.reward,
+        start=source.describe(), method=method, source=inputs, reward=cfg.reward, anchor=describe_anchor(cfg),
         samples_per_update=samples, trained_per_update=cfg.shapes_per_update * cfg.top_k,
         optimizer_steps=cfg.max_updates * cfg.ppo_epochs, total_samples=cfg.max_updates * samples,
         output_dir=cfg.output_dir,
     )
+
+
+def describe_anchor(cfg: RLConfig) -> str:
+    """The anchor in words ("off" without anchor_data_dir; check_data_source has checked its folder)."""
+    if cfg.anchor_data_dir is None:
+        return "off"
+    families = ", ".join(cfg.anchor_families) or "all families"
+    return (f"{cfg.anchor_per_update} programs of {cfg.anchor_data_dir} (split {cfg.anchor_split}, {families}) "
+            f"per update, SFT loss x {cfg.anchor_coef}")

@@ -104,8 +104,8 @@ def _check_count(name: str, value, allow_none: bool = False) -> None:
 # --------------------------------------------------------------------------- prepared datasets
 
 
-def _select(split, labels: dict[str, str], data_dir: Path, families: Sequence[str] | None,
-            limit: int | None) -> list[int]:
+def select_rows(split, labels: dict[str, str], data_dir: Path, families: Sequence[str] | None,
+                limit: int | None) -> list[int]:
     """Row indices of the split, of the chosen families, at most ``limit``."""
     ids = list(split.ids())
     if families is None:
@@ -158,7 +158,7 @@ def open_prepared(data_dir: str | os.PathLike, split: str, *, num_surface_points
     labels = read_family_labels(data_dir)
     items: dict[str, RLItem | None] = {}
     broken: dict[str, str] = {}  # id -> its program, for a rebuild
-    for row in _select(prepared, labels, data_dir, families, limit):
+    for row in select_rows(prepared, labels, data_dir, families, limit):
         record = prepared[row]
         mesh = trimesh.Trimesh(record["vertices"], record["faces"], process=False)
         if closed_solid_problem(mesh) is not None:

@@ -9,6 +9,8 @@
   whose losses are weighted by their share of the update's tokens (a token-level mean over the update),
   with DDP gradient sync only on the last micro-batch. The old log-probs are the policy's before the
   first pass, so the first pass's ratio is exactly 1 (dropout off).
+- With an anchor (:mod:`cad_recode.rl.anchor`), every pass also adds ``anchor_coef`` x the token-mean
+  cross-entropy of the update's replayed programs (at temperature 1, as SFT trains).
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def sequence_log_probs(model, batch: SequenceBatch, temperature: float) -> torch
 class UpdateStats:
     loss: float = 0.0
     kl: float = 0.0
+    anchor_loss: float = 0.0  # the replayed programs' cross-entropy, mean over the passes
     clip_fraction: float = 0.0
     ratio_mean: float = 0.0
     grad_norm: float = 0.0
@@ -114,22 +117,32 @@ class UpdateSettings:
     kl_beta: float
     max_grad_norm: float
     temperature: float
+    anchor_coef: float = 0.0
 
 
 def policy_update(model, accelerator, optimizer, scheduler, batches: Sequence[SequenceBatch],
-                  settings: UpdateSettings, reference: Callable[[SequenceBatch], torch.Tensor] | None) -> UpdateStats:
+                  settings: UpdateSettings, reference: Callable[[SequenceBatch], torch.Tensor] | None,
+                  anchor: Sequence[SequenceBatch] = ()) -> UpdateStats:
     """``settings.ppo_epochs`` optimizer steps over ``batches`` (the micro-batches of one update).
 
     ``reference(batch)``: the start policy's log-probs (for the KL term and its log), or None.
+    ``anchor``: micro-batches of replayed programs whose cross-entropy joins each step (``anchor_coef``).
     """
     started, stats = time.perf_counter(), UpdateStats()
     total = sum(b.num_tokens for b in batches)
+    anchor_total = sum(b.num_tokens for b in anchor)
     stats.tokens = total
     model.train()
     with torch.no_grad():
         old = [sequence_log_probs(model, b, settings.temperature) for b in batches]
         ref = [reference(b) for b in batches] if reference is not None else None
     for _ in range(settings.ppo_epochs):
+        for batch in anchor:  # before the policy's micro-batches, whose last one syncs the gradients
+            with accelerator.no_sync(model):
+                cross_entropy = anchor_cross_entropy(model, batch)
+                weight = batch.num_tokens / anchor_total
+                accelerator.backward(cross_entropy * (settings.anchor_coef * weight))
+            stats.anchor_loss += float(cross_entropy.detach()) * weight / settings.ppo_epochs
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
@@ -155,6 +168,12 @@ def policy_update(model, accelerator, optimizer, scheduler, batches: Sequence[Se
         optimizer.zero_grad(set_to_none=True)
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def anchor_cross_entropy(model, batch: SequenceBatch) -> torch.Tensor:
+    """Token-mean cross-entropy of ``batch``'s programs (SFT's loss) under ``model``."""
+    logp = sequence_log_probs(model, batch, temperature=1.0)
+    return -(logp * batch.mask).sum() / batch.mask.sum()
 
 
 def micro_batches(selection: Selection, size: int, start_id: int, end_id: int, pad_id: int,

@@ -1,0 +1,90 @@
+"""Replay of labelled programs during RL (InstructGPT's "PPO-ptx"): keeps what RL's inputs never show.
+
+RL from one family's meshes moves weights that other families share: in ``bench_rl.py adapt`` rings
+lost 3 to 13 points while the model learnt stacked bodies, and no reward ever saw a ring
+(BENCHMARKS.md, issue 18). The anchor adds, to every optimizer step, the SFT loss on a few programs
+of a prepared dataset (typically the start model's own training data, which a `data generate` run
+rebuilds for the quickstart's model):
+
+    loss = clipped policy loss + anchor_coef x (token-mean cross-entropy of anchor_per_update programs)
+
+The anchor's programs are drawn afresh each update, seeded by (seed, update), with the scan
+augmentations and point draws SFT uses, so a resumed run replays the same ones. Each process takes its
+share. ``anchor_families`` restricts the draw (e.g. every family but the one RL adapts to).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from cad_recode.errors import InputError
+from cad_recode.rl.rollouts import derived_seed
+from cad_recode.rl.update import SequenceBatch
+
+ANCHOR_STREAM = 3  # derived_seed's stream number for the anchor draw (0-2: rollouts, points, dropout)
+
+
+@dataclass
+class Anchor:
+    """The replayed programs: a PointCodeDataset of the chosen rows, and how many to draw per update."""
+
+    dataset: object  # cad_recode.data.dataset.PointCodeDataset
+    rows: np.ndarray  # dataset indices that may be drawn
+    per_update: int
+    seed: int
+
+    def draw(self, update: int, rank: int, world: int) -> list[int]:
+        """This process's share of the update's anchor programs (dataset indices)."""
+        rng = np.random.default_rng(derived_seed(self.seed, ANCHOR_STREAM, update))
+        chosen = rng.choice(self.rows, size=min(self.per_update, len(self.rows)), replace=False)
+        return [int(i) for i in chosen[rank::world]]
+
+    def batches(self, update: int, rank: int, world: int, micro_batch_size: int, pad_id: int,
+                device: torch.device) -> list[SequenceBatch]:
+        """The update's anchor programs as micro-batches (point draws seeded by the update)."""
+        self.dataset.set_epoch(update)
+        items = [self.dataset[i] for i in self.draw(update, rank, world)]
+        return [_as_batch(items[i:i + micro_batch_size], pad_id, device)
+                for i in range(0, len(items), micro_batch_size)]
+
+
+def _as_batch(items: Sequence[dict], pad_id: int, device: torch.device) -> SequenceBatch:
+    from cad_recode.data.dataset import PointCodeCollator
+
+    batch = PointCodeCollator(pad_id)(items)
+    mask = (batch["labels"][:, 1:] != -100).float()
+    return SequenceBatch(batch["points"].to(device), batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                         mask.to(device), torch.zeros(len(items), device=device))
+
+
+def check_anchor_dir(data_dir: str) -> Path:
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise InputError(f"anchor_data_dir {root} not found; give a prepared dataset with programs (e.g. the "
+                         "start model's training data, runs/tiny/data after the quickstart)")
+    return root
+
+
+def open_anchor(data_dir: str, split: str, families: Sequence[str], per_update: int, tokenizer, *,
+                num_point_tokens: int, num_surface_points: int, max_code_tokens: int, seed: int) -> Anchor:
+    """The anchor of a prepared dataset; one-line errors for a missing folder or unknown families."""
+    from cad_recode.data.dataset import PointCodeDataset
+    from cad_recode.data.labels import read_family_labels
+    from cad_recode.data.shards import PreparedSplit
+    from cad_recode.rl.sources import select_rows
+
+    root = check_anchor_dir(data_dir)
+    split_data = PreparedSplit.open(root, split)
+    dataset = PointCodeDataset(split_data, tokenizer, n_points=num_point_tokens, n_surface=num_surface_points,
+                               max_code_tokens=max_code_tokens, seed=seed)
+    allowed = set(select_rows(split_data, read_family_labels(root), root, list(families) or None, None))
+    rows = np.array([i for i, record in enumerate(dataset.records) if int(record) in allowed], dtype=np.int64)
+    if len(rows) == 0:
+        raise InputError(f"anchor_data_dir {root}: split {split!r} has no program of at most {max_code_tokens} "
+                         f"tokens in families {', '.join(families) or 'all'}")
+    return Anchor(dataset, rows, per_update, seed)

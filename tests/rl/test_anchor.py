@@ -1,0 +1,157 @@
+"""The anchor (programs replayed as SFT loss during RL): its seeded draw, its loss and gradient, its errors, a run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+sys.path.insert(0, str(Path(__file__).parent))
+import rl_artifacts as ra  # noqa: E402
+
+from cad_recode.errors import InputError, UsageError  # noqa: E402
+from cad_recode.geometry.shapes import example_program  # noqa: E402
+from cad_recode.model.loading import load_cad_recode_model, load_tokenizer  # noqa: E402
+from cad_recode.model.runlog import read_train_log  # noqa: E402
+from cad_recode.model.tokenizer import CodeTokens  # noqa: E402
+from cad_recode.rl.anchor import open_anchor  # noqa: E402
+from cad_recode.rl.config import load_rl_config  # noqa: E402
+from cad_recode.rl.loop import run_rl  # noqa: E402
+from cad_recode.rl.objective import clipped_policy_loss  # noqa: E402
+from cad_recode.rl.update import UpdateSettings, anchor_cross_entropy, policy_update, sequence_log_probs  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+PLATES = {"train/4.py", "train/5.py", "train/6.py", "train/7.py"}  # rl_artifacts.BOXES 4-7, labelled plate here
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, sandbox):
+    """The RL tests' boxes, labelled box (train 0-3) and plate (train 4-7), and the cube-writing start model."""
+    root = tmp_path_factory.mktemp("anchor")
+    data = ra.prepared_boxes(root / "data")
+    manifest = json.loads((data / "manifest.json").read_text())
+    ids = [f"train/{i}.py" for i in range(8)] + ["val/0.py", "val/1.py"]
+    manifest["families"] = {"names": ["box", "plate"],
+                            "by_id": {i: "plate" if i in PLATES else "box" for i in ids}}
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    cube = sandbox.run(example_program("cube")).to_trimesh()
+    return data, ra.start_model(cube, root / "start")
+
+
+@pytest.fixture(scope="module")
+def model(inputs):
+    return load_cad_recode_model(inputs[1])
+
+
+def _anchor(inputs, model, families=(), per_update=4, seed=0):
+    config = model.config
+    return open_anchor(str(inputs[0]), "train", families, per_update, load_tokenizer(inputs[1]),
+                       num_point_tokens=config.num_point_tokens, num_surface_points=config.num_surface_points,
+                       max_code_tokens=200, seed=seed)
+
+
+def _pad_id(inputs) -> int:
+    return CodeTokens.from_tokenizer(load_tokenizer(inputs[1])).pad_id
+
+
+def test_the_draw_is_seeded_by_update_and_split_between_processes(inputs, model):
+    anchor = _anchor(inputs, model)
+    first = anchor.draw(1, 0, 1)
+    assert len(first) == len(set(first)) == 4 and set(first) <= set(range(8))
+    assert anchor.draw(1, 0, 1) == first  # a resumed run replays the same programs
+    assert any(anchor.draw(u, 0, 1) != first for u in range(2, 6))  # another update, another draw
+    halves = anchor.draw(1, 0, 2), anchor.draw(1, 1, 2)
+    assert not set(halves[0]) & set(halves[1]) and sorted(halves[0] + halves[1]) == sorted(first)
+
+
+def test_families_restrict_the_draw(inputs, model):
+    anchor = _anchor(inputs, model, families=["plate"], per_update=3)
+    ids = list(anchor.dataset.split.ids())
+    drawn = {ids[anchor.dataset.records[i]] for u in range(1, 8) for i in anchor.draw(u, 0, 1)}
+    assert drawn == PLATES  # every plate drawn at some update, never a box
+
+
+def test_bad_anchor_settings_are_one_line_errors(inputs, model, tmp_path):
+    with pytest.raises(InputError, match=r"anchor_data_dir .*nowhere not found; give a prepared dataset"):
+        open_anchor(str(tmp_path / "nowhere"), "train", (), 4, load_tokenizer(inputs[1]), num_point_tokens=32,
+                    num_surface_points=256, max_code_tokens=200, seed=0)
+    with pytest.raises(UsageError, match="no family 'ring'; it has box, plate"):
+        _anchor(inputs, model, families=["ring"])
+    with pytest.raises(InputError, match="has no program of at most 5 tokens"):
+        open_anchor(str(inputs[0]), "train", (), 4, load_tokenizer(inputs[1]), num_point_tokens=32,
+                    num_surface_points=256, max_code_tokens=5, seed=0)
+    with pytest.raises(UsageError, match="anchor_families selects replayed programs, but anchor_data_dir is not set"):
+        load_rl_config(None, ra.settings(inputs[0], inputs[1], tmp_path / "out", anchor_families=["box"]))
+    with pytest.raises(UsageError, match="anchor_coef.*must be >= 0"):
+        load_rl_config(None, ra.settings(inputs[0], inputs[1], tmp_path / "out", anchor_coef=-1))
+
+
+def test_anchor_cross_entropy_is_the_models_own_sft_loss(inputs, model):
+    """The anchor's loss is SFT's: the model's shifted cross-entropy over the code and end tokens."""
+    batch = _anchor(inputs, model).batches(1, 0, 1, micro_batch_size=4, pad_id=_pad_id(inputs),
+                                           device=torch.device("cpu"))[0]
+    labels = torch.where(batch.attention_mask.bool(), batch.input_ids, -100)
+    labels[:, 0] = -100  # <|im_start|> follows the points; it is not a target
+    with torch.no_grad():
+        sft = model(points=batch.points, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    labels=labels).loss
+        ours = anchor_cross_entropy(model, batch)
+    assert batch.num_tokens == int((labels != -100).sum())
+    assert float(ours) == pytest.approx(float(sft), rel=1e-5)
+
+
+def test_a_step_moves_the_weights_by_the_policy_gradient_plus_coef_times_the_anchor_gradient(inputs, model):
+    """One pass, SGD at lr 1, no clipping: the step is -(grad of the clipped loss + coef x grad of the anchor's CE)."""
+    anchor = _anchor(inputs, model)
+    pad = _pad_id(inputs)
+    policy_batch = anchor.batches(2, 0, 1, 4, pad, torch.device("cpu"))[0]
+    policy_batch.advantages = torch.tensor([1.5, -0.5, 2.0, -3.0])
+    anchor_batch = anchor.batches(1, 0, 1, 4, pad, torch.device("cpu"))[0]
+    coef = 0.7
+
+    expected = load_cad_recode_model(inputs[1])
+    logp = sequence_log_probs(expected, policy_batch, temperature=1.0)
+    loss = clipped_policy_loss(logp, logp.detach(), policy_batch.advantages, policy_batch.mask, 0.1).loss
+    (loss + coef * anchor_cross_entropy(expected, anchor_batch)).backward()
+
+    stepped = load_cad_recode_model(inputs[1])
+    optimizer = torch.optim.SGD(stepped.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    settings = UpdateSettings(ppo_epochs=1, micro_batch_size=4, clip_eps=0.1, kl_beta=0.0, max_grad_norm=0.0,
+                              temperature=1.0, anchor_coef=coef)
+    stats = policy_update(stepped, Accelerator(cpu=True), optimizer, scheduler, [policy_batch], settings, None,
+                          [anchor_batch])
+    with torch.no_grad():
+        before = float(anchor_cross_entropy(model, anchor_batch))
+    assert stats.anchor_loss == pytest.approx(before, rel=1e-5)
+    start = dict(model.named_parameters())
+    moved = 0
+    for name, param in stepped.named_parameters():
+        want = start[name].detach() - dict(expected.named_parameters())[name].grad
+        torch.testing.assert_close(param.detach(), want, rtol=1e-4, atol=1e-6)
+        moved += int(not torch.equal(param, start[name]))
+    assert moved > 0
+
+
+def test_a_run_with_an_anchor_logs_its_loss_and_keeps_the_replayed_programs(inputs, model, tmp_path):
+    """With a strong anchor on the plates, the plates' cross-entropy ends lower than after the same run without."""
+    data, start = inputs
+    common = dict(max_updates=3, eval_steps=0, save_steps=10)
+    run_rl(ra.rl_config(data, start, tmp_path / "plain", **common))
+    run_rl(ra.rl_config(data, start, tmp_path / "anchored", **common, anchor_data_dir=str(data),
+                        anchor_families=["plate"], anchor_per_update=4, anchor_coef=5.0))
+    records = read_train_log(tmp_path / "anchored")
+    assert [r["step"] for r in records] == [1, 2, 3] and all(r["anchor_loss"] > 0 for r in records)
+    assert "anchor_loss" not in read_train_log(tmp_path / "plain")[0]
+
+    plates = _anchor(inputs, model, families=["plate"]).batches(9, 0, 1, 4, _pad_id(inputs), torch.device("cpu"))[0]
+    losses = {}
+    for name in ("plain", "anchored"):
+        trained = load_cad_recode_model(tmp_path / name)  # a full run writes the guide's layout: the model here
+        with torch.no_grad():
+            losses[name] = float(anchor_cross_entropy(trained, plates))
+    assert losses["anchored"] < 0.9 * losses["plain"], losses
