@@ -81,6 +81,10 @@ def test_bad_anchor_settings_are_one_line_errors(inputs, model, tmp_path):
                     num_surface_points=256, max_code_tokens=200, seed=0)
     with pytest.raises(UsageError, match="no family 'ring'; it has box, plate"):
         _anchor(inputs, model, families=["ring"])
+    unlabelled = ra.prepared_boxes(tmp_path / "unlabelled")
+    with pytest.raises(UsageError, match="carries no family labels.*drop the anchor_families setting"):
+        open_anchor(str(unlabelled), "train", ["box"], 4, load_tokenizer(inputs[1]), num_point_tokens=32,
+                    num_surface_points=256, max_code_tokens=200, seed=0)
     with pytest.raises(InputError, match="has no program of at most 5 tokens"):
         open_anchor(str(inputs[0]), "train", (), 4, load_tokenizer(inputs[1]), num_point_tokens=32,
                     num_surface_points=256, max_code_tokens=5, seed=0)

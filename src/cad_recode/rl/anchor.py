@@ -54,10 +54,10 @@ class Anchor:
 
 
 def _as_batch(items: Sequence[dict], pad_id: int, device: torch.device) -> SequenceBatch:
-    from cad_recode.data.dataset import PointCodeCollator
+    from cad_recode.data.dataset import IGNORE_INDEX, PointCodeCollator
 
     batch = PointCodeCollator(pad_id)(items)
-    mask = (batch["labels"][:, 1:] != -100).float()
+    mask = (batch["labels"][:, 1:] != IGNORE_INDEX).float()
     return SequenceBatch(batch["points"].to(device), batch["input_ids"].to(device), batch["attention_mask"].to(device),
                          mask.to(device), torch.zeros(len(items), device=device))
 
@@ -82,7 +82,8 @@ def open_anchor(data_dir: str, split: str, families: Sequence[str], per_update: 
     split_data = PreparedSplit.open(root, split)
     dataset = PointCodeDataset(split_data, tokenizer, n_points=num_point_tokens, n_surface=num_surface_points,
                                max_code_tokens=max_code_tokens, seed=seed)
-    allowed = set(select_rows(split_data, read_family_labels(root), root, list(families) or None, None))
+    allowed = set(select_rows(split_data, read_family_labels(root), root, list(families) or None, None,
+                              setting="anchor_families"))
     rows = np.array([i for i, record in enumerate(dataset.records) if int(record) in allowed], dtype=np.int64)
     if len(rows) == 0:
         raise InputError(f"anchor_data_dir {root}: split {split!r} has no program of at most {max_code_tokens} "

@@ -105,15 +105,15 @@ def _check_count(name: str, value, allow_none: bool = False) -> None:
 
 
 def select_rows(split, labels: dict[str, str], data_dir: Path, families: Sequence[str] | None,
-                limit: int | None) -> list[int]:
-    """Row indices of the split, of the chosen families, at most ``limit``."""
+                limit: int | None, setting: str = "families") -> list[int]:
+    """Row indices of the split, of the chosen families, at most ``limit``; ``setting`` names the key in errors."""
     ids = list(split.ids())
     if families is None:
         rows = list(range(len(ids)))
     else:
         if not labels:
             raise UsageError(f"{data_dir}: carries no family labels, so families cannot be chosen; "
-                             "drop the families setting or use data from `cad-recode data generate`")
+                             f"drop the {setting} setting or use data from `cad-recode data generate`")
         known = sorted(set(labels.values()))
         unknown = [f for f in families if f not in known]
         if unknown:
