@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
@@ -22,6 +23,7 @@ from cad_recode.rl.anchor import open_anchor  # noqa: E402
 from cad_recode.rl.config import load_rl_config  # noqa: E402
 from cad_recode.rl.loop import run_rl  # noqa: E402
 from cad_recode.rl.objective import clipped_policy_loss  # noqa: E402
+from cad_recode.rl.rewards import REWARD_SCALE, get_reward  # noqa: E402
 from cad_recode.rl.update import UpdateSettings, anchor_cross_entropy, policy_update, sequence_log_probs  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -75,6 +77,23 @@ def test_families_restrict_the_draw(inputs, model):
     assert drawn == PLATES  # every plate drawn at some update, never a box
 
 
+def test_anchor_shapes_to_roll_out_are_seeded_and_carry_their_truth_solids(inputs, model, sandbox):
+    anchor = _anchor(inputs, model, families=["plate"])
+    first = anchor.rollout_items(1, 3, num_surface_points=256)
+    names = [item.name for item in first]
+    assert len(set(names)) == 3 and set(names) <= PLATES and all(item.family == "plate" for item in first)
+    assert [item.name for item in anchor.rollout_items(1, 3, 256)] == names  # a resumed run rolls out the same
+    assert any([item.name for item in anchor.rollout_items(u, 3, 256)] != names for u in range(2, 6))
+    for item in first:  # the truth box in the model frame: 2 / its longest side, as inference normalizes an input
+        dims = np.array(ra.BOXES[int(item.name.split("/")[1].split(".")[0])], dtype=float)
+        np.testing.assert_allclose(item.target.mesh.extents, 2 * dims / dims.max(), atol=1e-6)
+        assert item.points.shape == (256, 3) and np.abs(item.points).max() <= 1 + 1e-6 and item.target.watertight
+    truth = sandbox.run(anchor.dataset.split[int(names[0].split("/")[1].split(".")[0])]["code"]).to_trimesh()
+    assert get_reward("iou_gt")(truth, first[0].target) == pytest.approx(REWARD_SCALE, abs=0.05)
+    with pytest.raises(InputError, match=r"anchor_rollouts \(5\) is more than the 4 closed truth solids"):
+        anchor.rollout_items(1, 5, 256)
+
+
 def test_bad_anchor_settings_are_one_line_errors(inputs, model, tmp_path):
     with pytest.raises(InputError, match=r"anchor_data_dir .*nowhere not found; give a prepared dataset"):
         open_anchor(str(tmp_path / "nowhere"), "train", (), 4, load_tokenizer(inputs[1]), num_point_tokens=32,
@@ -92,6 +111,8 @@ def test_bad_anchor_settings_are_one_line_errors(inputs, model, tmp_path):
         load_rl_config(None, ra.settings(inputs[0], inputs[1], tmp_path / "out", anchor_families=["box"]))
     with pytest.raises(UsageError, match="anchor_coef.*must be >= 0"):
         load_rl_config(None, ra.settings(inputs[0], inputs[1], tmp_path / "out", anchor_coef=-1))
+    with pytest.raises(UsageError, match="anchor_rollouts rolls out shapes of the anchor data, but anchor_data_dir"):
+        load_rl_config(None, ra.settings(inputs[0], inputs[1], tmp_path / "out", anchor_rollouts=2))
 
 
 def test_anchor_cross_entropy_is_the_models_own_sft_loss(inputs, model):
@@ -159,3 +180,21 @@ def test_a_run_with_an_anchor_logs_its_loss_and_keeps_the_replayed_programs(inpu
         with torch.no_grad():
             losses[name] = float(anchor_cross_entropy(trained, plates))
     assert losses["anchored"] < 0.9 * losses["plain"], losses
+
+
+def test_a_run_rolls_out_anchor_shapes_beside_its_inputs_and_trains_on_them(inputs, tmp_path):
+    """Update 1 samples RL's own inputs as a plain run does (their chunks come first, with the same seeds); the
+    anchor's two shapes add their groups' top-k to what is trained on, and their reward is logged apart."""
+    data, start = inputs
+    common = dict(max_updates=2, eval_steps=0, save_steps=10)
+    run_rl(ra.rl_config(data, start, tmp_path / "plain", **common))
+    run_rl(ra.rl_config(data, start, tmp_path / "rolled", **common, anchor_data_dir=str(data),
+                        anchor_families=["plate"], anchor_coef=0.0, anchor_rollouts=2))
+    plain, rolled = read_train_log(tmp_path / "plain")[0], read_train_log(tmp_path / "rolled")[0]
+    assert rolled["reward_mean"] == pytest.approx(plain["reward_mean"])  # RL's own inputs only
+    assert rolled["ir"] == plain["ir"]
+    assert rolled["rollout_digest"] != plain["rollout_digest"]
+    assert rolled["trained_tokens"] > plain["trained_tokens"]  # 4 + 2 groups' top 2 against 4 groups'
+    assert -10 <= rolled["anchor_reward_mean"] <= 10
+    assert "anchor_loss" not in rolled  # anchor_coef 0: no programs replayed
+    assert "anchor_reward_mean" not in plain

@@ -48,9 +48,11 @@ def test_dry_run_prints_the_plan_flags_override_the_yaml_and_nothing_is_written(
     assert "anchor           off" in stdout
     code, stdout, _ = _run(capsys, "--config", TINY_YAML, "--start_model", start, "--data_dir", data,
                            "--output_dir", out, "--dry_run", "--anchor_data_dir", data, "--anchor_families", "box",
-                           "plate", "--anchor_coef", "0.5")
+                           "plate", "--anchor_coef", "0.5", "--anchor_rollouts", "4")
     assert code == 0
-    assert f"16 programs of {data} (split train, box, plate) per update, SFT loss x 0.5" in stdout
+    assert (f"{data} (split train, box, plate): 16 programs per update, SFT loss x 0.5; 4 shapes per update "
+            "rolled out beside the inputs") in stdout
+    assert "160 programs sampled, 80 trained on" in stdout  # 16 + 4 inputs x 8 samples, top 4
     assert not out.exists()
 
 
@@ -63,6 +65,7 @@ def test_dry_run_prints_the_plan_flags_override_the_yaml_and_nothing_is_written(
     (["--data_dir", "null"], "give data_dir (a prepared dataset"),
     (["--anchor_data_dir", "/nonexistent/data"], "anchor_data_dir /nonexistent/data not found"),
     (["--anchor_families", "ring"], "anchor_families selects replayed programs, but anchor_data_dir is not set"),
+    (["--anchor_rollouts", "-1"], "'anchor_rollouts' must be >= 0, got -1"),
 ])
 def test_bad_settings_are_one_line_errors(argv, expected, inputs, tmp_path, capsys):
     data, start = inputs

@@ -61,10 +61,10 @@ def _by_update(output_dir: Path) -> dict[int, dict]:
 
 def test_resume_after_sigkill_repeats_rollouts_and_parameters(inputs, tmp_path):
     """Kill after update 3 (checkpoint-2 complete), resume with 'auto': updates 3-5 sample the same programs
-    (rollout digests), replay the same anchor programs, get the same rewards and losses, and end at the same
-    weights as an uninterrupted run."""
+    (rollout digests, the anchor's shapes included), replay the same anchor programs, get the same rewards and
+    losses, and end at the same weights as an uninterrupted run."""
     data, start = inputs
-    settings = dict(SETTINGS, anchor_data_dir=str(data), anchor_per_update=2)
+    settings = dict(SETTINGS, anchor_data_dir=str(data), anchor_per_update=2, anchor_rollouts=2)
     reference = tmp_path / "reference"
     run_rl(ra.rl_config(data, start, reference, **settings))
     expected = _by_update(reference)
@@ -91,7 +91,7 @@ def test_resume_after_sigkill_repeats_rollouts_and_parameters(inputs, tmp_path):
     assert sorted(resumed) == [1, 2, 3, 4, 5]
     for update in range(1, 6):
         assert resumed[update]["rollout_digest"] == expected[update]["rollout_digest"], update
-        for key in ("reward_mean", "reward_std", "loss", "anchor_loss"):
+        for key in ("reward_mean", "reward_std", "loss", "anchor_loss", "anchor_reward_mean"):
             assert resumed[update][key] == pytest.approx(expected[update][key], rel=1e-6, abs=1e-9), (update, key)
     a, b = load_file(reference / "model.safetensors"), load_file(killed / "model.safetensors")
     for key in a:

@@ -64,15 +64,17 @@ def inputs(tmp_path_factory, sandbox):
 
 
 def test_two_cpu_processes_under_torchrun(inputs, tmp_path):
-    """Each rank samples its half of an update's inputs and replays its half of the anchor's programs; DDP averages
-    the gradients (the anchor's, accumulated without sync, included), so the ranks end equal.
+    """Each rank samples its half of an update's inputs and of the anchor's shapes and replays its half of the
+    anchor's programs; DDP averages the gradients (the anchor's, accumulated without sync, included), so the
+    ranks end equal.
     Rank 0 alone writes the run folder (rank 1's audit sees no write under output_dir), one log line per update."""
     data, start = inputs
     out, record = tmp_path / "run", tmp_path / "record"
     record.mkdir()
     settings = ra.settings(data, start, out, max_updates=2, save_steps=1, eval_steps=2, report_to="tensorboard",
                            temperature=2.0,  # varied samples: groups with different rewards, so weights move
-                           anchor_data_dir=str(data), anchor_per_update=4)  # each rank replays 2, synced by DDP
+                           anchor_data_dir=str(data), anchor_per_update=4,  # each rank replays 2, synced by DDP
+                           anchor_rollouts=2)  # and rolls out one anchor shape
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -11,32 +11,44 @@ rebuilds for the quickstart's model):
 The anchor's programs are drawn afresh each update, seeded by (seed, update), with the scan
 augmentations and point draws SFT uses, so a resumed run replays the same ones. Each process takes its
 share. ``anchor_families`` restricts the draw (e.g. every family but the one RL adapts to).
+
+The replayed programs keep the likelihood of the right program, but not what greedy decoding
+writes: on ring meshes RL learnt to cut a bore into cylinders while the cylinders' programs stayed
+likely (BENCHMARKS.md). ``anchor_rollouts`` therefore also rolls out a few anchor shapes each update
+beside RL's own inputs, scored by the run's reward against their truth solids, so a bore cut into a
+cylinder costs reward. They are drawn like the programs, seeded by (seed, update), not from the
+hard-example stream, so resuming needs no state for them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+import trimesh
 
 from cad_recode.errors import InputError
 from cad_recode.rl.rollouts import derived_seed
+from cad_recode.rl.rewards import closed_solid_problem
+from cad_recode.rl.sources import RLItem, mesh_item
 from cad_recode.rl.update import SequenceBatch
 
-ANCHOR_STREAM = 3  # derived_seed's stream number for the anchor draw (0-2: rollouts, points, dropout)
+ANCHOR_STREAM = 3  # derived_seed's stream numbers (0-2: rollouts, points, dropout): the replayed programs,
+ROLLOUT_STREAM = 4  # and the anchor shapes rolled out
 
 
 @dataclass
 class Anchor:
-    """The replayed programs: a PointCodeDataset of the chosen rows, and how many to draw per update."""
+    """The replayed programs (a PointCodeDataset of the chosen rows, how many per update) and their shapes."""
 
     dataset: object  # cad_recode.data.dataset.PointCodeDataset
     rows: np.ndarray  # dataset indices that may be drawn
     per_update: int
     seed: int
+    labels: dict[str, str] = field(default_factory=dict)  # id -> family, when the data carries labels
 
     def draw(self, update: int, rank: int, world: int) -> list[int]:
         """This process's share of the update's anchor programs (dataset indices)."""
@@ -51,6 +63,23 @@ class Anchor:
         items = [self.dataset[i] for i in self.draw(update, rank, world)]
         return [_as_batch(items[i:i + micro_batch_size], pad_id, device)
                 for i in range(0, len(items), micro_batch_size)]
+
+    def rollout_items(self, update: int, count: int, num_surface_points: int) -> list[RLItem]:
+        """``count`` anchor shapes to roll out in ``update`` (every process's; each takes ``[rank::world]``).
+
+        Each has its truth solid (the prepared mesh) as reward target; a shape whose mesh is not a
+        closed solid (IoU undefined) is passed over. One-line error when the rows hold fewer than ``count``.
+        """
+        items: list[RLItem] = []
+        for row in np.random.default_rng(derived_seed(self.seed, ROLLOUT_STREAM, update)).permutation(self.rows):
+            record = self.dataset.split[int(self.dataset.records[row])]
+            mesh = trimesh.Trimesh(record["vertices"], record["faces"], process=False)
+            if closed_solid_problem(mesh) is None:
+                items.append(mesh_item(record["id"], mesh, num_surface_points, self.labels.get(record["id"]), None))
+                if len(items) == count:
+                    return items
+        raise InputError(f"anchor_rollouts ({count}) is more than the {len(items)} closed truth solids of the anchor "
+                         "data's chosen families; lower anchor_rollouts")
 
 
 def _as_batch(items: Sequence[dict], pad_id: int, device: torch.device) -> SequenceBatch:
@@ -82,10 +111,10 @@ def open_anchor(data_dir: str, split: str, families: Sequence[str], per_update: 
     split_data = PreparedSplit.open(root, split)
     dataset = PointCodeDataset(split_data, tokenizer, n_points=num_point_tokens, n_surface=num_surface_points,
                                max_code_tokens=max_code_tokens, seed=seed)
-    allowed = set(select_rows(split_data, read_family_labels(root), root, list(families) or None, None,
-                              setting="anchor_families"))
+    labels = read_family_labels(root)
+    allowed = set(select_rows(split_data, labels, root, list(families) or None, None, setting="anchor_families"))
     rows = np.array([i for i, record in enumerate(dataset.records) if int(record) in allowed], dtype=np.int64)
     if len(rows) == 0:
         raise InputError(f"anchor_data_dir {root}: split {split!r} has no program of at most {max_code_tokens} "
                          f"tokens in families {', '.join(families) or 'all'}")
-    return Anchor(dataset, rows, per_update, seed)
+    return Anchor(dataset, rows, per_update, seed, labels)

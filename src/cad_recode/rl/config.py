@@ -132,6 +132,11 @@ class RLConfig(RunOutputs):
     anchor_families: list[str] = config_field([], "Only these families of a labelled anchor dataset (empty: all).")
     anchor_per_update: int = config_field(16, "Replayed programs per update, over all processes.")
     anchor_coef: float = config_field(1.0, "Weight of the replayed programs' cross-entropy against the policy loss.")
+    anchor_rollouts: int = config_field(
+        0,
+        "Anchor shapes rolled out per update beside RL's own inputs (over all processes), scored by the reward "
+        "against their truth solids, so greedy output on the other families is rewarded too; 0 = none.",
+    )
 
     # --- Validation ---
     eval_steps: int = config_field(10, "Updates between greedy validations (IoU, IR, reward); 0 = only at the end.")
@@ -164,7 +169,8 @@ class RLConfig(RunOutputs):
                     "micro_batch_size", "learning_rate", "max_updates", "val_num_samples", "save_steps",
                     "logging_steps", "anchor_per_update"):
             require(self, key, getattr(self, key) > 0, "must be > 0")
-        for key in ("kl_beta", "anchor_coef", "weight_decay", "max_grad_norm", "warmup_steps", "eval_steps", "seed"):
+        for key in ("kl_beta", "anchor_coef", "anchor_rollouts", "weight_decay", "max_grad_norm", "warmup_steps",
+                    "eval_steps", "seed"):
             require(self, key, getattr(self, key) >= 0, "must be >= 0")
         require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)")
         require(self, "runaway_factor", self.runaway_factor == 0 or self.runaway_factor > 1, "must be 0 (off) or > 1")
@@ -182,6 +188,9 @@ class RLConfig(RunOutputs):
         if self.anchor_families and self.anchor_data_dir is None:
             raise config_error(("anchor_families", "anchor_data_dir"),
                                "anchor_families selects replayed programs, but anchor_data_dir is not set")
+        if self.anchor_rollouts and self.anchor_data_dir is None:
+            raise config_error(("anchor_rollouts", "anchor_data_dir"),
+                               "anchor_rollouts rolls out shapes of the anchor data, but anchor_data_dir is not set")
         if self.top_k > self.num_generations:
             raise config_error(("top_k", "num_generations"),
                                f"top_k ({self.top_k}) must be <= num_generations ({self.num_generations})")

@@ -4,7 +4,8 @@
 
 One update (cadrille's recipe, design.md §2, made to learn from MANY shapes at once):
 
-1. take ``shapes_per_update`` inputs from the seeded stream (solved ones skipped), each process its share;
+1. take ``shapes_per_update`` inputs from the seeded stream (solved ones skipped), and ``anchor_rollouts``
+   shapes of the anchor data (:mod:`.anchor`), each process its share;
 2. rollouts (:mod:`.rollouts`): G programs per input through inference's generation path, run in the
    sandbox and scored by the reward, the sandbox overlapped with the next chunk's generation;
 3. select (:mod:`.update`): advantages ``r - mean(r)`` per group, the top-k by ``|A|``; an input whose
@@ -171,18 +172,24 @@ def one_update(run: RLRun, update: int) -> dict | None:
     chosen = run.stream.take(cfg.shapes_per_update)
     if not chosen:
         return None
-    mine = chosen[acc.process_index::acc.num_processes]
+    rank, world = acc.process_index, acc.num_processes
+    inputs, mine = run.items, chosen[rank::world]
+    if cfg.anchor_rollouts:  # the anchor's shapes follow RL's own inputs in this update's list
+        replayed = run.anchor.rollout_items(update, cfg.anchor_rollouts, int(run.core_config.num_surface_points))
+        inputs = list(run.items) + replayed
+        mine += list(range(len(run.items), len(inputs)))[rank::world]
     settings = rollout_settings(cfg, run.core_config.num_point_tokens)
     groups, times = collect_groups(
-        run.policy.model, run.policy.tokenizer, run.items, mine, settings, sandbox=run.sandbox, reward=run.reward,
-        seeds=lambda chunk: derived_seed(cfg.seed, 0, update, acc.process_index, chunk),
+        run.policy.model, run.policy.tokenizer, inputs, mine, settings, sandbox=run.sandbox, reward=run.reward,
+        seeds=lambda chunk: derived_seed(cfg.seed, 0, update, rank, chunk),
         point_seed=lambda item: derived_seed(cfg.seed, 1, update, item), device=acc.device,
     )
-    selection = select(groups, cfg.top_k)
-    rewards = torch.tensor(np.stack([g.rewards for g in groups]), dtype=torch.float32, device=acc.device)
-    invalid = torch.tensor([[s.status != "ok" for s in g.samples] for g in groups], dtype=torch.float32,
+    selection = select(groups, cfg.top_k)  # the anchor's groups are trained on like the others
+    own = [g for g in groups if g.item < len(run.items)]
+    rewards = torch.tensor(np.stack([g.rewards for g in own]), dtype=torch.float32, device=acc.device)
+    invalid = torch.tensor([[s.status != "ok" for s in g.samples] for g in own], dtype=torch.float32,
                            device=acc.device)
-    solved = torch.tensor([g.item if _solved(g.rewards, cfg) else -1 for g in groups], device=acc.device)
+    solved = torch.tensor([g.item if _solved(g.rewards, cfg) else -1 for g in own], device=acc.device)
     counts = torch.tensor([selection.zero_advantage_groups, times.tokens], dtype=torch.float64, device=acc.device)
     rewards, invalid, solved = acc.gather(rewards), acc.gather(invalid), acc.gather(solved)
     counts = acc.reduce(counts, reduction="sum")
@@ -192,14 +199,16 @@ def one_update(run: RLRun, update: int) -> dict | None:
 
     tokens = CodeTokens.from_tokenizer(run.policy.tokenizer)
     batches = micro_batches(selection, cfg.micro_batch_size, tokens.start_id, tokens.end_id, tokens.pad_id, acc.device)
-    torch.manual_seed(derived_seed(cfg.seed, 2, update, acc.process_index))  # dropout, if any
-    anchor = (run.anchor.batches(update, acc.process_index, acc.num_processes, cfg.micro_batch_size, tokens.pad_id,
-                                 acc.device) if run.anchor is not None else [])
+    torch.manual_seed(derived_seed(cfg.seed, 2, update, rank))  # dropout, if any
+    replaying = run.anchor is not None and cfg.anchor_coef > 0  # anchor_coef 0: the anchor only rolls out shapes
+    anchor = (run.anchor.batches(update, rank, world, cfg.micro_batch_size, tokens.pad_id, acc.device)
+              if replaying else [])
     stats = policy_update(run.model, acc, run.optimizer, run.scheduler, batches, update_settings(cfg),
                           reference_log_probs(run), anchor)
     record = {
         "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False)),
-        "ir": float(invalid.mean()), "zero_advantage_share": float(counts[0]) / cfg.shapes_per_update,
+        "ir": float(invalid.mean()),
+        "zero_advantage_share": float(counts[0]) / (cfg.shapes_per_update + cfg.anchor_rollouts),
         "loss": stats.loss, "clip_fraction": stats.clip_fraction, "ratio_mean": stats.ratio_mean,
         "grad_norm": stats.grad_norm, "lr": float(run.scheduler.get_last_lr()[0]),
         "tokens_per_s": times.tokens / times.generate if times.generate > 0 else 0.0,
@@ -211,8 +220,12 @@ def one_update(run: RLRun, update: int) -> dict | None:
     }
     if run.policy.reference is not None or run.cfg.uses_lora:
         record["kl"] = stats.kl
-    if run.anchor is not None:
+    if replaying:
         record["anchor_loss"] = stats.anchor_loss
+    if cfg.anchor_rollouts:
+        replayed_rewards = torch.tensor(np.stack([g.rewards for g in groups[len(own):]]), dtype=torch.float32,
+                                        device=acc.device)
+        record["anchor_reward_mean"] = float(acc.gather(replayed_rewards).mean())
     return record
 
 
@@ -279,9 +292,9 @@ def setup(cfg: RLConfig) -> RLRun:
     from cad_recode.rl.rewards import check_target
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    if cfg.shapes_per_update % accelerator.num_processes:
-        raise UsageError(f"shapes_per_update ({cfg.shapes_per_update}) must split evenly over "
-                         f"{accelerator.num_processes} processes")
+    for key in ("shapes_per_update", "anchor_rollouts"):
+        if getattr(cfg, key) % accelerator.num_processes:
+            raise UsageError(f"{key} ({getattr(cfg, key)}) must split evenly over {accelerator.num_processes} processes")
     reward = resolve_reward(cfg.reward)
     torch.manual_seed(cfg.seed)  # a new adapter's initial weights
     policy = load_policy(cfg)

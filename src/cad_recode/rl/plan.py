@@ -52,10 +52,11 @@ def plan(cfg: RLConfig) -> RLPlan:
         method += f" (r={cfg.lora_r}, alpha={cfg.lora_alpha}, on {', '.join(cfg.lora_target_modules)})"
     inputs = (f"prepared dataset {cfg.data_dir} split {cfg.split}" if cfg.data_dir is not None
               else f"mesh folder {cfg.mesh_dir}")
-    samples = cfg.shapes_per_update * cfg.num_generations
+    shapes = cfg.shapes_per_update + cfg.anchor_rollouts
+    samples = shapes * cfg.num_generations
     return RLPlan(
         start=source.describe(), method=method, source=inputs, reward=cfg.reward, anchor=describe_anchor(cfg),
-        samples_per_update=samples, trained_per_update=cfg.shapes_per_update * cfg.top_k,
+        samples_per_update=samples, trained_per_update=shapes * cfg.top_k,
         optimizer_steps=cfg.max_updates * cfg.ppo_epochs, total_samples=cfg.max_updates * samples,
         output_dir=cfg.output_dir,
     )
@@ -66,5 +67,8 @@ def describe_anchor(cfg: RLConfig) -> str:
     if cfg.anchor_data_dir is None:
         return "off"
     families = ", ".join(cfg.anchor_families) or "all families"
-    return (f"{cfg.anchor_per_update} programs of {cfg.anchor_data_dir} (split {cfg.anchor_split}, {families}) "
-            f"per update, SFT loss x {cfg.anchor_coef}")
+    source = f"{cfg.anchor_data_dir} (split {cfg.anchor_split}, {families})"
+    parts = [f"{cfg.anchor_per_update} programs per update, SFT loss x {cfg.anchor_coef}"] if cfg.anchor_coef else []
+    if cfg.anchor_rollouts:
+        parts.append(f"{cfg.anchor_rollouts} shapes per update rolled out beside the inputs")
+    return f"{source}: " + ("; ".join(parts) or "nothing replayed (anchor_coef 0, anchor_rollouts 0)")

@@ -73,8 +73,9 @@ def _model_frame_mesh(mesh: trimesh.Trimesh, where: str) -> trimesh.Trimesh:
     return trimesh.Trimesh(transform.apply(mesh.vertices), np.asarray(mesh.faces), process=False)
 
 
-def _mesh_item(name: str, mesh: trimesh.Trimesh, num_surface_points: int, family: str | None,
-               problem: str | None) -> RLItem:
+def mesh_item(name: str, mesh: trimesh.Trimesh, num_surface_points: int, family: str | None,
+              problem: str | None) -> RLItem:
+    """An input from a mesh in any frame: moved into the model frame, its surface sampled (seed 0)."""
     model = _model_frame_mesh(mesh, name)
     points = sample_surface(model, num_surface_points, seed=0)
     return RLItem(name, points, RewardTarget(points, model, watertight=problem is None), family)
@@ -165,13 +166,13 @@ def open_prepared(data_dir: str | os.PathLike, split: str, *, num_surface_points
             broken[record["id"]] = record["code"]
             items[record["id"]] = None  # keeps the dataset's order
             continue
-        items[record["id"]] = _mesh_item(record["id"], mesh, num_surface_points, labels.get(record["id"]), None)
+        items[record["id"]] = mesh_item(record["id"], mesh, num_surface_points, labels.get(record["id"]), None)
     rebuilt = _rebuild(broken, sandbox) if broken and sandbox is not None else {}
     left_out = []
     for name in broken:
         mesh = rebuilt.get(name)
         if isinstance(mesh, trimesh.Trimesh):
-            items[name] = _mesh_item(name, mesh, num_surface_points, labels.get(name), None)
+            items[name] = mesh_item(name, mesh, num_surface_points, labels.get(name), None)
         else:
             left_out.append(name)
             del items[name]
@@ -221,7 +222,7 @@ def open_mesh_folder(folder: str | os.PathLike, *, num_surface_points: int = NUM
         geometry = load_geometry(path)
         if isinstance(geometry, trimesh.Trimesh):
             problem = closed_solid_problem(geometry)
-            items.append(_mesh_item(name, geometry, num_surface_points, None, problem))
+            items.append(mesh_item(name, geometry, num_surface_points, None, problem))
         else:
             problem = "a point cloud"
             items.append(_cloud_item(name, geometry, num_surface_points))
