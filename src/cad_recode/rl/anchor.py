@@ -17,7 +17,8 @@ writes: on ring meshes RL learnt to cut a bore into cylinders while the cylinder
 likely (BENCHMARKS.md). ``anchor_rollouts`` therefore also rolls out a few anchor shapes each update
 beside RL's own inputs, scored by the run's reward against their truth solids, so a bore cut into a
 cylinder costs reward. They are drawn like the programs, seeded by (seed, update), not from the
-hard-example stream, so resuming needs no state for them.
+hard-example stream, so resuming needs no state for them. Measured on rings, they held every other
+family, cylinders included, but the rings then gained little: the model took the easier reward.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ import torch
 import trimesh
 
 from cad_recode.errors import InputError
-from cad_recode.rl.rollouts import derived_seed
 from cad_recode.rl.rewards import closed_solid_problem
+from cad_recode.rl.rollouts import derived_seed
 from cad_recode.rl.sources import RLItem, mesh_item
 from cad_recode.rl.update import SequenceBatch
 
