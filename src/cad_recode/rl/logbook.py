@@ -1,8 +1,9 @@
 """An RL run's logs: one line per update in train_log.jsonl, TensorBoard scalars, the curves PNG.
 
-Rank 0 only. Keys (per update): ``reward_mean``, ``reward_std`` (over all samples), ``ir`` (share of
-samples with no valid solid), ``zero_advantage_share`` (groups whose rewards were all equal),
-``kl`` (k3 estimate to the start policy, when it is available), ``loss``, ``clip_fraction``,
+Rank 0 only. Keys (per update): ``reward_mean``, ``reward_std`` (over the samples of the run's own
+inputs), ``ir`` (their share with no valid solid), ``zero_advantage_share`` (groups whose rewards were
+all equal), ``kl`` (k3 estimate to the start policy, when it is available), with an anchor
+``anchor_loss`` and ``anchor_reward_mean`` (its shapes rolled out), ``loss``, ``clip_fraction``,
 ``tokens_per_s`` (generated tokens per second of generation), ``lr``, the time split
 ``seconds_generate / _sandbox / _reward / _rollout / _update``, ``solved``; and every ``eval_steps``
 the greedy validation ``val_iou``, ``val_ir``, ``val_reward``.
@@ -45,7 +46,7 @@ class Logbook:
 
 
 def plot_rl_curves(records: list[dict], path: str | os.PathLike, title: str = "") -> Path:
-    """Left: sampled reward (mean and spread). Middle: greedy validation IoU and IR. Right: KL, zero-advantage share."""
+    """Left: sampled reward (mean and spread; the anchor shapes'). Middle: greedy validation IoU and IR. Right: KL, zero-advantage share."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -62,6 +63,9 @@ def plot_rl_curves(records: list[dict], path: str | os.PathLike, title: str = ""
     low = [m - spread.get(s, 0.0) for s, m in zip(steps, mean)]
     high = [m + spread.get(s, 0.0) for s, m in zip(steps, mean)]
     reward_axes.fill_between(steps, low, high, alpha=0.2, label="± std")
+    anchor_steps, anchor_mean = series(records, "anchor_reward_mean")
+    if anchor_steps:  # the anchor's shapes, rolled out beside the inputs
+        reward_axes.plot(anchor_steps, anchor_mean, label="anchor shapes' reward (mean)")
     reward_axes.set_title("rollout reward")
     val_steps, val_iou = series(records, "val_iou")
     if val_steps:
