@@ -85,10 +85,10 @@ def test_anchor_shapes_to_roll_out_are_seeded_and_carry_their_truth_solids(input
     assert [item.name for item in anchor.rollout_items(1, 3, 256)] == names  # a resumed run rolls out the same
     assert any([item.name for item in anchor.rollout_items(u, 3, 256)] != names for u in range(2, 6))
     for item in first:  # the truth box in the model frame: 2 / its longest side, as inference normalizes an input
-        dims = np.array(ra.BOXES[int(item.name.split("/")[1].split(".")[0])], dtype=float)
+        dims = np.array(ra.BOXES[int(Path(item.name).stem)], dtype=float)  # train/i.py is BOXES[i]
         np.testing.assert_allclose(item.target.mesh.extents, 2 * dims / dims.max(), atol=1e-6)
         assert item.points.shape == (256, 3) and np.abs(item.points).max() <= 1 + 1e-6 and item.target.watertight
-    truth = sandbox.run(anchor.dataset.split[int(names[0].split("/")[1].split(".")[0])]["code"]).to_trimesh()
+    truth = sandbox.run(anchor.dataset.split[int(Path(names[0]).stem)]["code"]).to_trimesh()
     assert get_reward("iou_gt")(truth, first[0].target) == pytest.approx(REWARD_SCALE, abs=0.05)
     with pytest.raises(InputError, match=r"anchor_rollouts \(5\) is more than the 4 closed truth solids"):
         anchor.rollout_items(1, 5, 256)
