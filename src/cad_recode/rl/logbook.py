@@ -46,7 +46,8 @@ class Logbook:
 
 
 def plot_rl_curves(records: list[dict], path: str | os.PathLike, title: str = "") -> Path:
-    """Left: sampled reward (mean and spread; the anchor shapes'). Middle: greedy validation IoU and IR. Right: KL, zero-advantage share."""
+    """Left: sampled reward (mean and spread; the anchor shapes'). Middle: greedy validation IoU and IR.
+    Right: KL, zero-advantage share."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)

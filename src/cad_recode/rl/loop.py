@@ -174,6 +174,7 @@ def one_update(run: RLRun, update: int) -> dict | None:
         return None
     rank, world = acc.process_index, acc.num_processes
     inputs, mine = run.items, chosen[rank::world]
+    num_own = len(mine)  # this process's groups: its own inputs first, then its anchor shapes
     if cfg.anchor_rollouts:  # the anchor's shapes follow RL's own inputs in this update's list
         replayed = run.anchor.rollout_items(update, cfg.anchor_rollouts, int(run.core_config.num_surface_points))
         inputs = list(run.items) + replayed
@@ -185,7 +186,7 @@ def one_update(run: RLRun, update: int) -> dict | None:
         point_seed=lambda item: derived_seed(cfg.seed, 1, update, item), device=acc.device,
     )
     selection = select(groups, cfg.top_k)  # the anchor's groups are trained on like the others
-    own = [g for g in groups if g.item < len(run.items)]
+    own, replayed_groups = groups[:num_own], groups[num_own:]
     rewards = torch.tensor(np.stack([g.rewards for g in own]), dtype=torch.float32, device=acc.device)
     invalid = torch.tensor([[s.status != "ok" for s in g.samples] for g in own], dtype=torch.float32,
                            device=acc.device)
@@ -223,7 +224,7 @@ def one_update(run: RLRun, update: int) -> dict | None:
     if replaying:
         record["anchor_loss"] = stats.anchor_loss
     if cfg.anchor_rollouts:
-        replayed_rewards = torch.tensor(np.stack([g.rewards for g in groups[len(own):]]), dtype=torch.float32,
+        replayed_rewards = torch.tensor(np.stack([g.rewards for g in replayed_groups]), dtype=torch.float32,
                                         device=acc.device)
         record["anchor_reward_mean"] = float(acc.gather(replayed_rewards).mean())
     return record
