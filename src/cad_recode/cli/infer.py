@@ -220,8 +220,7 @@ def _line(rec) -> str:
         text += f", pose {rec.winning_pose}"
     text += f" ({rec.num_valid_candidates}/{len(rec.candidates)} candidates valid"
     if rec.refinement is not None:
-        text += (f"; refinement changed {rec.refinement.literals_changed} numbers in "
-                 f"{rec.refinement.evaluations} runs")
+        text += f"; {rec.refinement.describe()}"
     return text + ")"
 
 

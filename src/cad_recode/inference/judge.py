@@ -67,6 +67,7 @@ def refine_winner(code: str, result, item: EncodedInput, sandbox, budget: int):
     summary = RefinementSummary(
         model_code=code, cd_input_before=_protocol(refined.start_distance), cd_input_after=_protocol(refined.distance),
         literals_changed=refined.changed, evaluations=refined.evaluations, seconds=refined.seconds,
+        features_removed=list(refined.removed),
     )
     return refined, summary
 
@@ -97,7 +98,7 @@ def judge(item: EncodedInput, rows: Sequence[tuple[Generated, object]], *, first
         stage(f"refining the winner (at most {decoding.refine_evaluations} sandbox runs)")
         refined, refinement = refine_winner(code, result, item, sandbox, decoding.refine_evaluations)
         timings.refine = refined.seconds
-        if refined.changed:
+        if refined.modified:
             code, result, mesh = refined.code, refined.result, refined.result.to_trimesh()
             cd_input = protocol_cd(to_input(mesh, where="refined program"))
     truth = None

@@ -4,8 +4,14 @@ A small model reads a few dozen points and writes numbers to the unit, so its
 usual miss is a right program with a plate three units too wide or a hole a
 little off. ``refine_program`` nudges the integer literals, runs every variant in
 the sandbox, and keeps what brings the solid closer to the INPUT points; the
-ground truth plays no part. Only numbers change, never the program's structure,
-so the result is as editable as what the model wrote.
+ground truth plays no part.
+
+Its other usual miss is a feature the part does not have: a bore in a solid
+cylinder, a boss on a plain plate. After the fit, each removable feature (a
+``.cut``/``.union`` of another body, a subtractive sketch element) is dropped in
+turn, and a removal that brings the solid closer is kept, then the numbers are
+fitted again with the runs left. Nothing is ever added or rewritten, so the
+result is as editable as what the model wrote.
 
 The distance is the one that picks the best of N: CD to the input points with
 both sides normalized by their bounding boxes. So the search fits shape and
@@ -30,11 +36,12 @@ the sandbox's own tolerances.
 
 from __future__ import annotations
 
+import ast
 import io
 import math
 import time
 import tokenize
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cad_recode.errors import InputError, UsageError
 
@@ -100,6 +107,61 @@ def with_values(code: str, literals: list[Literal], values) -> str:
     return "".join(pieces) + code[last:]
 
 
+# body operations whose argument is a whole second body: dropping the call drops that body
+BODY_OPERATIONS = {"cut", "union"}
+# the locations a subtractive sketch element is placed at: dropped with it
+LOCATION_CALLS = {"push"}
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A step a program can lose and still run: its character span and text."""
+
+    start: int
+    end: int
+    text: str  # what removing it deletes, e.g. ".push([(3,-6)]).circle(11,mode='s')"
+
+
+def removable_features(code: str) -> list[Feature]:
+    """The program's ``.cut(...)`` and ``.union(...)`` calls and its ``mode='s'`` sketch elements, in order.
+
+    A subtractive element goes with the ``.push(...)`` right before it. Raises
+    ``UsageError`` for text that Python cannot parse.
+    """
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as err:
+        raise UsageError(f"cannot read the program's steps: {err}") from None
+    line_starts = [0]
+    for line in code.splitlines(keepends=True):
+        line_starts.append(line_starts[-1] + len(line))
+
+    def offset(line: int, column: int) -> int:  # ast columns count UTF-8 bytes
+        text = code[line_starts[line - 1]:line_starts[line] if line < len(line_starts) else len(code)]
+        return line_starts[line - 1] + len(text.encode("utf-8")[:column].decode("utf-8", "replace"))
+
+    features = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        subtractive = any(k.arg == "mode" and isinstance(k.value, ast.Constant) and k.value.value == "s"
+                          for k in node.keywords)
+        if node.func.attr not in BODY_OPERATIONS and not subtractive:
+            continue
+        target = node.func.value  # the chain before ".name(...)": it stays
+        if (subtractive and isinstance(target, ast.Call) and isinstance(target.func, ast.Attribute)
+                and target.func.attr in LOCATION_CALLS):
+            target = target.func.value
+        start, end = offset(target.end_lineno, target.end_col_offset), offset(node.end_lineno, node.end_col_offset)
+        features.append(Feature(start, end, code[start:end]))
+    return sorted(features, key=lambda f: f.start)
+
+
+def without(code: str, feature: Feature) -> str:
+    """``code`` with ``feature`` removed."""
+    return code[:feature.start] + code[feature.end:]
+
+
 @dataclass
 class Refinement:
     """What the search kept: the program, its execution, and how far it moved."""
@@ -110,9 +172,14 @@ class Refinement:
     # nan: no budget to measure it, inf: not measurable
     start_distance: float
     distance: float  # ... of the kept program (<= start_distance)
-    changed: int  # literals whose value changed
+    changed: int  # literals whose value changed (of those the kept program still has)
     evaluations: int  # variants run in the sandbox
     seconds: float
+    removed: list[str] = field(default_factory=list)  # the features dropped (Feature.text), in order
+
+    @property
+    def modified(self) -> bool:
+        return bool(self.changed or self.removed)
 
 
 
@@ -127,14 +194,16 @@ def refine_program(
     seed: int = 0,
     start_result=None,
 ) -> Refinement:
-    """Search the integer literals of a valid ``code`` for a solid closer to ``input_points``.
+    """Search the integer literals of a valid ``code``, then its removable features, for a solid closer to ``input_points``.
 
     ``input_points``: (N, 3), any units (both sides are normalized); up to TARGET_POINTS of them are used.
     ``start_result``: the program's ExecResult if the caller already ran it.
-    Stops when the smallest step finds nothing, or before a batch of runs that
-    would take it past ``max_evaluations``: one run scores the program as written,
-    a poll takes 2k + 1 for k literals, so a program with more than
-    (max_evaluations - 2) / 2 literals is left as written.
+    The budget: one run scores the program as written; the fit stops when the
+    smallest step finds nothing, or before a batch of runs that would take it past
+    ``max_evaluations`` less one run per removable feature (kept for the pruning,
+    which tries every feature in one batch). A poll takes 2k + 1 runs for k
+    literals, so a program with more than (max_evaluations - f - 2) / 2 literals
+    and f features keeps its numbers as written.
     """
     import numpy as np
 
@@ -155,6 +224,7 @@ def refine_program(
         raise UsageError(f"only a valid program can be refined; this one is {result.status.value}: {result.reason}")
 
     literals = integer_literals(code)
+    features = removable_features(code)
     search = _Search(code, literals, sandbox, distance, samples, seed, max_evaluations)
     first = search.run([search.values])  # scored like the variants: at their tolerances
     if first is None or not math.isfinite(first[0][0]):  # no budget, or nothing to measure from: as written
@@ -162,40 +232,77 @@ def refine_program(
         return Refinement(code, result, measured, measured, 0, search.evaluations, time.perf_counter() - started)
     search.keep(first[0])
     start = search.best
-    for step in steps:
-        active = None  # literals to poll; None: all of them
-        while not search.out_of_budget:
-            gained = search.poll(step, active)
-            if gained:  # follow the move, then poll just the literals that paid off
-                search.extend()
-                active = gained
-            elif active is None:  # nothing left at this step
-                break
-            else:  # the few found nothing: back to all of them
-                active = None
-        if search.out_of_budget:
-            break
-    changed = sum(v != lit.value for v, lit in zip(search.values, literals))
-    refined = with_values(code, literals, search.values)
-    kept = sandbox.run(refined) if changed else result  # at the sandbox's own tolerances, like the input's run
+    # fit first: a real hole a little off scores worse than no hole until it is moved into place
+    search.fit(steps, reserve=len(features))
+    removed = search.prune()
+    if removed:
+        search.fit(steps)
+    refined = search.current_code()
+    changed = sum(a.value != b.value for a, b in zip(integer_literals(refined), integer_literals(search.written)))
+    kept = sandbox.run(refined) if refined != code else result  # at the sandbox's own tolerances
     if not kept.ok:  # valid when coarse, invalid when fine: keep what the model wrote
-        refined, kept, changed, search.best = code, result, 0, start
-    return Refinement(refined, kept, start, search.best, changed, search.evaluations, time.perf_counter() - started)
+        refined, kept, changed, removed, search.best = code, result, 0, [], start
+    return Refinement(refined, kept, start, search.best, changed, search.evaluations, time.perf_counter() - started,
+                      removed)
 
 
 class _Search:
-    """The state of one refinement: the kept literal values, their score, the runs spent."""
+    """The state of one refinement: the program and its kept literal values, their score, the runs spent."""
 
     def __init__(self, code, literals, sandbox, distance, samples, seed, max_evaluations):
-        self.code, self.literals, self.sandbox = code, literals, sandbox
-        self.distance, self.samples, self.seed = distance, samples, seed
-        self.max_evaluations = max_evaluations
-        self.values = [lit.value for lit in literals]
+        self.sandbox, self.distance, self.samples, self.seed = sandbox, distance, samples, seed
+        self.max_evaluations = self.limit = max_evaluations
         self.best, self.best_result = math.inf, None
         self.evaluations = 0
         self.out_of_budget = False
+        self.written = code  # the program as written, less the features removed so far
+        self._rebase(code, literals, [lit.value for lit in literals])
+
+    def _rebase(self, code: str, literals: list[Literal], values: list[int]) -> None:
+        self.code, self.literals, self.values = code, literals, values
         self.last_move: list[int] = []
         self.inert: set[int] = set()  # literals whose nudges do not change the score
+
+    def current_code(self) -> str:
+        return with_values(self.code, self.literals, self.values)
+
+    def fit(self, steps: tuple[int, ...], reserve: int = 0) -> None:
+        """The pattern search on the literals, leaving ``reserve`` runs of the budget unspent."""
+        self.limit, self.out_of_budget = self.max_evaluations - reserve, False
+        for step in steps:
+            active = None  # literals to poll; None: all of them
+            while not self.out_of_budget:
+                gained = self.poll(step, active)
+                if gained:  # follow the move, then poll just the literals that paid off
+                    self.extend()
+                    active = gained
+                elif active is None:  # nothing left at this step
+                    break
+                else:  # the few found nothing: back to all of them
+                    active = None
+            if self.out_of_budget:
+                break
+        self.limit = self.max_evaluations
+
+    def prune(self) -> list[str]:
+        """Drop, one at a time, the feature whose removal brings the solid closest; their texts as written."""
+        removed = []
+        while True:
+            code = self.current_code()
+            features = removable_features(code)
+            scored = self._run_programs([without(code, f) for f in features]) if features else None
+            if not scored:
+                return removed
+            best = min(range(len(features)), key=lambda k: scored[k][0])
+            if not scored[best][0] < self.best:
+                return removed
+            as_written = removable_features(self.written)[best]  # the same structure, the model's numbers
+            self.written = without(self.written, as_written)
+            pruned = without(code, features[best])
+            literals = integer_literals(pruned)
+            self._rebase(pruned, literals, [lit.value for lit in literals])
+            self.best, self.best_result = scored[best]
+            removed.append(as_written.text)
 
     def score(self, result) -> float:
         if not result.ok:
@@ -207,13 +314,16 @@ class _Search:
 
     def run(self, variants: list[list[int]]) -> list[tuple[float, object, list[int]]] | None:
         """(score, result, values) per variant, or None (and out_of_budget) when the batch does not fit."""
-        if self.evaluations + len(variants) > self.max_evaluations:
+        scored = self._run_programs([with_values(self.code, self.literals, v) for v in variants])
+        return None if scored is None else [(score, r, v) for (score, r), v in zip(scored, variants)]
+
+    def _run_programs(self, programs: list[str]) -> list[tuple[float, object]] | None:
+        if self.evaluations + len(programs) > self.limit:
             self.out_of_budget = True
             return None
-        results = self.sandbox.map([with_values(self.code, self.literals, v) for v in variants],
-                                   tolerances=VARIANT_TOLERANCES)
-        self.evaluations += len(variants)
-        return [(self.score(r), r, v) for r, v in zip(results, variants)]
+        results = self.sandbox.map(programs, tolerances=VARIANT_TOLERANCES)
+        self.evaluations += len(programs)
+        return [(self.score(r), r) for r in results]
 
     def keep(self, scored: tuple[float, object, list[int]]) -> None:
         score, result, values = scored
@@ -227,7 +337,7 @@ class _Search:
         """
         moves = [(i, sign * step) for i in range(len(self.values))
                  if i not in self.inert and (literals is None or i in literals) for sign in (1, -1)]
-        if not moves or self.evaluations + len(moves) + 1 > self.max_evaluations:
+        if not moves or self.evaluations + len(moves) + 1 > self.limit:
             self.out_of_budget = bool(moves)
             return set()
         polled = self.run([self._moved({i: delta}) for i, delta in moves])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import trimesh
@@ -60,6 +60,17 @@ class RefinementSummary:
     evaluations: int
     seconds: float
     model_truth: TruthComparison | None = None  # the program as written, against the ground truth
+    features_removed: list[str] = field(default_factory=list)  # e.g. [".circle(66,mode='s')"]
+
+    def describe(self) -> str:
+        return describe_refinement(self.literals_changed, self.features_removed, self.evaluations)
+
+
+def describe_refinement(literals_changed: int, features_removed: Sequence[str], evaluations: int) -> str:
+    """One phrase: what refinement changed and what it cost (the CLI's line, the web app's summary)."""
+    removed = len(features_removed)
+    dropped = f" and removed {removed} feature{'s' if removed > 1 else ''}" if removed else ""
+    return f"refinement changed {literals_changed} numbers{dropped} in {evaluations} runs"
 
 
 @dataclass
@@ -166,8 +177,8 @@ class Reconstruction:
             refined = self.refinement
             report["refinement"] = dict(
                 cd_input_before=refined.cd_input_before, cd_input_after=refined.cd_input_after,
-                literals_changed=refined.literals_changed, evaluations=refined.evaluations,
-                seconds=round(refined.seconds, 3), model_code=refined.model_code,
+                literals_changed=refined.literals_changed, features_removed=refined.features_removed,
+                evaluations=refined.evaluations, seconds=round(refined.seconds, 3), model_code=refined.model_code,
                 model_cd_gt=refined.model_truth.cd if refined.model_truth else None,
                 model_iou_gt=refined.model_truth.iou if refined.model_truth else None,
             )

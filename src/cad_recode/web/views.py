@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from cad_recode.inference.results import describe_refinement
 from cad_recode.web.service import CandidateRow, Outcome
 from cad_recode.web.settings import DISPLAY_POINTS
 
@@ -70,7 +71,8 @@ def metrics_markdown(outcome: Outcome) -> str:
         parts.append(f"valid candidates: **{report['num_valid_candidates']}/{report['num_candidates']}**")
     refinement = report.get("refinement")
     if refinement:
-        parts.append(f"refinement changed {refinement['literals_changed']} numbers in {refinement['evaluations']} runs")
+        parts.append(describe_refinement(refinement["literals_changed"], refinement.get("features_removed", []),
+                                         refinement["evaluations"]))
     units = "the input's units" if report.get("units") == "input" else "model units (the part spans -100..100)"
     return " · ".join(parts) + f"  \nSolid in {units}."
 
