@@ -23,7 +23,7 @@ import infer_artifacts as art  # noqa: E402
 from cad_recode.cli import main  # noqa: E402
 from cad_recode.errors import InputError  # noqa: E402
 from cad_recode.data.labels import read_family_labels  # noqa: E402
-from cad_recode.evaluate import evaluate, summarize_rows  # noqa: E402
+from cad_recode.evaluate import evaluate, program_path, summarize_rows  # noqa: E402
 from cad_recode.geometry.metrics import compare_meshes  # noqa: E402
 from cad_recode.geometry.shapes import example_program  # noqa: E402
 from cad_recode.inference import CADRecoder, Decoding  # noqa: E402
@@ -87,6 +87,18 @@ def test_program_folder_protocol_numbers_and_files(recoder, programs, meshes, tm
     assert summary["count"] == 2 and summary["skipped"] == 1 and summary["num_candidates"] == 2
     assert summary["data_kind"] == "programs" and summary["mean_cd"] == pytest.approx(s.mean_cd)
     assert "| 2 |" in report.table() and "| 0.0 |" in report.table()
+    # each valid input's program, under its id; the skipped one has none
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "programs").rglob("*.py"))
+    assert written == ["programs/test/0.py", "programs/test/1.py"]
+    assert (tmp_path / "programs" / "test" / "0.py").read_text() == report.rows[0]["program"]
+    assert "box(80,80,80)" in report.rows[1]["program"]  # the memorizer's cube, whatever the input
+    assert not (tmp_path / "programs_as_written").exists()  # no refinement, no second copy
+
+
+def test_program_paths_follow_the_id_and_stay_inside_the_folder(tmp_path):
+    assert program_path(tmp_path, "test/25.py") == tmp_path / "test" / "25.py"
+    assert program_path(tmp_path, "part.stl") == tmp_path / "part.stl.py"  # part.obj beside it keeps its own
+    assert program_path(tmp_path, "../../etc/x.step") == tmp_path / "etc" / "x.step.py"
 
 
 def test_mesh_folder_and_limit(recoder, meshes, tmp_path):
@@ -176,6 +188,10 @@ def test_refinement_reports_the_programs_before_and_after_it(recoder, sandbox, t
     assert summary["before_refinement"]["mean_iou"] == pytest.approx(row["model_iou"])
     assert summary["decoding"]["refine_evaluations"] == 60
     assert float(read_csv(report.paths["csv"])[0]["model_iou"]) == pytest.approx(row["model_iou"])
+    # the refined program and the one the model wrote, each a file named after the input
+    refined, as_written = (tmp_path / "out" / folder / "0.stl.py" for folder in ("programs", "programs_as_written"))
+    assert refined.read_text() == row["program"] != as_written.read_text() == row["program_as_written"]
+    assert "box(80,80,80)" in as_written.read_text()
 
 
 def test_a_ground_truth_that_is_not_utf8_is_skipped_for_that_reason(recoder, tmp_path):

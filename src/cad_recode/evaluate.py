@@ -24,8 +24,10 @@ would be (``rotated``, ``noise_0.01``, ``noise_0.02``, ``missing_side``; see
   the unit-cube DeepCAD or Fusion360 test STLs.
 
 Outputs (``out_dir``): ``per_item.csv`` (one row per input, skipped ones
-included), ``summary.json`` (the four numbers, counts, settings) and
-``summary.md`` (the printed table).
+included), ``summary.json`` (the four numbers, counts, settings),
+``summary.md`` (the printed table), and each valid input's program in
+``programs/`` under the input's id (``test/25.py``, ``part.stl`` -> ``part.stl.py``);
+with refinement, the program as the model wrote it in ``programs_as_written/``.
 
 :class:`GenerationMetrics` is the same protocol on a training run's validation
 shapes; the CLI injects it into the training recipe (which does not import this).
@@ -55,6 +57,8 @@ from cad_recode.inference import CADRecoder, Decoding, Reconstruction
 CSV_NAME = "per_item.csv"
 SUMMARY_NAME = "summary.json"
 TABLE_NAME = "summary.md"
+PROGRAMS_DIR = "programs"  # each valid input's program (refined when asked)
+WRITTEN_PROGRAMS_DIR = "programs_as_written"  # with refinement: what the model wrote
 # model_cd / model_iou: the program as the model wrote it, before refinement (empty without --refine)
 CSV_FIELDS = ("id", "valid", "cd", "iou", "status", "reason", "invalid_kind", "valid_candidates", "generated_tokens",
               "seconds", "model_cd", "model_iou")
@@ -306,7 +310,18 @@ def protocol_row(item_id: str, rec: Reconstruction) -> dict:
         "seconds": round(rec.timings.total, 6),
         "model_cd": model_truth.cd if valid and model_truth else None,
         "model_iou": model_truth.iou if valid and model_truth else None,
+        # not CSV columns: written as files by write_report
+        "program": rec.code if rec.valid else None,
+        "program_as_written": rec.refinement.model_code if rec.valid and rec.refinement is not None else None,
     }
+
+
+def program_path(folder: Path, item_id: str) -> Path:
+    """Where an input's program goes: its id as a relative path, ``.py`` added unless it ends so
+    (``part.stl`` -> ``part.stl.py``: ``part.obj`` beside it keeps its own); ``..`` and roots dropped."""
+    name = item_id if item_id.endswith(".py") else item_id + ".py"
+    parts = [part for part in Path(name).parts if part not in ("", ".", "..", "/")]
+    return folder.joinpath(*parts)
 
 
 def _nan_to_none(values: dict) -> dict:
@@ -338,9 +353,16 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
         table_path = out / TABLE_NAME
         with atomic_file(table_path) as tmp:
             tmp.write_text(report.table() + "\n", encoding="utf-8")
+        for key, folder in (("program", out / PROGRAMS_DIR), ("program_as_written", out / WRITTEN_PROGRAMS_DIR)):
+            for row in report.rows:
+                if row.get(key):
+                    path = program_path(folder, row["id"])
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with atomic_file(path) as tmp:
+                        tmp.write_text(row[key], encoding="utf-8")
     except OSError as err:
         raise InputError(f"cannot write evaluation results to {out}: {err.strerror or err}; choose a writable folder") from None
-    return {"csv": csv_path, "json": json_path, "table": table_path}
+    return {"csv": csv_path, "json": json_path, "table": table_path, "programs": out / PROGRAMS_DIR}
 
 
 # --------------------------------------------------------------------------- during training

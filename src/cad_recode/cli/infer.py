@@ -63,8 +63,8 @@ def register(subparsers) -> None:
         "eval",
         help="evaluate a model with the published protocol (IR, CD x10^3, IoU)",
         description="Best of N per input (chosen against the input points, never the ground truth); writes "
-        "per_item.csv and summary.json to --output_dir and prints a summary table. --data: a prepared dataset "
-        "(--split), a folder of .py ground-truth programs, or a folder of meshes.",
+        "per_item.csv, summary.json and each input's program (programs/) to --output_dir and prints a summary "
+        "table. --data: a prepared dataset (--split), a folder of .py ground-truth programs, or a folder of meshes.",
     )
     _add_model_arguments(p, model_flag="--model")
     p.add_argument("--data", required=True, metavar="DIR")
@@ -363,5 +363,6 @@ def cmd_eval(args) -> int:
     print(report.table())
     if report.skipped:
         print(f"{len(report.skipped)} ground-truth shapes skipped (see {report.paths['csv']})", file=sys.stderr)
-    print(f"wrote {report.paths['csv']} and {report.paths['json']}", file=sys.stderr)
+    print(f"wrote {report.paths['csv']}, {report.paths['json']} and each input's program under "
+          f"{report.paths['programs']}/", file=sys.stderr)
     return 0
