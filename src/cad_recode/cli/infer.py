@@ -106,9 +106,10 @@ def _add_decoding_arguments(p) -> None:
                    help="best of N: end a candidate once half of the others finished and it is F times longer "
                         "than the longest of them (default 2; 0: never)")
     p.add_argument("--refine", type=int, nargs="?", const=DEFAULT_REFINE_EVALUATIONS, default=0, metavar="RUNS",
-                   help="fit the winner's integer dimensions to the input points (a search that keeps the program's "
-                        f"structure) with at most RUNS sandbox runs (default {DEFAULT_REFINE_EVALUATIONS} when given; "
-                        "off when not); the report keeps the program as the model wrote it")
+                   help="fit the winner's integer dimensions to the input points, then drop the cuts, unions and "
+                        "holes they do not support, with at most RUNS sandbox runs (default "
+                        f"{DEFAULT_REFINE_EVALUATIONS} when given; off when not); the report keeps the program as the "
+                        "model wrote it")
     p.add_argument("--grammar", choices=("on", "off"), default="on" if DEFAULT_GRAMMAR else "off", help=GRAMMAR_HELP)
     p.add_argument("--pose", choices=POSE_MODES, default="none",
                    help="auto: decode the input under up to --pose_budget orientations (the input's frame, its "
