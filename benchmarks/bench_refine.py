@@ -8,7 +8,9 @@ draws, the candidate closest to the input points wins, as ``cad-recode eval``
 does). Then each budget refines the same winners against the same input points
 (``cad_recode.inference.refine.refine_program``), and the protocol's figures (IoU, CD x10^3
 to the ground truth) and the seconds per shape are printed side by side, budget 0
-being the programs as written. The ground truth only measures.
+being the programs as written. The ground truth only measures. ``--prune both`` refines
+each winner twice per budget, numbers only and then with its features pruned (the
+default), one right after the other, so the two timings share the machine's moments.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--num_candidates", type=int, default=4)
     p.add_argument("--budgets", type=int, nargs="+", default=[40, 80, 120])
     p.add_argument("--workers", type=int, default=2, help="sandbox workers (the variants of a poll run on all)")
+    p.add_argument("--prune", choices=("on", "off", "both"), default="on",
+                   help="drop the features the points do not support (on: as shipped), or numbers only, or both")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args(argv)
 
@@ -52,23 +56,29 @@ def main(argv=None) -> int:
         # the dense input cloud each winner was chosen against (seed 0, as in reconstruct_many)
         clouds = [recoder.encode_input(shape, 1).dense for shape in shapes]
         rows = [_figures(0, [(w.truth.cd, w.truth.iou) if w.valid else None for w in winners], 0.0)]
+        modes = {"on": [True], "off": [False], "both": [False, True]}[args.prune]
         for budget in args.budgets:
-            started, measured = time.perf_counter(), []
+            seconds, measured = dict.fromkeys(modes, 0.0), {mode: [] for mode in modes}
             for winner, cloud, gt in zip(winners, clouds, truths):
-                if not winner.valid:
-                    measured.append(None)
-                    continue
-                refined = refine_program(winner.code, cloud, recoder.sandbox, max_evaluations=budget,
-                                         start_result=winner.result)
-                comparison = compare_meshes(refined.result.to_trimesh(), gt.mesh)
-                measured.append((comparison.cd, None if math.isnan(comparison.iou) else comparison.iou))
-            rows.append(_figures(budget, measured, (time.perf_counter() - started) / len(shapes)))
+                for prune in modes:
+                    if not winner.valid:
+                        measured[prune].append(None)
+                        continue
+                    started = time.perf_counter()
+                    refined = refine_program(winner.code, cloud, recoder.sandbox, max_evaluations=budget,
+                                             start_result=winner.result, prune=prune)
+                    seconds[prune] += time.perf_counter() - started
+                    comparison = compare_meshes(refined.result.to_trimesh(), gt.mesh)
+                    measured[prune].append((comparison.cd, None if math.isnan(comparison.iou) else comparison.iou))
+            rows += [dict(_figures(budget, measured[prune], seconds[prune] / len(shapes)), prune=prune)
+                     for prune in modes]
     machine = machine_info("torch", "cadquery")
     print(f"{len(shapes)} shapes of {args.data} ({args.split}), best of {args.num_candidates}; {machine_line(machine)}")
     print("| sandbox runs | IoU | mean CD x10^3 | median CD x10^3 | IR | refinement s / shape |")
     print("|---|---|---|---|---|---|")
     for row in rows:
         label = "0 (as written)" if row["budget"] == 0 else str(row["budget"])
+        label += {True: ", pruned", False: ", numbers only"}.get(row.get("prune"), "") if args.prune == "both" else ""
         print(f"| {label} | {row['iou']:.3f} | {row['mean_cd']:.3f} | {row['median_cd']:.3f} | {row['ir'] * 100:.0f} % "
               f"| {row['seconds_per_shape']:.2f} |")
     if args.json:

@@ -193,11 +193,13 @@ def refine_program(
     samples: int = REFINE_SAMPLES,
     seed: int = 0,
     start_result=None,
+    prune: bool = True,
 ) -> Refinement:
     """Search the integer literals of a valid ``code``, then its removable features, for a solid closer to ``input_points``.
 
     ``input_points``: (N, 3), any units (both sides are normalized); up to TARGET_POINTS of them are used.
     ``start_result``: the program's ExecResult if the caller already ran it.
+    ``prune``: False fits the numbers only (every feature stays).
     The budget: one run scores the program as written; the fit stops when the
     smallest step finds nothing, or before a batch of runs that would take it past
     ``max_evaluations`` less one run per removable feature (kept for the pruning,
@@ -224,7 +226,7 @@ def refine_program(
         raise UsageError(f"only a valid program can be refined; this one is {result.status.value}: {result.reason}")
 
     literals = integer_literals(code)
-    features = removable_features(code)
+    features = removable_features(code) if prune else []
     search = _Search(code, literals, sandbox, distance, samples, seed, max_evaluations)
     first = search.run([search.values])  # scored like the variants: at their tolerances
     if first is None or not math.isfinite(first[0][0]):  # no budget, or nothing to measure from: as written
@@ -234,7 +236,7 @@ def refine_program(
     start = search.best
     # fit first: a real hole a little off scores worse than no hole until it is moved into place
     search.fit(steps, reserve=len(features))
-    removed = search.prune()
+    removed = search.prune() if prune else []
     if removed:
         search.fit(steps)
     refined = search.current_code()
