@@ -186,7 +186,7 @@ def test_refine_fits_the_written_program_to_the_input_and_keeps_the_original(mod
     refinement = report["refinement"]
     assert refinement["model_code"] == CUBE and out.read_text() != CUBE  # the memorizer wrote the cube
     assert refinement["literals_changed"] >= 1 and 0 < refinement["evaluations"] <= 45
-    assert refinement["features_removed"] == []  # a box has nothing to drop
+    assert refinement["structure_edits"] == []  # a box of the right kind: fitted, not rebuilt
     assert report["cd_input"] < report["candidates"][0]["cd_input"]
     assert "refine" in report["timings"] and report["decoding"]["refine_evaluations"] == 45
     # one CD scale everywhere in the report: the refined program measured twice lands on the same order

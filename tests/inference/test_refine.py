@@ -7,7 +7,8 @@ import pytest
 from cad_recode.errors import UsageError
 from cad_recode.geometry.metrics import CloudDistance, compare_meshes
 from cad_recode.geometry.sampling import sample_surface
-from cad_recode.inference.refine import integer_literals, refine_program, removable_features, with_values, without
+from cad_recode.inference.program_edits import structure_edits
+from cad_recode.inference.refine import integer_literals, refine_program, with_values
 
 PLATE = """import cadquery as cq
 w0=cq.Workplane('XY',origin=(0,0,-25))
@@ -58,22 +59,22 @@ def test_refinement_keeps_its_budget_and_keeps_the_program_when_the_budget_is_to
     code = PLATE.format(width=190)
     points = sample_surface(sandbox.run(PLATE.format(width=176)).to_trimesh(), n=2048, seed=0)
     literals = len(integer_literals(code))
-    features = len(removable_features(code))
-    assert features == 1  # the boss
+    edits = len(structure_edits(code))
+    assert edits == 1  # drop the boss (the plate is not on a centred workplane, the boss is moved: no hollowing)
 
     nothing = refine_program(code, points, sandbox, max_evaluations=0)
     assert (nothing.code, nothing.evaluations, nothing.changed) == (code, 0, 0)
     assert math.isnan(nothing.start_distance)  # not measured (the report writes it as null)
 
     # the program as written is scored first (1 run); a poll of k literals then needs 2k + 1 more,
-    # and one run per feature is kept back for the pruning: here no poll fits, the pruning does
-    short = refine_program(code, points, sandbox, max_evaluations=2 * literals + features)
-    assert (short.code, short.evaluations, short.changed, short.removed) == (code, 1 + features, 0, [])
-    assert short.distance == short.start_distance  # the boss is there in the points: dropping it lost
+    # and one run per structural edit is kept back for their batch: here no poll fits, the edits do
+    short = refine_program(code, points, sandbox, max_evaluations=2 * literals + edits)
+    assert (short.code, short.evaluations, short.changed, short.edits) == (code, 1 + edits, 0, [])
+    assert short.distance == short.start_distance  # the boss is there and the plate is solid: no edit won
 
-    one_poll = refine_program(code, points, sandbox, steps=(4,), max_evaluations=2 * literals + 2 + features)
-    assert one_poll.evaluations in (2 * literals + 1 + features, 2 * literals + 2 + features)
-    assert one_poll.distance < one_poll.start_distance and one_poll.code != code and one_poll.removed == []
+    one_poll = refine_program(code, points, sandbox, steps=(4,), max_evaluations=2 * literals + 2 + edits)
+    assert one_poll.evaluations in (2 * literals + 1 + edits, 2 * literals + 2 + edits)
+    assert one_poll.distance < one_poll.start_distance and one_poll.code != code and one_poll.edits == []
 
 
 def test_refinement_refuses_an_invalid_program_and_bad_settings(sandbox):
@@ -94,19 +95,35 @@ r=w0.sketch().rect(200,160).push([({x},30)]).circle(24,mode='s').finalize().extr
 """
 
 
-def test_removable_features_are_body_operations_and_subtractive_elements_with_their_locations():
+def test_structure_edits_drop_features_with_their_locations_and_hollow_one_element_bodies():
     code = ("import cadquery as cq\nw0=cq.Workplane('ZX',origin=(0,-61,0))\nw1=cq.Workplane('ZX',origin=(0,11,0))\n"
             "r=w0.sketch().rect(200,142).push([(38,25)]).rect(26,28,mode='s').circle(23,mode='s')"
             ".finalize().extrude(72).union(w1.workplane(offset=51/2).moveTo(-17,31).cylinder(51,12))\n")
-    features = removable_features(code)
-    assert [f.text for f in features] == [".push([(38,25)]).rect(26,28,mode='s')", ".circle(23,mode='s')",
-                                          ".union(w1.workplane(offset=51/2).moveTo(-17,31).cylinder(51,12))"]
-    assert without(code, features[0]).splitlines()[-1] == (
+    edits = structure_edits(code)
+    # the sketch has three elements and the boss is moved off the centre: only removals
+    assert [e.describe() for e in edits] == [
+        "removed .push([(38,25)]).rect(26,28,mode='s')", "removed .circle(23,mode='s')",
+        "removed .union(w1.workplane(offset=51/2).moveTo(-17,31).cylinder(51,12))"]
+    assert edits[0].apply(code).splitlines()[-1] == (
         "r=w0.sketch().rect(200,142).circle(23,mode='s').finalize().extrude(72)"
         ".union(w1.workplane(offset=51/2).moveTo(-17,31).cylinder(51,12))")
-    assert removable_features("import cadquery as cq\nr=cq.Workplane('XY').box(10,10,10)\n") == []
+
+    cylinder = "import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-100))\nr=w0.workplane(offset=200/2).cylinder(200,50)\n"
+    tubes = [e.apply(cylinder).splitlines()[-1] for e in structure_edits(cylinder)]
+    assert tubes == [f"r=w0.sketch().circle(50).circle({inner},mode='s').finalize().extrude(200)" for inner in (46, 42, 35, 25)]
+    box = "import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-10))\nr=w0.workplane(offset=20/2).box(200,100,20)\n"
+    assert structure_edits(box)[0].apply(box).splitlines()[-1] == (
+        "r=w0.sketch().rect(200,100).rect(192,92,mode='s').finalize().extrude(20)")  # an even wall of 4
+    disc = "import cadquery as cq\nr=cq.Workplane('XY').sketch().circle(80).finalize().extrude(10)\n"
+    assert structure_edits(disc)[-1].apply(disc) == (
+        "import cadquery as cq\nr=cq.Workplane('XY').sketch().circle(80).circle(40,mode='s').finalize().extrude(10)\n")
+    # a primitive not centred on its workplane's offset keeps its place: it is left alone
+    assert structure_edits(cylinder.replace("offset=200/2", "offset=30")) == []
+    # the list follows the structure, not the numbers: a fitted copy gets the same edits in the same order
+    assert len(structure_edits(cylinder.replace("50", "61"))) == len(structure_edits(cylinder))
+    assert structure_edits("import cadquery as cq\nr=cq.Workplane('XY').sphere(10)\n") == []
     with pytest.raises(UsageError, match="cannot read the program's steps"):
-        removable_features("r=w0.box(200,\n")
+        structure_edits("r=w0.box(200,\n")
 
 
 def test_refinement_removes_a_bore_the_part_does_not_have(sandbox):
@@ -116,11 +133,11 @@ def test_refinement_removes_a_bore_the_part_does_not_have(sandbox):
 
     refined = refine_program(written, points, sandbox, max_evaluations=120)
 
-    assert refined.removed == [".circle(66,mode='s')"]
+    assert refined.edits == ["removed .circle(66,mode='s')"]
     assert ".circle(72).finalize().extrude(200)" in refined.code and refined.result.ok
     assert refined.distance < 0.2 * refined.start_distance and refined.evaluations <= 120
     numbers_only = refine_program(written, points, sandbox, max_evaluations=120, prune=False)
-    assert numbers_only.removed == [] and "mode='s'" in numbers_only.code
+    assert numbers_only.edits == [] and "mode='s'" in numbers_only.code
     assert numbers_only.distance > refined.distance
     assert compare_meshes(refined.result.to_trimesh(), solid).iou > 0.97
 
@@ -135,7 +152,21 @@ def test_refinement_moves_a_real_hole_into_place_rather_than_removing_it(sandbox
 
     refined = refine_program(written, points, sandbox, max_evaluations=120)
 
-    assert refined.removed == [] and "mode='s'" in refined.code, refined.code
+    assert refined.edits == [] and "mode='s'" in refined.code, refined.code
     x = int(refined.code.split("push([(")[1].split(",")[0])
     radius = int(refined.code.split(".circle(")[1].split(",")[0])
     assert abs(x - (-40)) <= 3 and abs(radius - 24) <= 3, refined.code
+
+
+def test_refinement_hollows_a_solid_written_for_a_thin_tube(sandbox):
+    tube = RING.format(bore=92).replace("circle(72)", "circle(100)")
+    target = sandbox.run(tube).to_trimesh()
+    points = sample_surface(target, n=4096, seed=5)
+    written = "import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-100))\nr=w0.workplane(offset=200/2).cylinder(200,96)\n"
+
+    refined = refine_program(written, points, sandbox, max_evaluations=120)
+
+    assert refined.edits and refined.edits[0].startswith(".workplane(offset=200/2).cylinder(200,96) -> .sketch().circle(96)")
+    assert "mode='s'" in refined.code and refined.result.ok
+    assert compare_meshes(refined.result.to_trimesh(), target).iou > 0.8  # a solid scores about 0.16 here
+    assert compare_meshes(sandbox.run(written).to_trimesh(), target).iou < 0.3

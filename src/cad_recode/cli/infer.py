@@ -107,7 +107,8 @@ def _add_decoding_arguments(p) -> None:
                         "than the longest of them (default 2; 0: never)")
     p.add_argument("--refine", type=int, nargs="?", const=DEFAULT_REFINE_EVALUATIONS, default=0, metavar="RUNS",
                    help="fit the winner's integer dimensions to the input points, then drop the cuts, unions and "
-                        "holes they do not support, with at most RUNS sandbox runs (default "
+                        "holes they do not support or hollow a solid they show as a tube, with at most RUNS sandbox "
+                        "runs (default "
                         f"{DEFAULT_REFINE_EVALUATIONS} when given; off when not); the report keeps the program as the "
                         "model wrote it")
     p.add_argument("--grammar", choices=("on", "off"), default="on" if DEFAULT_GRAMMAR else "off", help=GRAMMAR_HELP)

@@ -5,7 +5,7 @@
     inputs.py    an input's N point draws, its dense cloud, its ground truth
     judge.py     measure candidates against the input, pick, refine, compare with a ground truth
     refine.py    fit the winner's integer literals to the input points (pattern search in the sandbox),
-                 then drop the features the points do not support
+                 then structural edits (program_edits.py: drop a feature, hollow a body)
     results.py   Candidate, Reconstruction (typed; the JSON report is written from its fields)
     units.py     model units <-> the input's units
     export.py    part.py / .stl / .step / .png / .json, written atomically

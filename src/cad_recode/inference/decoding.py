@@ -25,8 +25,8 @@ class Decoding:
     # best-of-N: end a candidate once half its siblings finished and it is this many times longer
     # than the longest of them (cad_recode.model.runaway); 0 never ends one early
     runaway_factor: float = DEFAULT_RUNAWAY_FACTOR
-    # > 0: fit the winner's integer dimensions to the input points (and drop the features they do
-    # not support) with up to this many sandbox runs (cad_recode.inference.refine); the report keeps
+    # > 0: fit the winner's integer dimensions to the input points (and try structural edits:
+    # drop a feature, hollow a body) with up to this many sandbox runs (cad_recode.inference.refine); the report keeps
     # the program as the model wrote it. 0: off
     refine_evaluations: int = 0
     # constrain every token to the program grammar (cad_recode.model.constrained): programs always parse

@@ -67,7 +67,7 @@ def refine_winner(code: str, result, item: EncodedInput, sandbox, budget: int):
     summary = RefinementSummary(
         model_code=code, cd_input_before=_protocol(refined.start_distance), cd_input_after=_protocol(refined.distance),
         literals_changed=refined.changed, evaluations=refined.evaluations, seconds=refined.seconds,
-        features_removed=list(refined.removed),
+        structure_edits=list(refined.edits),
     )
     return refined, summary
 

@@ -6,12 +6,14 @@ little off. ``refine_program`` nudges the integer literals, runs every variant i
 the sandbox, and keeps what brings the solid closer to the INPUT points; the
 ground truth plays no part.
 
-Its other usual miss is a feature the part does not have: a bore in a solid
-cylinder, a boss on a plain plate. After the fit, each removable feature (a
-``.cut``/``.union`` of another body, a subtractive sketch element) is dropped in
-turn, and a removal that brings the solid closer is kept, then the numbers are
-fitted again with the runs left. Nothing is ever added or rewritten, so the
-result is as editable as what the model wrote.
+Its other usual misses are structural: a feature the part does not have (a bore
+in a solid cylinder, a boss on a plain plate), or a solid where the part is a
+thin-walled tube. After the fit, the structural edits of
+:mod:`cad_recode.inference.program_edits` (drop a feature, hollow a one-element
+body) are tried in one batch; the best is kept when it brings the solid closer,
+again while one does, and then the numbers are fitted again with the runs left.
+The result is written as the model writes, so it is as editable as what the
+model wrote.
 
 The distance is the one that picks the best of N: CD to the input points with
 both sides normalized by their bounding boxes. So the search fits shape and
@@ -36,7 +38,6 @@ the sandbox's own tolerances.
 
 from __future__ import annotations
 
-import ast
 import io
 import math
 import time
@@ -44,6 +45,7 @@ import tokenize
 from dataclasses import dataclass, field
 
 from cad_recode.errors import InputError, UsageError
+from cad_recode.inference.program_edits import structure_edits
 
 DEFAULT_STEPS = (4, 2, 1)
 DEFAULT_MAX_EVALUATIONS = 120
@@ -107,61 +109,6 @@ def with_values(code: str, literals: list[Literal], values) -> str:
     return "".join(pieces) + code[last:]
 
 
-# body operations whose argument is a whole second body: dropping the call drops that body
-BODY_OPERATIONS = {"cut", "union"}
-# the locations a subtractive sketch element is placed at: dropped with it
-LOCATION_CALLS = {"push"}
-
-
-@dataclass(frozen=True)
-class Feature:
-    """A step a program can lose and still run: its character span and text."""
-
-    start: int
-    end: int
-    text: str  # what removing it deletes, e.g. ".push([(3,-6)]).circle(11,mode='s')"
-
-
-def removable_features(code: str) -> list[Feature]:
-    """The program's ``.cut(...)`` and ``.union(...)`` calls and its ``mode='s'`` sketch elements, in order.
-
-    A subtractive element goes with the ``.push(...)`` right before it. Raises
-    ``UsageError`` for text that Python cannot parse.
-    """
-    try:
-        tree = ast.parse(code)
-    except SyntaxError as err:
-        raise UsageError(f"cannot read the program's steps: {err}") from None
-    line_starts = [0]
-    for line in code.splitlines(keepends=True):
-        line_starts.append(line_starts[-1] + len(line))
-
-    def offset(line: int, column: int) -> int:  # ast columns count UTF-8 bytes
-        text = code[line_starts[line - 1]:line_starts[line] if line < len(line_starts) else len(code)]
-        return line_starts[line - 1] + len(text.encode("utf-8")[:column].decode("utf-8", "replace"))
-
-    features = []
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-            continue
-        subtractive = any(k.arg == "mode" and isinstance(k.value, ast.Constant) and k.value.value == "s"
-                          for k in node.keywords)
-        if node.func.attr not in BODY_OPERATIONS and not subtractive:
-            continue
-        target = node.func.value  # the chain before ".name(...)": it stays
-        if (subtractive and isinstance(target, ast.Call) and isinstance(target.func, ast.Attribute)
-                and target.func.attr in LOCATION_CALLS):
-            target = target.func.value
-        start, end = offset(target.end_lineno, target.end_col_offset), offset(node.end_lineno, node.end_col_offset)
-        features.append(Feature(start, end, code[start:end]))
-    return sorted(features, key=lambda f: f.start)
-
-
-def without(code: str, feature: Feature) -> str:
-    """``code`` with ``feature`` removed."""
-    return code[:feature.start] + code[feature.end:]
-
-
 @dataclass
 class Refinement:
     """What the search kept: the program, its execution, and how far it moved."""
@@ -175,11 +122,11 @@ class Refinement:
     changed: int  # literals whose value changed (of those the kept program still has)
     evaluations: int  # variants run in the sandbox
     seconds: float
-    removed: list[str] = field(default_factory=list)  # the features dropped (Feature.text), in order
+    edits: list[str] = field(default_factory=list)  # the structural edits kept (Edit.describe, as written)
 
     @property
     def modified(self) -> bool:
-        return bool(self.changed or self.removed)
+        return bool(self.changed or self.edits)
 
 
 
@@ -195,17 +142,16 @@ def refine_program(
     start_result=None,
     prune: bool = True,
 ) -> Refinement:
-    """Search the integer literals of a valid ``code``, then its removable features, for a solid closer to ``input_points``.
+    """Search the integer literals of a valid ``code``, then its structure, for a solid closer to ``input_points``.
 
     ``input_points``: (N, 3), any units (both sides are normalized); up to TARGET_POINTS of them are used.
     ``start_result``: the program's ExecResult if the caller already ran it.
-    ``prune``: False fits the numbers only (every feature stays).
+    ``prune``: False fits the numbers only (the structure stays).
     The budget: one run scores the program as written; the fit stops when the
     smallest step finds nothing, or before a batch of runs that would take it past
-    ``max_evaluations`` less one run per removable feature (kept for the pruning,
-    which tries every feature in one batch). A poll takes 2k + 1 runs for k
-    literals, so a program with more than (max_evaluations - f - 2) / 2 literals
-    and f features keeps its numbers as written.
+    ``max_evaluations`` less one run per structural edit (kept for their batch).
+    A poll takes 2k + 1 runs for k literals, so a program with more than
+    (max_evaluations - e - 2) / 2 literals and e edits keeps its numbers as written.
     """
     import numpy as np
 
@@ -226,7 +172,7 @@ def refine_program(
         raise UsageError(f"only a valid program can be refined; this one is {result.status.value}: {result.reason}")
 
     literals = integer_literals(code)
-    features = removable_features(code) if prune else []
+    edits = structure_edits(code) if prune else []
     search = _Search(code, literals, sandbox, distance, samples, seed, max_evaluations)
     first = search.run([search.values])  # scored like the variants: at their tolerances
     if first is None or not math.isfinite(first[0][0]):  # no budget, or nothing to measure from: as written
@@ -235,17 +181,17 @@ def refine_program(
     search.keep(first[0])
     start = search.best
     # fit first: a real hole a little off scores worse than no hole until it is moved into place
-    search.fit(steps, reserve=len(features))
-    removed = search.prune() if prune else []
-    if removed:
+    search.fit(steps, reserve=len(edits))
+    kept_edits = search.edit_structure() if prune else []
+    if kept_edits:
         search.fit(steps)
     refined = search.current_code()
     changed = sum(a.value != b.value for a, b in zip(integer_literals(refined), integer_literals(search.written)))
     kept = sandbox.run(refined) if refined != code else result  # at the sandbox's own tolerances
     if not kept.ok:  # valid when coarse, invalid when fine: keep what the model wrote
-        refined, kept, changed, removed, search.best = code, result, 0, [], start
+        refined, kept, changed, kept_edits, search.best = code, result, 0, [], start
     return Refinement(refined, kept, start, search.best, changed, search.evaluations, time.perf_counter() - started,
-                      removed)
+                      kept_edits)
 
 
 class _Search:
@@ -257,7 +203,7 @@ class _Search:
         self.best, self.best_result = math.inf, None
         self.evaluations = 0
         self.out_of_budget = False
-        self.written = code  # the program as written, less the features removed so far
+        self.written = code  # the program as written, with the structural edits kept so far
         self._rebase(code, literals, [lit.value for lit in literals])
 
     def _rebase(self, code: str, literals: list[Literal], values: list[int]) -> None:
@@ -286,25 +232,25 @@ class _Search:
                 break
         self.limit = self.max_evaluations
 
-    def prune(self) -> list[str]:
-        """Drop, one at a time, the feature whose removal brings the solid closest; their texts as written."""
-        removed = []
+    def edit_structure(self) -> list[str]:
+        """Keep, one at a time, the structural edit that brings the solid closest; each described as written."""
+        kept = []
         while True:
             code = self.current_code()
-            features = removable_features(code)
-            scored = self._run_programs([without(code, f) for f in features]) if features else None
+            edits = structure_edits(code)
+            scored = self._run_programs([edit.apply(code) for edit in edits]) if edits else None
             if not scored:
-                return removed
-            best = min(range(len(features)), key=lambda k: scored[k][0])
+                return kept
+            best = min(range(len(edits)), key=lambda k: scored[k][0])
             if not scored[best][0] < self.best:
-                return removed
-            as_written = removable_features(self.written)[best]  # the same structure, the model's numbers
-            self.written = without(self.written, as_written)
-            pruned = without(code, features[best])
-            literals = integer_literals(pruned)
-            self._rebase(pruned, literals, [lit.value for lit in literals])
+                return kept
+            as_written = structure_edits(self.written)[best]  # the same structure: the same list, the model's numbers
+            self.written = as_written.apply(self.written)
+            edited = edits[best].apply(code)
+            literals = integer_literals(edited)
+            self._rebase(edited, literals, [lit.value for lit in literals])
             self.best, self.best_result = scored[best]
-            removed.append(as_written.text)
+            kept.append(as_written.describe())
 
     def score(self, result) -> float:
         if not result.ok:

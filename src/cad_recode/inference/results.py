@@ -60,17 +60,16 @@ class RefinementSummary:
     evaluations: int
     seconds: float
     model_truth: TruthComparison | None = None  # the program as written, against the ground truth
-    features_removed: list[str] = field(default_factory=list)  # e.g. [".circle(66,mode='s')"]
+    structure_edits: list[str] = field(default_factory=list)  # e.g. ["removed .circle(66,mode='s')"]
 
     def describe(self) -> str:
-        return describe_refinement(self.literals_changed, self.features_removed, self.evaluations)
+        return describe_refinement(self.literals_changed, self.structure_edits, self.evaluations)
 
 
-def describe_refinement(literals_changed: int, features_removed: Sequence[str], evaluations: int) -> str:
+def describe_refinement(literals_changed: int, structure_edits: Sequence[str], evaluations: int) -> str:
     """One phrase: what refinement changed and what it cost (the CLI's line, the web app's summary)."""
-    removed = len(features_removed)
-    dropped = f" and removed {removed} feature{'s' if removed > 1 else ''}" if removed else ""
-    return f"refinement changed {literals_changed} numbers{dropped} in {evaluations} runs"
+    edits = "".join(f"; {edit}" for edit in structure_edits)
+    return f"refinement changed {literals_changed} numbers in {evaluations} runs{edits}"
 
 
 @dataclass
@@ -177,7 +176,7 @@ class Reconstruction:
             refined = self.refinement
             report["refinement"] = dict(
                 cd_input_before=refined.cd_input_before, cd_input_after=refined.cd_input_after,
-                literals_changed=refined.literals_changed, features_removed=refined.features_removed,
+                literals_changed=refined.literals_changed, structure_edits=refined.structure_edits,
                 evaluations=refined.evaluations, seconds=round(refined.seconds, 3), model_code=refined.model_code,
                 model_cd_gt=refined.model_truth.cd if refined.model_truth else None,
                 model_iou_gt=refined.model_truth.iou if refined.model_truth else None,

@@ -71,7 +71,7 @@ def metrics_markdown(outcome: Outcome) -> str:
         parts.append(f"valid candidates: **{report['num_valid_candidates']}/{report['num_candidates']}**")
     refinement = report.get("refinement")
     if refinement:
-        parts.append(describe_refinement(refinement["literals_changed"], refinement.get("features_removed", []),
+        parts.append(describe_refinement(refinement["literals_changed"], refinement.get("structure_edits", []),
                                          refinement["evaluations"]))
     units = "the input's units" if report.get("units") == "input" else "model units (the part spans -100..100)"
     return " · ".join(parts) + f"  \nSolid in {units}."
