@@ -66,14 +66,15 @@ def test_refinement_keeps_its_budget_and_keeps_the_program_when_the_budget_is_to
     assert (nothing.code, nothing.evaluations, nothing.changed) == (code, 0, 0)
     assert math.isnan(nothing.start_distance)  # not measured (the report writes it as null)
 
-    # the program as written is scored first (1 run); a poll of k literals then needs 2k + 1 more,
-    # and one run per structural edit is kept back for their batch: here no poll fits, the edits do
-    short = refine_program(code, points, sandbox, max_evaluations=2 * literals + edits)
-    assert (short.code, short.evaluations, short.changed, short.edits) == (code, 1 + edits, 0, [])
+    # the program as written is scored first (1 run), its structural edits are tried once before the
+    # fit (e runs) and once after it (e runs kept back); a poll of k literals needs 2k + 1 runs:
+    # here no poll fits, the edits do
+    short = refine_program(code, points, sandbox, max_evaluations=2 * literals + 2 * edits)
+    assert (short.code, short.evaluations, short.changed, short.edits) == (code, 1 + 2 * edits, 0, [])
     assert short.distance == short.start_distance  # the boss is there and the plate is solid: no edit won
 
-    one_poll = refine_program(code, points, sandbox, steps=(4,), max_evaluations=2 * literals + 2 + edits)
-    assert one_poll.evaluations in (2 * literals + 1 + edits, 2 * literals + 2 + edits)
+    one_poll = refine_program(code, points, sandbox, steps=(4,), max_evaluations=2 * literals + 2 + 2 * edits)
+    assert one_poll.evaluations in (2 * literals + 1 + 2 * edits, 2 * literals + 2 + 2 * edits)
     assert one_poll.distance < one_poll.start_distance and one_poll.code != code and one_poll.edits == []
 
 

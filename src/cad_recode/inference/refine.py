@@ -8,12 +8,13 @@ ground truth plays no part.
 
 Its other usual misses are structural: a feature the part does not have (a bore
 in a solid cylinder, a boss on a plain plate), or a solid where the part is a
-thin-walled tube. After the fit, the structural edits of
+thin-walled tube. The structural edits of
 :mod:`cad_recode.inference.program_edits` (drop a feature, hollow a one-element
-body) are tried in one batch; the best is kept when it brings the solid closer,
-again while one does, and then the numbers are fitted again with the runs left.
-The result is written as the model writes, so it is as editable as what the
-model wrote.
+body) are tried in one batch before the fit, where only an edit that halves the
+distance is kept, and again after it, where any gain is kept (a real hole a little
+off must first be moved into place); then the numbers are fitted again with the
+runs left. The result is written as the model writes, so it is as editable as
+what the model wrote.
 
 The distance is the one that picks the best of N: CD to the input points with
 both sides normalized by their bounding boxes. So the search fits shape and
@@ -55,6 +56,9 @@ TARGET_POINTS = 4096  # input points compared with: a scan of millions would onl
 # and the same for every variant, so the ranking of nudges holds
 VARIANT_TOLERANCES = (0.01, 0.3)
 PATTERN_REACH = (1, 3, 7)  # pattern probes: the kept move repeated this many more times
+# before the fit, a structural edit is kept only if it at least halves the distance: a real hole written
+# 20 units off loses about 10 % to no hole at all, a solid written for a thin tube several times over
+GROSS_EDIT_GAIN = 0.5
 # a "-" right after one of these is a sign, not a subtraction
 _SIGN_CONTEXT = {"(", "[", "{", ",", "=", ":"}
 
@@ -147,11 +151,11 @@ def refine_program(
     ``input_points``: (N, 3), any units (both sides are normalized); up to TARGET_POINTS of them are used.
     ``start_result``: the program's ExecResult if the caller already ran it.
     ``prune``: False fits the numbers only (the structure stays).
-    The budget: one run scores the program as written; the fit stops when the
-    smallest step finds nothing, or before a batch of runs that would take it past
-    ``max_evaluations`` less one run per structural edit (kept for their batch).
-    A poll takes 2k + 1 runs for k literals, so a program with more than
-    (max_evaluations - e - 2) / 2 literals and e edits keeps its numbers as written.
+    The budget: one run scores the program as written, e runs try its e structural
+    edits; the fit stops when the smallest step finds nothing, or before a batch of
+    runs that would take it past ``max_evaluations`` less e (kept for the edits'
+    second batch). A poll takes 2k + 1 runs for k literals, so a program with more
+    than (max_evaluations - 2e - 2) / 2 literals keeps its numbers as written.
     """
     import numpy as np
 
@@ -180,11 +184,15 @@ def refine_program(
         return Refinement(code, result, measured, measured, 0, search.evaluations, time.perf_counter() - started)
     search.keep(first[0])
     start = search.best
-    # fit first: a real hole a little off scores worse than no hole until it is moved into place
+    # Gross structural misses (a tube written as a solid, a bore in a solid) are mended before the fit, so
+    # that the fit has its budget for the mended program. A subtler edit waits for the fit: a real hole a
+    # little off scores worse than no hole until it is moved into place.
+    kept_edits = search.edit_structure(gain=GROSS_EDIT_GAIN) if prune else []
     search.fit(steps, reserve=len(edits))
-    kept_edits = search.edit_structure() if prune else []
-    if kept_edits:
+    late_edits = search.edit_structure() if prune else []
+    if late_edits:
         search.fit(steps)
+    kept_edits += late_edits
     refined = search.current_code()
     changed = sum(a.value != b.value for a, b in zip(integer_literals(refined), integer_literals(search.written)))
     kept = sandbox.run(refined) if refined != code else result  # at the sandbox's own tolerances
@@ -232,8 +240,9 @@ class _Search:
                 break
         self.limit = self.max_evaluations
 
-    def edit_structure(self) -> list[str]:
-        """Keep, one at a time, the structural edit that brings the solid closest; each described as written."""
+    def edit_structure(self, gain: float = 1.0) -> list[str]:
+        """Keep, one at a time, the structural edit that brings the solid closest, while it scores below
+        ``gain`` times the kept program; each described as written."""
         kept = []
         while True:
             code = self.current_code()
@@ -242,7 +251,7 @@ class _Search:
             if not scored:
                 return kept
             best = min(range(len(edits)), key=lambda k: scored[k][0])
-            if not scored[best][0] < self.best:
+            if not scored[best][0] < gain * self.best:
                 return kept
             as_written = structure_edits(self.written)[best]  # the same structure: the same list, the model's numbers
             self.written = as_written.apply(self.written)
