@@ -54,19 +54,20 @@ def main(argv=None) -> int:
         winners = recoder.reconstruct_many(shapes, args.num_candidates, ground_truths=shapes, batch_size=8,
                                            progress="best of N")
         # the dense input cloud each winner was chosen against (seed 0, as in reconstruct_many)
-        clouds = [recoder.encode_input(shape, 1).dense for shape in shapes]
+        encoded = [recoder.encode_input(shape, 1) for shape in shapes]
+        clouds = [(item.dense, item.transform) for item in encoded]
         rows = [_figures(0, [(w.truth.cd, w.truth.iou) if w.valid else None for w in winners], 0.0)]
         modes = {"on": [True], "off": [False], "both": [False, True]}[args.prune]
         for budget in args.budgets:
             seconds, measured = dict.fromkeys(modes, 0.0), {mode: [] for mode in modes}
-            for winner, cloud, gt in zip(winners, clouds, truths):
+            for winner, (cloud, frame), gt in zip(winners, clouds, truths):
                 for prune in modes:
                     if not winner.valid:
                         measured[prune].append(None)
                         continue
                     started = time.perf_counter()
                     refined = refine_program(winner.code, cloud, recoder.sandbox, max_evaluations=budget,
-                                             start_result=winner.result, prune=prune)
+                                             start_result=winner.result, prune=prune, frame=frame)
                     seconds[prune] += time.perf_counter() - started
                     comparison = compare_meshes(refined.result.to_trimesh(), gt.mesh)
                     measured[prune].append((comparison.cd, None if math.isnan(comparison.iou) else comparison.iou))

@@ -14,6 +14,7 @@ from cad_recode.geometry.metrics import (
     candidate_distances,
     chamfer_distance,
     compare_meshes,
+    interior_fraction,
     invalid_ratio,
     iou,
     mesh_chamfer,
@@ -269,3 +270,16 @@ def test_select_best_with_no_valid_candidate_is_none():
 def test_select_best_keeps_the_first_of_equal_candidates():
     points = scan_of(cube())
     assert select_best([None, cube(), cube()], points) == 1
+
+
+def test_interior_fraction_sees_a_tube_inside_a_solid_and_nothing_inside_a_scan_with_a_side_missing():
+    solid = trimesh.creation.cylinder(radius=50, height=120, sections=96)
+    tube = trimesh.creation.annulus(r_min=40, r_max=50, height=120, sections=96)
+    # the tube's inner wall (10 units under the solid's surface) lies inside the solid: about 4/9 of its area
+    assert 0.3 < interior_fraction(solid, sample_surface(tube, n=4096, seed=0), depth=3.0) < 0.6
+    points = sample_surface(solid, n=4096, seed=1)
+    assert interior_fraction(solid, points, depth=3.0) == 0.0
+    assert interior_fraction(solid, points[points[:, 2] < 20], depth=3.0) == 0.0  # a third not scanned
+    # noise of a unit leaves nothing 3 deep
+    noisy = points + np.random.default_rng(2).normal(scale=1.0, size=points.shape)
+    assert interior_fraction(solid, noisy, depth=3.0) < 0.01

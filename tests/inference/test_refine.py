@@ -6,6 +6,7 @@ import pytest
 
 from cad_recode.errors import UsageError
 from cad_recode.geometry.metrics import CloudDistance, compare_meshes
+from cad_recode.geometry.normalize import Transform
 from cad_recode.geometry.sampling import sample_surface
 from cad_recode.inference.program_edits import structure_edits
 from cad_recode.inference.refine import integer_literals, refine_program, with_values
@@ -86,6 +87,8 @@ def test_refinement_refuses_an_invalid_program_and_bad_settings(sandbox):
         refine_program(PLATE.format(width=176), points, sandbox, steps=(2, 0))
 
 
+PROGRAM_FRAME = Transform(center=(0, 0, 0), scale=0.01)  # the points are in program units already
+
 RING = """import cadquery as cq
 w0=cq.Workplane('XY',origin=(0,0,-100))
 r=w0.sketch().circle(72).circle({bore},mode='s').finalize().extrude(200)
@@ -165,9 +168,23 @@ def test_refinement_hollows_a_solid_written_for_a_thin_tube(sandbox):
     points = sample_surface(target, n=4096, seed=5)
     written = "import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-100))\nr=w0.workplane(offset=200/2).cylinder(200,96)\n"
 
-    refined = refine_program(written, points, sandbox, max_evaluations=120)
+    refined = refine_program(written, points, sandbox, max_evaluations=120, frame=PROGRAM_FRAME)
 
     assert refined.edits and refined.edits[0].startswith(".workplane(offset=200/2).cylinder(200,96) -> .sketch().circle(96)")
     assert "mode='s'" in refined.code and refined.result.ok
     assert compare_meshes(refined.result.to_trimesh(), target).iou > 0.8  # a solid scores about 0.16 here
     assert compare_meshes(sandbox.run(written).to_trimesh(), target).iou < 0.3
+    # without the frame it cannot tell an open scan from a thin wall, so it leaves the body solid
+    blind = refine_program(written, points, sandbox, max_evaluations=60)
+    assert "mode='s'" not in blind.code and blind.edits == []
+
+
+def test_refinement_leaves_a_solid_whole_when_the_scan_only_misses_a_side(sandbox):
+    box = "import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-60))\nr=w0.workplane(offset=120/2).box(200,160,120)\n"
+    points = sample_surface(sandbox.run(box).to_trimesh(), n=4096, seed=6)
+    scan = points[points[:, 0] < 33]  # the third of the surface beyond x = 33 not scanned
+
+    refined = refine_program(box, scan, sandbox, max_evaluations=60, frame=PROGRAM_FRAME)
+
+    assert not any("mode='s'" in edit for edit in refined.edits), refined.edits  # an open scan is no thin frame
+    assert "mode='s'" not in refined.code

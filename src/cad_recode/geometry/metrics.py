@@ -246,6 +246,23 @@ class CloudDistance:
         return _mean_squared_nn(samples, self.tree) + _mean_squared_nn(self.cloud, cKDTree(samples))
 
 
+def interior_fraction(mesh: trimesh.Trimesh, points: np.ndarray, depth: float) -> float:
+    """The share of ``points`` inside the closed ``mesh`` and at least ``depth`` from its surface (one frame).
+
+    A scan's points lie on the part's outer surface, so a solid that fits has almost none inside it,
+    whatever side the scan misses; the inner wall of a tube written as a solid lies inside it, at the
+    depth of the wall.
+    """
+    import trimesh.proximity
+
+    points = _as_points(points, "points")
+    inside = mesh.contains(points)
+    if not inside.any():
+        return 0.0
+    _, distances, _ = trimesh.proximity.closest_point(mesh, points[inside])
+    return float(np.count_nonzero(distances >= depth)) / len(points)
+
+
 def protocol_cd(raw: float) -> float:
     """A raw ``CloudDistance`` (measured in [-1, 1]^3) in the protocol's unit-cube scale, x10^3."""
     return raw / 4.0 * CD_SCALE

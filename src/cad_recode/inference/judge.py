@@ -63,7 +63,8 @@ def refine_winner(code: str, result, item: EncodedInput, sandbox, budget: int):
     """The refinement search on the winner (cad_recode.inference.refine): (Refinement, its summary)."""
     from cad_recode.inference.refine import refine_program
 
-    refined = refine_program(code, item.dense, sandbox, max_evaluations=budget, start_result=result)
+    refined = refine_program(code, item.dense, sandbox, max_evaluations=budget, start_result=result,
+                             frame=item.transform)
     summary = RefinementSummary(
         model_code=code, cd_input_before=_protocol(refined.start_distance), cd_input_after=_protocol(refined.distance),
         literals_changed=refined.changed, evaluations=refined.evaluations, seconds=refined.seconds,

@@ -50,10 +50,13 @@ class Edit:
         return f"removed {self.old}" if not self.new else f"{self.old} -> {self.new}"
 
 
-def structure_edits(code: str) -> list[Edit]:
-    """Every removal, then every hollowing, each in program order. ``UsageError`` if Python cannot parse it."""
+def structure_edits(code: str, hollow: bool = True) -> list[Edit]:
+    """Every removal, then (``hollow``) every hollowing, each in program order.
+
+    ``UsageError`` if Python cannot parse the program.
+    """
     program = _Program(code)
-    return program.removals() + program.hollowings()
+    return program.removals() + (program.hollowings() if hollow else [])
 
 
 class _Program:

@@ -45,6 +45,7 @@ import time
 import tokenize
 from dataclasses import dataclass, field
 
+from cad_recode.defaults import MODEL_UNITS
 from cad_recode.errors import InputError, UsageError
 from cad_recode.inference.program_edits import structure_edits
 
@@ -59,6 +60,12 @@ PATTERN_REACH = (1, 3, 7)  # pattern probes: the kept move repeated this many mo
 # before the fit, a structural edit is kept only if it at least halves the distance: a real hole written
 # 20 units off loses about 10 % to no hole at all, a solid written for a thin tube several times over
 GROSS_EDIT_GAIN = 0.5
+# Hollowing is tried only when at least this share of the input points lies inside the solid as written,
+# this deep (program units: the part spans 200). A tube's inner wall does (about 40 % of its points, at
+# the depth of the wall); a scan with a side missing has none inside, and a thin shell would fit its open
+# side better than the solid does under the distance, which normalizes both sides.
+HOLLOW_MIN_INTERIOR = 0.15
+HOLLOW_DEPTH = 3.0
 # a "-" right after one of these is a sign, not a subtraction
 _SIGN_CONTEXT = {"(", "[", "{", ",", "=", ":"}
 
@@ -145,12 +152,15 @@ def refine_program(
     seed: int = 0,
     start_result=None,
     prune: bool = True,
+    frame=None,
 ) -> Refinement:
     """Search the integer literals of a valid ``code``, then its structure, for a solid closer to ``input_points``.
 
     ``input_points``: (N, 3), any units (both sides are normalized); up to TARGET_POINTS of them are used.
     ``start_result``: the program's ExecResult if the caller already ran it.
     ``prune``: False fits the numbers only (the structure stays).
+    ``frame``: the ``Transform`` that took the input into the model's frame (the program's units / 100),
+    needed to see where the input points lie against the solid; without it no body is hollowed.
     The budget: one run scores the program as written, e runs try its e structural
     edits; the fit stops when the smallest step finds nothing, or before a batch of
     runs that would take it past ``max_evaluations`` less e (kept for the edits'
@@ -176,8 +186,9 @@ def refine_program(
         raise UsageError(f"only a valid program can be refined; this one is {result.status.value}: {result.reason}")
 
     literals = integer_literals(code)
-    edits = structure_edits(code) if prune else []
-    search = _Search(code, literals, sandbox, distance, samples, seed, max_evaluations)
+    hollow = prune and frame is not None and _shows_interior(result, frame.apply(points) * MODEL_UNITS)
+    edits = structure_edits(code, hollow) if prune else []
+    search = _Search(code, literals, sandbox, distance, samples, seed, max_evaluations, hollow)
     first = search.run([search.values])  # scored like the variants: at their tolerances
     if first is None or not math.isfinite(first[0][0]):  # no budget, or nothing to measure from: as written
         measured = math.nan if first is None else math.inf
@@ -202,11 +213,22 @@ def refine_program(
                       kept_edits)
 
 
+def _shows_interior(result, points) -> bool:
+    """Do enough input points (program units) lie inside the solid, away from its surface, for hollowing?"""
+    from cad_recode.geometry.metrics import interior_fraction
+
+    try:
+        return interior_fraction(result.to_trimesh(), points, HOLLOW_DEPTH) >= HOLLOW_MIN_INTERIOR
+    except (ValueError, InputError):  # a solid too degenerate to tell inside from outside
+        return False
+
+
 class _Search:
     """The state of one refinement: the program and its kept literal values, their score, the runs spent."""
 
-    def __init__(self, code, literals, sandbox, distance, samples, seed, max_evaluations):
+    def __init__(self, code, literals, sandbox, distance, samples, seed, max_evaluations, hollow=False):
         self.sandbox, self.distance, self.samples, self.seed = sandbox, distance, samples, seed
+        self.hollow = hollow  # try hollowing edits too
         self.max_evaluations = self.limit = max_evaluations
         self.best, self.best_result = math.inf, None
         self.evaluations = 0
@@ -246,14 +268,14 @@ class _Search:
         kept = []
         while True:
             code = self.current_code()
-            edits = structure_edits(code)
+            edits = structure_edits(code, self.hollow)
             scored = self._run_programs([edit.apply(code) for edit in edits]) if edits else None
             if not scored:
                 return kept
             best = min(range(len(edits)), key=lambda k: scored[k][0])
             if not scored[best][0] < gain * self.best:
                 return kept
-            as_written = structure_edits(self.written)[best]  # the same structure: the same list, the model's numbers
+            as_written = structure_edits(self.written, self.hollow)[best]  # the same structure: the same list, the model's numbers
             self.written = as_written.apply(self.written)
             edited = edits[best].apply(code)
             literals = integer_literals(edited)
