@@ -8,8 +8,8 @@ draws, the candidate closest to the input points wins, as ``cad-recode eval``
 does). Then each budget refines the same winners against the same input points
 (``cad_recode.inference.refine.refine_program``), and the protocol's figures (IoU, CD x10^3
 to the ground truth) and the seconds per shape are printed side by side, budget 0
-being the programs as written. The ground truth only measures. ``--prune both`` refines
-each winner twice per budget, numbers only and then with its features pruned (the
+being the programs as written. The ground truth only measures. ``--structure both`` refines
+each winner twice per budget, numbers only and then with the structural edits too (the
 default), one right after the other, so the two timings share the machine's moments.
 """
 
@@ -41,8 +41,9 @@ def main(argv=None) -> int:
     p.add_argument("--num_candidates", type=int, default=4)
     p.add_argument("--budgets", type=int, nargs="+", default=[40, 80, 120])
     p.add_argument("--workers", type=int, default=2, help="sandbox workers (the variants of a poll run on all)")
-    p.add_argument("--prune", choices=("on", "off", "both"), default="on",
-                   help="drop the features the points do not support (on: as shipped), or numbers only, or both")
+    p.add_argument("--structure", choices=("on", "off", "both"), default="on",
+                   help="structural edits (drop a feature, hollow a body) after the numbers (on: as shipped), "
+                        "numbers only (off), or both side by side")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args(argv)
 
@@ -57,29 +58,30 @@ def main(argv=None) -> int:
         encoded = [recoder.encode_input(shape, 1) for shape in shapes]
         clouds = [(item.dense, item.transform) for item in encoded]
         rows = [_figures(0, [(w.truth.cd, w.truth.iou) if w.valid else None for w in winners], 0.0)]
-        modes = {"on": [True], "off": [False], "both": [False, True]}[args.prune]
+        modes = {"on": [True], "off": [False], "both": [False, True]}[args.structure]
         for budget in args.budgets:
             seconds, measured = dict.fromkeys(modes, 0.0), {mode: [] for mode in modes}
             for winner, (cloud, frame), gt in zip(winners, clouds, truths):
-                for prune in modes:
+                for edits in modes:
                     if not winner.valid:
-                        measured[prune].append(None)
+                        measured[edits].append(None)
                         continue
                     started = time.perf_counter()
                     refined = refine_program(winner.code, cloud, recoder.sandbox, max_evaluations=budget,
-                                             start_result=winner.result, prune=prune, frame=frame)
-                    seconds[prune] += time.perf_counter() - started
+                                             start_result=winner.result, edit_structure=edits, frame=frame)
+                    seconds[edits] += time.perf_counter() - started
                     comparison = compare_meshes(refined.result.to_trimesh(), gt.mesh)
-                    measured[prune].append((comparison.cd, None if math.isnan(comparison.iou) else comparison.iou))
-            rows += [dict(_figures(budget, measured[prune], seconds[prune] / len(shapes)), prune=prune)
-                     for prune in modes]
+                    measured[edits].append((comparison.cd, None if math.isnan(comparison.iou) else comparison.iou))
+            rows += [dict(_figures(budget, measured[edits], seconds[edits] / len(shapes)), structure_edits=edits)
+                     for edits in modes]
     machine = machine_info("torch", "cadquery")
     print(f"{len(shapes)} shapes of {args.data} ({args.split}), best of {args.num_candidates}; {machine_line(machine)}")
     print("| sandbox runs | IoU | mean CD x10^3 | median CD x10^3 | IR | refinement s / shape |")
     print("|---|---|---|---|---|---|")
     for row in rows:
         label = "0 (as written)" if row["budget"] == 0 else str(row["budget"])
-        label += {True: ", pruned", False: ", numbers only"}.get(row.get("prune"), "") if args.prune == "both" else ""
+        label += {True: ", with edits", False: ", numbers only"}.get(row.get("structure_edits"), "") \
+            if args.structure == "both" else ""
         print(f"| {label} | {row['iou']:.3f} | {row['mean_cd']:.3f} | {row['median_cd']:.3f} | {row['ir'] * 100:.0f} % "
               f"| {row['seconds_per_shape']:.2f} |")
     if args.json:

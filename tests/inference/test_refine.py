@@ -140,7 +140,7 @@ def test_refinement_removes_a_bore_the_part_does_not_have(sandbox):
     assert refined.edits == ["removed .circle(66,mode='s')"]
     assert ".circle(72).finalize().extrude(200)" in refined.code and refined.result.ok
     assert refined.distance < 0.2 * refined.start_distance and refined.evaluations <= 120
-    numbers_only = refine_program(written, points, sandbox, max_evaluations=120, prune=False)
+    numbers_only = refine_program(written, points, sandbox, max_evaluations=120, edit_structure=False)
     assert numbers_only.edits == [] and "mode='s'" in numbers_only.code
     assert numbers_only.distance > refined.distance
     assert compare_meshes(refined.result.to_trimesh(), solid).iou > 0.97

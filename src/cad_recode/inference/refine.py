@@ -151,14 +151,14 @@ def refine_program(
     samples: int = REFINE_SAMPLES,
     seed: int = 0,
     start_result=None,
-    prune: bool = True,
+    edit_structure: bool = True,
     frame=None,
 ) -> Refinement:
     """Search the integer literals of a valid ``code``, then its structure, for a solid closer to ``input_points``.
 
     ``input_points``: (N, 3), any units (both sides are normalized); up to TARGET_POINTS of them are used.
     ``start_result``: the program's ExecResult if the caller already ran it.
-    ``prune``: False fits the numbers only (the structure stays).
+    ``edit_structure``: False fits the numbers only (the structure stays).
     ``frame``: the ``Transform`` that took the input into the model's frame (the program's units / 100),
     needed to see where the input points lie against the solid; without it no body is hollowed.
     The budget: one run scores the program as written, e runs try its e structural
@@ -186,8 +186,8 @@ def refine_program(
         raise UsageError(f"only a valid program can be refined; this one is {result.status.value}: {result.reason}")
 
     literals = integer_literals(code)
-    hollow = prune and frame is not None and _shows_interior(result, frame.apply(points) * MODEL_UNITS)
-    edits = structure_edits(code, hollow) if prune else []
+    hollow = edit_structure and frame is not None and _shows_interior(result, frame.apply(points) * MODEL_UNITS)
+    edits = structure_edits(code, hollow) if edit_structure else []
     search = _Search(code, literals, sandbox, distance, samples, seed, max_evaluations, hollow)
     first = search.run([search.values])  # scored like the variants: at their tolerances
     if first is None or not math.isfinite(first[0][0]):  # no budget, or nothing to measure from: as written
@@ -198,9 +198,9 @@ def refine_program(
     # Gross structural misses (a tube written as a solid, a bore in a solid) are mended before the fit, so
     # that the fit has its budget for the mended program. A subtler edit waits for the fit: a real hole a
     # little off scores worse than no hole until it is moved into place.
-    kept_edits = search.edit_structure(gain=GROSS_EDIT_GAIN) if prune else []
+    kept_edits = search.edit_structure(gain=GROSS_EDIT_GAIN) if edit_structure else []
     search.fit(steps, reserve=len(edits))
-    late_edits = search.edit_structure() if prune else []
+    late_edits = search.edit_structure() if edit_structure else []
     if late_edits:
         search.fit(steps)
     kept_edits += late_edits
