@@ -35,8 +35,14 @@ class Tab:
         self.page.wait_for_selector("#reconstruct")
 
     def upload(self, path: Path) -> None:
+        """Set the file and wait until the upload is done and the page lists it.
+
+        Not ``get_by_text(name)``: the name shows as text only in the progress line while the
+        upload runs (the finished list splits it into stem and extension), so that wait passed
+        only when it caught the upload in flight, and failed when the upload was quicker.
+        """
         self.page.locator("#upload input[type=file]").set_input_files(str(path))
-        self.page.locator("#upload").get_by_text(path.name).first.wait_for()
+        self.page.locator("#upload").get_by_label(path.name, exact=True).wait_for(timeout=RESULT_TIMEOUT_MS)
 
     def run(self, button: str, done: str) -> str:
         self.page.click(button)
