@@ -132,7 +132,8 @@ def test_identity_placement_leaves_the_program_as_it_is():
 
 
 def test_posed_points_map_back_onto_the_input_exactly():
-    cloud = np.random.default_rng(3).uniform(-1, 1, size=(900, 3)) * [40.0, 7.0, 3.0] + [5.0, -2.0, 11.0]
+    # a clean scan's points (a volume of random points would read as noise and be boxed smaller)
+    cloud = sample_surface(trimesh.creation.box(extents=(80.0, 14.0, 6.0)), 900, seed=3) + [5.0, -2.0, 11.0]
     drawn = to_model_points(cloud, seed=0)
     turn = Rotation.from_euler("zyx", [31, 12, -75], degrees=True).as_matrix()
     posed = posed_model_points(cloud, PoseCandidate(turn, "test", np.zeros((0, 3))), drawn.transform, seed=1)

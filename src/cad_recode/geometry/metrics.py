@@ -57,6 +57,7 @@ from scipy.spatial import cKDTree
 
 from cad_recode.geometry.normalize import fit_normalization
 from cad_recode.geometry.sampling import NUM_SURFACE_POINTS, sample_surface
+from cad_recode.geometry.scan_noise import cloud_normalization
 
 # The published tables report CD multiplied by this factor.
 CD_SCALE = 1e3
@@ -227,14 +228,15 @@ class CloudDistance:
     """Raw CD of meshes to one input point cloud: the best-of-N criterion.
 
     The input cloud and each mesh are normalized separately the way the model's
-    input is (bbox centre at 0, scale 2 / max extent); the mesh contributes ``n``
+    input is (bbox centre at 0, scale 2 / max extent; a noisy cloud's box from its smoothed
+    points, :mod:`cad_recode.geometry.scan_noise`); the mesh contributes ``n``
     seeded surface samples, the input cloud all its points. The cloud is
     normalized and indexed once, so scoring many meshes against it is cheap.
     """
 
     def __init__(self, input_points: np.ndarray):
         cloud = _as_points(input_points, "input_points")
-        self.cloud = fit_normalization(cloud, where="input point cloud").apply(cloud)
+        self.cloud = cloud_normalization(cloud, where="input point cloud").apply(cloud)
         self.tree = cKDTree(self.cloud)
 
     def __call__(self, mesh: trimesh.Trimesh | None, n: int = NUM_SURFACE_POINTS, seed: int = 0,

@@ -26,6 +26,7 @@ import trimesh
 from cad_recode import defaults
 from cad_recode.errors import InputError, UsageError
 from cad_recode.geometry.normalize import Transform, fit_normalization, validate_points
+from cad_recode.geometry.scan_noise import cloud_normalization
 
 NUM_SURFACE_POINTS = defaults.NUM_SURFACE_POINTS
 NUM_POINT_TOKENS = defaults.NUM_POINT_TOKENS
@@ -145,7 +146,7 @@ def to_model_points(
         surface = transform.apply(sample_surface(source, n_surface, seed=seed))
     else:
         cloud = validate_points(source, where="point cloud", min_points=3)
-        transform = fit_normalization(cloud)
+        transform = cloud_normalization(cloud)  # a noisy scan's box from its smoothed points
         surface = transform.apply(cloud)
         if len(surface) > n_surface:  # match the training density before FPS
             keep = np.random.default_rng(seed).choice(len(surface), n_surface, replace=False)

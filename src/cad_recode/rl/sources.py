@@ -30,6 +30,7 @@ from cad_recode.defaults import NUM_POINT_TOKENS, NUM_SURFACE_POINTS
 from cad_recode.errors import InputError, UsageError
 from cad_recode.geometry.normalize import Transform, fit_normalization
 from cad_recode.geometry.sampling import sample_surface, to_model_points
+from cad_recode.geometry.scan_noise import cloud_normalization
 from cad_recode.rl.rewards import RewardTarget, closed_solid_problem
 
 Notice = Callable[[str], None]
@@ -82,8 +83,9 @@ def mesh_item(name: str, mesh: trimesh.Trimesh, num_surface_points: int, family:
 
 
 def _cloud_item(name: str, cloud: np.ndarray, num_surface_points: int) -> RLItem:
-    """A point cloud: normalized by its own box, reduced to ``num_surface_points`` by the seeded choice inference uses."""
-    points = fit_normalization(cloud, where=name).apply(cloud)
+    """A point cloud: normalized as inference does (a noisy scan by its smoothed box), reduced to
+    ``num_surface_points`` by the seeded choice inference uses."""
+    points = cloud_normalization(cloud, where=name).apply(cloud)
     if len(points) > num_surface_points:
         keep = np.random.default_rng(0).choice(len(points), num_surface_points, replace=False)
         points = points[np.sort(keep)]
