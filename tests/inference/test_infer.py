@@ -195,6 +195,27 @@ def test_refine_fits_the_written_program_to_the_input_and_keeps_the_original(mod
     assert extents[2] / extents[0] < 0.95
 
 
+def test_a_noisy_scan_is_boxed_by_its_smoothed_points_and_the_report_says_so(models, tmp_path, cube_mesh, capsys):
+    rng = np.random.default_rng(0)
+    points = sample_surface(cube_mesh, n=8192, seed=0)
+    noisy = tmp_path / "noisy.npy"
+    np.save(noisy, points + rng.normal(0.0, 0.01 * 40.0, points.shape))  # std 0.01 of the cube's half-side
+    clean = tmp_path / "clean.stl"
+    cube_mesh.export(clean)
+    reports = {}
+    for source in (noisy, clean):
+        out = tmp_path / f"{source.stem}.py"
+        assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(source), "--output",
+                     str(out), "--no_png", *TOKENS]) == 0
+        reports[source.stem] = (json.loads(out.with_suffix(".json").read_text()), capsys.readouterr().err)
+    report, printed = reports["noisy"]
+    assert 0.003 < report["input_noise"] < 0.006 and report["box"] == "smoothed points"
+    assert "a noisy scan (0.00" in printed and "box from its smoothed points" in printed
+    assert abs(report["transform"]["scale"] * 80.0 / 2.0 - 1.0) < 0.01  # the cube's own size, not its outliers'
+    report, printed = reports["clean"]
+    assert report["input_noise"] is None and report["box"] == "as given" and "noisy scan" not in printed
+
+
 def test_restore_units_maps_model_units_back_to_the_input(sandbox):
     """A program that fills the model's [-100, 100] cube lands exactly on the input's bounding box."""
     part = trimesh.creation.box(extents=(0.5, 0.3, 0.2))

@@ -21,6 +21,7 @@ from cad_recode.errors import InputError
 from cad_recode.geometry.normalize import Transform
 from cad_recode.geometry.pose import DEFAULT_POSE_BUDGET, PosePlacement, posed_draws
 from cad_recode.geometry.sampling import ModelPoints, sample_surface, to_model_points
+from cad_recode.geometry.scan_noise import surface_noise
 
 
 @dataclass
@@ -39,6 +40,7 @@ class EncodedInput:
     # --pose auto: draw k was decoded under placements[k] (None: every draw reads the input as given)
     placements: list[PosePlacement] | None = None
     mesh: trimesh.Trimesh | None = None  # the input itself when it is a mesh (input units), for the picture
+    noise: float | None = None  # a point cloud's noise statistic (cad_recode.geometry.scan_noise); None for a mesh
 
     def __post_init__(self) -> None:
         if self.transform is None:
@@ -102,10 +104,12 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
     name, geometry = load_input(source)
     sizes = dict(n_points=num_point_tokens, n_surface=num_surface_points)
     draws = [to_model_points(geometry, **sizes, seed=seed + k) for k in range(1 if pose == "auto" else num_candidates)]
+    noise = None
     if isinstance(geometry, trimesh.Trimesh):
         dense = sample_surface(geometry, NUM_SURFACE_POINTS, seed=seed)  # the protocol's density for CD
     else:
         dense = np.asarray(geometry, dtype=np.float64)
+        noise = surface_noise(dense)
     transform, placements = draws[0].transform, None
     if pose == "auto":
         posed = posed_draws(geometry, dense, transform, num_candidates, budget=pose_budget, seed=seed, **sizes)
@@ -116,7 +120,7 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
         truth_name, truth = load_ground_truth(ground_truth, sandbox)
     mesh = geometry if isinstance(geometry, trimesh.Trimesh) else None
     return EncodedInput(name, draws, dense, truth, truth_name, encoded - started, time.perf_counter() - encoded,
-                        transform, placements, mesh)
+                        transform, placements, mesh, noise)
 
 
 def shape_input(name: str, sandbox) -> tuple[tuple[str, trimesh.Trimesh], tuple[str, trimesh.Trimesh]]:

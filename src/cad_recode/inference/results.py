@@ -116,6 +116,14 @@ class Reconstruction:
     step_units: str = ""  # "model" when part.py and the STEP could not be put in input units (no ``r``)
     input_cloud: np.ndarray | None = None  # the dense input cloud CD is measured to, input units (the picture)
     input_mesh: trimesh.Trimesh | None = None  # the input as given when it was a mesh, input units (the picture)
+    input_noise: float | None = None  # a point cloud's noise statistic (None for a mesh); see scan_noise
+
+    @property
+    def noisy_input(self) -> bool:
+        """The input read as a noisy scan: it was normalized by the box of its smoothed points."""
+        from cad_recode.geometry.scan_noise import NOISY_RESIDUAL
+
+        return self.input_noise is not None and self.input_noise > NOISY_RESIDUAL
 
     @property
     def valid(self) -> bool:
@@ -165,6 +173,8 @@ class Reconstruction:
             "units": "input" if self.restored_units else "model",
             "program_units": "input" if self.restored_units and self.step_units != "model" else "model",
             "transform": self.transform.to_dict(),
+            "input_noise": self.input_noise,
+            "box": "smoothed points" if self.noisy_input else "as given",
             "pose": self.winning_pose,
             "decoding": self.decoding.to_dict(),
         }
