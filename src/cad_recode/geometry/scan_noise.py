@@ -9,11 +9,11 @@ local planes (98.5 to 100.1 % of the true size on the same 40 shapes).
 
 Noise is measured as the median RMS distance of a point's 5 nearest neighbours from their
 best-fit plane, in normalized units: Gaussian noise of std σ = 0.005, 0.01 and 0.02 measures
-0.0025, 0.0041 and 0.0055; the 200 clean test parts and the style set measure at most 0.0009
-(a ring with a wall 1.5 % of its size; the 47 style programs that the strict profile runs). Five neighbours, because sixteen reach across such a
-wall and measured it as 0.028. Up to :data:`NOISY_RESIDUAL` a cloud keeps its own box, so clean
-input is untouched. A wall thin enough to pass for noise loses at most half its thickness from
-the box when smoothed.
+0.0025, 0.0041 and 0.0055. The 200 clean test parts and the 47 style programs that the strict
+profile runs measure at most 0.0009 (a ring whose wall is 1.5 % of its size). Five neighbours,
+because sixteen reach across such a wall and measured it as 0.028. Up to :data:`NOISY_RESIDUAL`
+a cloud keeps its own box, so clean input is untouched. A wall thin enough to pass for noise
+loses at most half its thickness from the box when smoothed.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _subsample(points: np.ndarray) -> np.ndarray:
 
 
 def surface_noise(cloud) -> float:
-    """The cloud's noise statistic (see the module docstring), in normalized units; 0 for a cloud of a few points."""
+    """The cloud's noise statistic (see the module docstring), in normalized units; 0 for 16 points or fewer."""
     points = _subsample(validate_points(cloud, where="point cloud"))
     if len(points) <= NEIGHBOURS:
         return 0.0
