@@ -69,6 +69,8 @@ def metrics_markdown(outcome: Outcome) -> str:
         parts.append(f"IoU with the input solid: **{'n/a' if iou is None else f'{iou * 100:.1f}%'}**")
     if not report.get("edited") and "num_candidates" in report:
         parts.append(f"valid candidates: **{report['num_valid_candidates']}/{report['num_candidates']}**")
+    if report.get("box") == "smoothed points":
+        parts.append(f"a noisy scan (noise {_num(report.get('input_noise'))}): boxed by its smoothed points")
     refinement = report.get("refinement")
     if refinement:
         parts.append(describe_refinement(refinement["literals_changed"], refinement.get("structure_edits", []),
