@@ -210,7 +210,7 @@ def test_a_noisy_scan_is_boxed_by_its_smoothed_points_and_the_report_says_so(mod
         reports[source.stem] = (json.loads(out.with_suffix(".json").read_text()), capsys.readouterr().err)
     report, printed = reports["noisy"]
     assert 0.003 < report["input_noise"] < 0.006 and report["box"] == "smoothed points"
-    assert "a noisy scan (0.00" in printed and "box from its smoothed points" in printed
+    assert f"a noisy scan (noise {report['input_noise']:.4f}): boxed by its smoothed points" in printed
     assert abs(report["transform"]["scale"] * 80.0 / 2.0 - 1.0) < 0.01  # the cube's own size, not its outliers'
     report, printed = reports["clean"]
     assert report["input_noise"] is None and report["box"] == "as given" and "noisy scan" not in printed

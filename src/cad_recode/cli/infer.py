@@ -221,7 +221,7 @@ def _line(rec) -> str:
     if rec.winning_pose is not None:
         text += f", pose {rec.winning_pose}"
     if rec.noisy_input:
-        text += f", a noisy scan ({rec.input_noise:.4f}): box from its smoothed points"
+        text += f", a noisy scan (noise {rec.input_noise:.4f}): boxed by its smoothed points"
     text += f" ({rec.num_valid_candidates}/{len(rec.candidates)} candidates valid"
     if rec.refinement is not None:
         text += f"; {rec.refinement.describe()}"
