@@ -8,7 +8,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from cad_recode.errors import InputError, UsageError
-from cad_recode.geometry.normalize import fit_normalization
+from cad_recode.geometry.normalize import Transform, fit_normalization
 from cad_recode.geometry.sampling import (
     NUM_POINT_TOKENS,
     NUM_SURFACE_POINTS,
@@ -205,3 +205,13 @@ def test_noise_is_in_normalized_units(dense):
 def test_point_cloud_object_is_accepted(dense):
     via_object = to_model_points(trimesh.PointCloud(dense), seed=1)
     np.testing.assert_array_equal(via_object.points, to_model_points(dense, seed=1).points)
+
+
+def test_a_transform_fitted_by_the_caller_is_used_as_given():
+    """Inference fits a cloud's normalization once and hands it to every draw."""
+    cloud = np.random.default_rng(5).uniform(-30.0, 30.0, size=(3000, 3))
+    given = Transform(center=(1.0, 2.0, 3.0), scale=0.02)
+    drawn = to_model_points(cloud, n_points=64, seed=0, transform=given)
+    assert drawn.transform == given
+    distances, _ = cKDTree(cloud).query(given.invert(drawn.points.astype(np.float64)))
+    assert distances.max() < 1e-3  # every point is an input row, placed by the given transform

@@ -65,11 +65,10 @@ def test_pose_auto_and_grammar_options_reach_the_report(client, web_server):
     assert "pose" in report
 
 
-def test_a_noisy_scan_says_so_in_the_metrics_and_the_report(client, web_server, sandbox):
+def test_a_noisy_scan_says_so_in_the_metrics_and_the_report(client, web_server):
     from cad_recode.geometry.sampling import sample_surface
-    from cad_recode.geometry.shapes import example_program
 
-    points = sample_surface(sandbox.run(example_program("cube")).to_trimesh(), 8192, seed=0)
+    points = sample_surface(load_geometry(web_server.cube_stl), 8192, seed=0)
     scan = web_server.files / "noisy_cube.npy"
     np.save(scan, points + np.random.default_rng(0).normal(0.0, 0.4, points.shape))  # 0.01 of the half-side
     _, _, _, _, metrics, _, downloads = reconstruct(client, scan)

@@ -121,6 +121,7 @@ def to_model_points(
     noise_std: float = 0.0,
     noise_prob: float = 0.0,
     surface_filter: Callable[[np.ndarray], np.ndarray] | None = None,
+    transform: Transform | None = None,
 ) -> ModelPoints:
     """Mesh or (N, 3) cloud -> :class:`ModelPoints`; see the module docstring for the protocol.
 
@@ -132,6 +133,9 @@ def to_model_points(
     ``surface_filter`` (optional) takes the normalized surface points and returns
     the rows to keep, before FPS: scan augmentations that thin or cut the surface
     (:mod:`cad_recode.geometry.augment`). It must keep at least one point.
+
+    ``transform`` (optional): the normalization, when the caller has fitted it already (inference
+    fits a cloud's once for all its draws; a noisy cloud's box costs about 0.1 s).
     """
     _check_count("n_points", n_points)
     _check_count("n_surface", n_surface)
@@ -142,11 +146,13 @@ def to_model_points(
         used = np.unique(np.asarray(source.faces).reshape(-1))
         if len(used) == 0:
             raise InputError("mesh has no faces; give a mesh with triangles, or pass its vertices as a point cloud")
-        transform = fit_normalization(source.vertices[used], where="mesh")
+        if transform is None:
+            transform = fit_normalization(source.vertices[used], where="mesh")
         surface = transform.apply(sample_surface(source, n_surface, seed=seed))
     else:
         cloud = validate_points(source, where="point cloud", min_points=3)
-        transform = cloud_normalization(cloud)  # a noisy scan's box from its smoothed points
+        if transform is None:
+            transform = cloud_normalization(cloud)  # a noisy scan's box from its smoothed points
         surface = transform.apply(cloud)
         if len(surface) > n_surface:  # match the training density before FPS
             keep = np.random.default_rng(seed).choice(len(surface), n_surface, replace=False)

@@ -19,6 +19,8 @@ loses at most half its thickness from the box when smoothed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -66,13 +68,31 @@ def smooth_onto_planes(points: np.ndarray, k: int = NEIGHBOURS, passes: int = SM
     return smoothed
 
 
-def cloud_normalization(cloud, *, where: str = "point cloud") -> Transform:
+def is_noisy(noise: float | None) -> bool:
+    """Does a cloud of this :func:`surface_noise` read as a noisy scan (normalized by its smoothed box)?"""
+    return noise is not None and noise > NOISY_RESIDUAL
+
+
+@dataclass(frozen=True)
+class CloudBox:
+    """A point cloud's normalization and the noise statistic that chose its box."""
+
+    transform: Transform
+    noise: float
+
+
+def cloud_box(cloud, *, where: str = "point cloud") -> CloudBox:
     """The protocol's normalization of a point cloud, with a noisy cloud's box taken from its smoothed points.
 
     Only the box changes: the points themselves stay as they are (distances to smoothed points
     rounded the edges and measured no better).
     """
     points = validate_points(cloud, where=where)
-    if surface_noise(points) <= NOISY_RESIDUAL:
-        return fit_normalization(points, where=where)
-    return fit_normalization(smooth_onto_planes(_subsample(points)), where=where)
+    noise = surface_noise(points)
+    boxed = smooth_onto_planes(_subsample(points)) if is_noisy(noise) else points
+    return CloudBox(fit_normalization(boxed, where=where), noise)
+
+
+def cloud_normalization(cloud, *, where: str = "point cloud") -> Transform:
+    """:func:`cloud_box`'s transform alone."""
+    return cloud_box(cloud, where=where).transform

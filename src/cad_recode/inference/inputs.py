@@ -21,7 +21,7 @@ from cad_recode.errors import InputError
 from cad_recode.geometry.normalize import Transform
 from cad_recode.geometry.pose import DEFAULT_POSE_BUDGET, PosePlacement, posed_draws
 from cad_recode.geometry.sampling import ModelPoints, sample_surface, to_model_points
-from cad_recode.geometry.scan_noise import surface_noise
+from cad_recode.geometry.scan_noise import cloud_box
 
 
 @dataclass
@@ -103,13 +103,13 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
     started = time.perf_counter()
     name, geometry = load_input(source)
     sizes = dict(n_points=num_point_tokens, n_surface=num_surface_points)
-    draws = [to_model_points(geometry, **sizes, seed=seed + k) for k in range(1 if pose == "auto" else num_candidates)]
-    noise = None
-    if isinstance(geometry, trimesh.Trimesh):
+    box = None if isinstance(geometry, trimesh.Trimesh) else cloud_box(geometry)  # fitted once for every draw
+    draws = [to_model_points(geometry, **sizes, seed=seed + k, transform=box.transform if box else None)
+             for k in range(1 if pose == "auto" else num_candidates)]
+    if box is None:
         dense = sample_surface(geometry, NUM_SURFACE_POINTS, seed=seed)  # the protocol's density for CD
     else:
         dense = np.asarray(geometry, dtype=np.float64)
-        noise = surface_noise(dense)
     transform, placements = draws[0].transform, None
     if pose == "auto":
         posed = posed_draws(geometry, dense, transform, num_candidates, budget=pose_budget, seed=seed, **sizes)
@@ -120,7 +120,7 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
         truth_name, truth = load_ground_truth(ground_truth, sandbox)
     mesh = geometry if isinstance(geometry, trimesh.Trimesh) else None
     return EncodedInput(name, draws, dense, truth, truth_name, encoded - started, time.perf_counter() - encoded,
-                        transform, placements, mesh, noise)
+                        transform, placements, mesh, box.noise if box else None)
 
 
 def shape_input(name: str, sandbox) -> tuple[tuple[str, trimesh.Trimesh], tuple[str, trimesh.Trimesh]]:

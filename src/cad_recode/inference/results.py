@@ -121,9 +121,9 @@ class Reconstruction:
     @property
     def noisy_input(self) -> bool:
         """The input read as a noisy scan: it was normalized by the box of its smoothed points."""
-        from cad_recode.geometry.scan_noise import NOISY_RESIDUAL
+        from cad_recode.geometry.scan_noise import is_noisy
 
-        return self.input_noise is not None and self.input_noise > NOISY_RESIDUAL
+        return is_noisy(self.input_noise)
 
     @property
     def valid(self) -> bool:
