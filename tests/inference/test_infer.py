@@ -178,7 +178,7 @@ def test_refine_fits_the_written_program_to_the_input_and_keeps_the_original(mod
     np.save(points, sample_surface(flat, n=4096, seed=0))
     out = tmp_path / "flat.py"
     assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(points), "--refine", "45",
-                 "--output", str(out), *TOKENS]) == 0, capsys.readouterr().err
+                 "--outline_fit", "off", "--output", str(out), *TOKENS]) == 0, capsys.readouterr().err
     err = capsys.readouterr().err
     assert "; refinement changed" in err and "] refining the winner (at most 45 sandbox runs)" in err
     assert f"] reading {points}" in err.splitlines()[0]  # the input is read before the model loads
@@ -193,6 +193,25 @@ def test_refine_fits_the_written_program_to_the_input_and_keeps_the_original(mod
     assert report["cd_units"].startswith("CD x10^3")
     extents = trimesh.load(out.with_suffix(".stl")).extents  # the files hold the refined solid: flatter than a cube
     assert extents[2] / extents[0] < 0.95
+
+
+def test_refine_starts_from_the_points_outline_when_it_is_clearly_closer(models, sandbox, tmp_path, capsys):
+    flat = sandbox.run(CUBE.replace("box(80,80,80)", "box(80,80,40)")).to_trimesh()
+    points = tmp_path / "flat.npy"
+    np.save(points, sample_surface(flat, n=4096, seed=0))
+    out = tmp_path / "flat.py"
+    assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(points), "--refine", "45",
+                 "--output", str(out), "--no_png", *TOKENS]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    report = json.loads(out.with_suffix(".json").read_text())
+    refinement = report["refinement"]
+    assert refinement["model_code"] == CUBE  # the model's program is kept in the report
+    started = refinement["structure_edits"][0]
+    assert started.startswith("started from the points' own outline: a sketch on ") and started in err
+    assert ".rect(" in out.read_text() and "extrude(" in out.read_text()  # a rectangle, as a person writes it
+    assert report["cd_input"] < 0.2 * report["candidates"][0]["cd_input"] and refinement["evaluations"] <= 45
+    extents = sorted(trimesh.load(out.with_suffix(".stl")).extents)
+    assert abs(extents[0] / extents[2] - 0.5) < 0.03
 
 
 def test_a_noisy_scan_is_boxed_by_its_smoothed_points_and_the_report_says_so(models, tmp_path, cube_mesh, capsys):

@@ -111,6 +111,10 @@ def _add_decoding_arguments(p) -> None:
                         "runs (default "
                         f"{DEFAULT_REFINE_EVALUATIONS} when given; off when not); the report keeps the program as the "
                         "model wrote it")
+    p.add_argument("--outline_fit", choices=("on", "off"), default="on",
+                   help="with --refine: also fit a sketch-and-extrude program to the input points (an outline with "
+                        "its through holes, on each base plane) and refine that instead when it is clearly closer "
+                        "than the model's winner (default on; the report keeps the model's program)")
     p.add_argument("--grammar", choices=("on", "off"), default="on" if DEFAULT_GRAMMAR else "off", help=GRAMMAR_HELP)
     p.add_argument("--pose", choices=POSE_MODES, default="none",
                    help="auto: decode the input under up to --pose_budget orientations (the input's frame, its "
@@ -166,7 +170,8 @@ def _decoding(args):
     if args.refine < 0:
         raise UsageError(f"--refine must be >= 0 sandbox runs (0: off), got {args.refine}")
     return Decoding(args.max_new_tokens, args.do_sample, args.temperature, args.top_p, **runaway,
-                    refine_evaluations=args.refine, grammar=args.grammar == "on", pose=args.pose,
+                    refine_evaluations=args.refine, outline_fit=args.outline_fit == "on",
+                    grammar=args.grammar == "on", pose=args.pose,
                     pose_budget=args.pose_budget)
 
 

@@ -29,6 +29,10 @@ class Decoding:
     # drop a feature, hollow a body) with up to this many sandbox runs (cad_recode.inference.refine); the report keeps
     # the program as the model wrote it. 0: off
     refine_evaluations: int = 0
+    # with refinement on: a sketch-and-extrude program fitted to the input points runs too
+    # (cad_recode.inference.fitted_start) and replaces the model's winner as refinement's start when
+    # clearly closer; False: refinement starts from the model's winner only
+    outline_fit: bool = True
     # constrain every token to the program grammar (cad_recode.model.constrained): programs always parse
     grammar: bool = DEFAULT_GRAMMAR
     # "auto": the N candidates are decoded under up to pose_budget orientations of the input

@@ -21,6 +21,9 @@ from cad_recode.inference.inputs import EncodedInput
 from cad_recode.inference.results import Candidate, Reconstruction, RefinementSummary, Timings, TruthComparison
 from cad_recode.inference.units import restore_mesh
 
+# a fitted program replaces the model's as refinement's start only when clearly closer: at about
+# the same distance the model's program (a box, a cylinder) says more than a polygon does
+FIT_MARGIN = 0.8
 # (code, generated tokens, finished) of one generated program
 Generated = tuple[str, int, bool]
 
@@ -59,16 +62,33 @@ def compare_with_truth(mesh: trimesh.Trimesh, truth: trimesh.Trimesh, name: str)
     return TruthComparison(name, cd=comparison.cd, iou=iou, iou_error=comparison.iou_error or "")
 
 
-def refine_winner(code: str, result, item: EncodedInput, sandbox, budget: int):
-    """The refinement search on the winner (cad_recode.inference.refine): (Refinement, its summary)."""
+def refine_winner(code: str, result, cd_input: float | None, item: EncodedInput, sandbox, budget: int,
+                  to_input: CloudDistance, outline_fit: bool = True):
+    """The refinement search (cad_recode.inference.refine): (Refinement, its summary).
+
+    It starts from the model's winner, or (``outline_fit``) from the fitted program
+    (:mod:`.fitted_start`) when that one is clearly closer to the input points.
+    """
+    from cad_recode.inference.fitted_start import best_fitted_start
     from cad_recode.inference.refine import refine_program
 
-    refined = refine_program(code, item.dense, sandbox, max_evaluations=budget, start_result=result,
-                             frame=item.transform)
+    started = time.perf_counter()
+    fitted, fit_runs = best_fitted_start(item, sandbox, to_input, budget) if outline_fit else (None, 0)
+    start_code, start_result = code, result
+    if fitted is not None and (cd_input is None or fitted.cd_input < FIT_MARGIN * cd_input):
+        start_code, start_result = fitted.code, fitted.result
+    else:
+        fitted = None
+    refined = refine_program(start_code, item.dense, sandbox, max_evaluations=budget - fit_runs,
+                             start_result=start_result, frame=item.transform)
+    refined.seconds = time.perf_counter() - started
+    refined.evaluations += fit_runs
+    if fitted is not None:
+        refined.edits.insert(0, fitted.describe(cd_input))
     summary = RefinementSummary(
-        model_code=code, cd_input_before=_protocol(refined.start_distance), cd_input_after=_protocol(refined.distance),
-        literals_changed=refined.changed, evaluations=refined.evaluations, seconds=refined.seconds,
-        structure_edits=list(refined.edits),
+        model_code=code, cd_input_before=cd_input if fitted else _protocol(refined.start_distance),
+        cd_input_after=_protocol(refined.distance), literals_changed=refined.changed,
+        evaluations=refined.evaluations, seconds=refined.seconds, structure_edits=list(refined.edits),
     )
     return refined, summary
 
@@ -97,7 +117,8 @@ def judge(item: EncodedInput, rows: Sequence[tuple[Generated, object]], *, first
     refinement = None
     if best is not None and decoding.refine_evaluations:
         stage(f"refining the winner (at most {decoding.refine_evaluations} sandbox runs)")
-        refined, refinement = refine_winner(code, result, item, sandbox, decoding.refine_evaluations)
+        refined, refinement = refine_winner(code, result, cd_input, item, sandbox, decoding.refine_evaluations,
+                                            to_input, decoding.outline_fit)
         timings.refine = refined.seconds
         if refined.modified:
             code, result, mesh = refined.code, refined.result, refined.result.to_trimesh()

@@ -1,0 +1,90 @@
+"""Refinement's other starting point: a sketch-and-extrude program fitted to the input points.
+
+The model's winner is the usual start of refinement. Where the model misread the
+part (an L-plate written as a box, an outline on the wrong base plane), fitting
+numbers cannot mend it; a program fitted to the points
+(:mod:`cad_recode.geometry.extrusion_fit`) often can. So, with refinement on, the
+fitted programs run in one sandbox batch, in the input's frame and, under
+``--pose auto``, in each pose's frame (placed back like a posed candidate); the
+closest to the input points replaces the model's winner as the start when it is
+closer. The ground truth plays no part; the report keeps the model's program and
+says which start refinement took.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from cad_recode.defaults import MODEL_UNITS
+from cad_recode.errors import InputError
+from cad_recode.geometry.extrusion_fit import extrusion_programs
+from cad_recode.geometry.metrics import CloudDistance, protocol_cd
+from cad_recode.geometry.pose import PosePlacement, place_back
+from cad_recode.inference.inputs import EncodedInput
+
+FIT_POINTS = 8192  # input points a fit reads: a scan of millions adds nothing to an outline
+
+
+@dataclass
+class FittedStart:
+    """The fitted program closest to the input, and how many sandbox runs finding it took."""
+
+    code: str
+    result: object  # its ExecResult
+    cd_input: float  # protocol CD to the input points
+    label: str  # e.g. "a sketch on ZX extruded"
+
+    def describe(self, model_cd: float | None) -> str:
+        against = f" against {model_cd:.3g} for the model's" if model_cd is not None else ""
+        return f"started from the points' own outline: {self.label} (CD {self.cd_input:.3g}{against})"
+
+
+def fitted_programs(item: EncodedInput) -> list[tuple[str, str]]:
+    """(label, program in the input's model-unit frame) of every fit, in every frame the input was read in."""
+    points = np.asarray(item.dense, dtype=np.float64)
+    if len(points) > FIT_POINTS:
+        points = points[np.random.default_rng(0).choice(len(points), FIT_POINTS, replace=False)]
+    model_units = item.transform.apply(points) * MODEL_UNITS
+    programs = [(f"a sketch on {fit.plane} extruded", fit.code) for fit in extrusion_programs(model_units)]
+    for placement in _distinct_poses(item.placements or []):
+        posed = _to_pose_frame(model_units, placement)
+        programs += [(f"a sketch on {fit.plane} extruded, pose {placement.name}", place_back(fit.code, placement))
+                     for fit in extrusion_programs(posed)]
+    return programs
+
+
+def best_fitted_start(item: EncodedInput, sandbox, to_input: CloudDistance,
+                      budget: int) -> tuple[FittedStart | None, int]:
+    """Run up to ``budget`` fitted programs: (the valid one closest to the input or None, the runs spent)."""
+    programs = fitted_programs(item)[: max(budget, 0)]
+    if not programs:
+        return None, 0
+    best = None
+    for (label, code), result in zip(programs, sandbox.map([code for _, code in programs])):
+        if not result.ok:
+            continue
+        try:
+            cd = protocol_cd(to_input(result.to_trimesh(), where=f"fitted program ({label})"))
+        except (ValueError, InputError):  # a degenerate solid is no start
+            continue
+        if math.isfinite(cd) and (best is None or cd < best.cd_input):
+            best = FittedStart(code, result, cd, label)
+    return best, len(programs)
+
+
+def _distinct_poses(placements: list[PosePlacement]) -> list[PosePlacement]:
+    seen, distinct = set(), []
+    for placement in placements:
+        if placement.is_identity or placement.name in seen:
+            continue
+        seen.add(placement.name)
+        distinct.append(placement)
+    return distinct
+
+
+def _to_pose_frame(model_units: np.ndarray, placement: PosePlacement) -> np.ndarray:
+    """The inverse of ``placement.to_input_frame``: input model units -> the pose's model units."""
+    return (model_units @ placement.rotation.T - MODEL_UNITS * placement.posed.center) * placement.posed.scale
