@@ -83,3 +83,35 @@ def test_points_that_cannot_be_fitted_give_no_programs():
     assert extrusion_programs(rng.normal(size=(500, 2))) == []  # not 3-D
     flat = np.column_stack([rng.uniform(-100, 100, (500, 2)), np.zeros(500)])
     assert [fit.plane for fit in extrusion_programs(flat)] != ["XY"]  # no height to extrude along Z
+
+
+BOSS_ON_PLATE = """import cadquery as cq
+r=(cq.Workplane('XY').rect(200,140).extrude(30).faces('>Z').workplane()
+   .center(40,-20).circle(30).extrude(90))
+"""
+POCKETED = """import cadquery as cq
+r=cq.Workplane('XZ').rect(200,120).extrude(60).cut(cq.Workplane('XZ').rect(80,50).extrude(25))
+"""
+
+
+def stacked(sandbox, program, plane):
+    truth = sandbox.run(program).to_trimesh()
+    points = sample_surface(truth, 8192, seed=2)
+    frame = fit_normalization(points)
+    fits = [fit for fit in extrusion_programs(frame.apply(points) * 100) if fit.plane == plane]
+    truth.vertices = frame.apply(truth.vertices) * 100
+    ious = {fit.steps: mesh_iou(sandbox.run(fit.code).to_trimesh(), truth) for fit in fits}
+    return {fit.steps: fit.code for fit in fits}, ious
+
+
+def test_a_boss_on_a_plate_comes_back_as_two_stacked_extrusions(sandbox):
+    codes, ious = stacked(sandbox, BOSS_ON_PLATE, "XY")
+    assert set(codes) == {1, 2}  # the one-extrusion reading is offered too; the judge picks
+    assert ious[2] > 0.95 and ious[1] < 0.6, codes
+    assert codes[2].count(".union(") == 1 and ".circle(" in codes[2] and ".rect(" in codes[2], codes[2]
+
+
+def test_a_blind_pocket_comes_back_as_a_frame_on_a_plate(sandbox):
+    codes, ious = stacked(sandbox, POCKETED, "ZX")
+    assert ious[2] > 0.95, codes
+    assert "rect(" in codes[2] and "mode='s'" in codes[2], codes[2]  # the pocket: a hole in the upper slab

@@ -80,7 +80,8 @@ def test_under_pose_auto_a_turned_part_is_fitted_in_its_own_axes_and_placed_back
     turned = rotate_about_center(l_plate, Rotation.from_euler("zx", [30, 20], degrees=True).as_matrix())
     item = encoded(sandbox, turned, num_candidates=4, pose="auto")
     labels = [label for label, _ in fitted_programs(item)]
-    assert labels[:3] == [f"a sketch on {plane} extruded" for plane in ("XY", "ZX", "YZ")]
+    unposed = [label for label in labels if "pose" not in label]
+    assert {f"a sketch on {plane} extruded" for plane in ("XY", "ZX", "YZ")} <= set(unposed)
     assert any("pose" in label for label in labels)
 
     best, runs = best_fitted_start(item, sandbox, CloudDistance(item.dense), budget=len(labels))

@@ -27,36 +27,73 @@ PLANES = (("XY", 2, 0, 1), ("ZX", 1, 2, 0), ("YZ", 0, 1, 2))
 CELL = 1.5  # raster cell, model units (the frame is +-100)
 MIN_HEIGHT = 1.0  # thinner than this along the axis: no extrusion to fit
 MIN_HOLE_CELLS = 6  # smaller empty regions are sampling gaps, not holes
+# a face across the axis between the ends: a band of LEVEL_BIN units holding LEVEL_SHARE of the points
+# (and 5x a typical band); levels closer than MIN_STEP merge; at most MAX_STEPS extrusions stacked
+LEVEL_BIN = 1.0
+LEVEL_SHARE = 0.015
+MIN_STEP = 3.0
+MAX_STEPS = 3
 
 
 @dataclass(frozen=True)
 class ExtrusionFit:
-    """One fitted program and the base plane it extrudes from."""
+    """One fitted program, the base plane it extrudes from and how many extrusions it stacks."""
 
     plane: str
     code: str
+    steps: int = 1
 
 
 def extrusion_programs(points: np.ndarray) -> list[ExtrusionFit]:
-    """Fitted programs for ``points`` ((N, 3), model units), one per base plane that gives one."""
+    """Fitted programs for ``points`` ((N, 3), model units): per base plane, one extrusion, and a stack
+    of extrusions when the points show faces at heights between the ends (a boss on a plate, a step)."""
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) < 64 or not np.isfinite(points).all():
         return []
     fits = []
     for plane, normal, u, v in PLANES:
-        code = _fit_plane(points, plane, normal, u, v)
-        if code is not None:
-            fits.append(ExtrusionFit(plane, code))
+        height, uv = points[:, normal], points[:, (u, v)]
+        if height.max() - height.min() < MIN_HEIGHT:
+            continue
+        levels = _levels(height)
+        for stack in ([levels[0], levels[-1]], levels) if len(levels) > 2 else ([levels[0], levels[-1]],):
+            slabs = [_slab(uv, height, lo, hi, lo == levels[0], hi == levels[-1]) for lo, hi in zip(stack, stack[1:])]
+            if all(slabs):
+                fits.append(ExtrusionFit(plane, _program(plane, normal, stack, slabs), len(slabs)))
     return fits
 
 
-def _fit_plane(points: np.ndarray, plane: str, normal: int, u: int, v: int) -> str | None:
-    height_axis = points[:, normal]
-    bottom, top = float(height_axis.min()), float(height_axis.max())
-    if top - bottom < MIN_HEIGHT:
+def _levels(height: np.ndarray) -> list[float]:
+    """The two ends, and the heights between them where the points show a face across the axis."""
+    bottom, top = float(height.min()), float(height.max())
+    counts, edges = np.histogram(height, bins=max(1, int(np.ceil((top - bottom) / LEVEL_BIN))))
+    threshold = max(LEVEL_SHARE * len(height), 5 * float(np.median(counts)))
+    peaks = [k for k in range(1, len(counts) - 1)
+             if counts[k] >= threshold and counts[k] >= counts[k - 1] and counts[k] >= counts[k + 1]]
+    peaks.sort(key=lambda k: -counts[k])
+    levels = [bottom, top]
+    for k in peaks:
+        inside = height[(height >= edges[k]) & (height <= edges[k + 1])]
+        level = float(inside.mean())
+        if len(levels) < MAX_STEPS + 1 and min(abs(level - other) for other in levels) > MIN_STEP:
+            levels.append(level)
+    return sorted(levels)
+
+
+def _slab(uv: np.ndarray, height: np.ndarray, lo: float, hi: float, is_bottom: bool, is_top: bool) -> str | None:
+    """The sketch (outline and through holes) of the part between two levels, or None.
+
+    A face at an inner level belongs to whichever side is wider there, so the
+    points of inner levels are left out; the ends' faces are kept.
+    """
+    lower = lo - 0.5 if is_bottom else lo + MIN_STEP / 2
+    upper = hi + 0.5 if is_top else hi - MIN_STEP / 2
+    inside = (height >= lower) & (height <= upper)
+    if inside.sum() < 32:
         return None
-    uv = points[:, (u, v)]
-    region = _region(uv, _gap_cells(uv, height_axis, bottom, top))
+    uv, height = uv[inside], height[inside]
+    caps = (height - lo < 1.0) & is_bottom | (hi - height < 1.0) & is_top
+    region = _region(uv, _gap_cells(uv[caps] if caps.sum() >= 8 else uv))
     if region is None:
         return None
     grid, origin = region
@@ -65,21 +102,18 @@ def _fit_plane(points: np.ndarray, plane: str, normal: int, u: int, v: int) -> s
     if loop is None or len(loop) < 4:
         return None
     loop = loop * CELL + origin
-    outline = _circle(loop, uv)
-    if outline is None:
-        outline = _outer_polygon(loop, uv)
+    outline = _circle(loop, uv) or _outer_polygon(loop, uv)
     if outline is None:
         return None
-    walls = uv[_mid_height(height_axis, bottom, top)]
-    holes = [hole for hole in _holes(filled & ~grid, origin, walls) if outline.contains(hole[1])]
-    return _program(plane, normal, bottom, top - bottom, outline, holes)
+    holes = []
+    if is_bottom or is_top:  # a hole shows as a gap in an end face; between two inner levels there is none
+        walls = uv[_mid_height(height, lo, hi)]
+        holes = [hole for hole in _holes(filled & ~grid, origin, walls) if outline.contains(hole[1])]
+    return _sketch(outline, holes)
 
 
-def _gap_cells(uv: np.ndarray, height: np.ndarray, bottom: float, top: float) -> int:
-    """Closing radius in cells: about the spacing of the samples on the two end faces."""
-    caps = uv[(height - bottom < 1.0) | (top - height < 1.0)]
-    if len(caps) < 8:
-        caps = uv
+def _gap_cells(caps: np.ndarray) -> int:
+    """Closing radius in cells: about the spacing of the samples on the end faces."""
     spacing = float(np.median(cKDTree(caps).query(caps, k=2)[0][:, 1]))
     return int(np.clip(np.ceil(1.5 * spacing / CELL), 1, 8))
 
@@ -300,13 +334,25 @@ def _mid_height(height: np.ndarray, bottom: float, top: float) -> np.ndarray:
 
 
 def _walled(labels: np.ndarray, index: int, centre: np.ndarray, origin: np.ndarray, walls: np.ndarray) -> bool:
-    """A hole has a wall all round it; a gap between the samples of an end face has none."""
-    ring = ndimage.binary_dilation(labels == index, iterations=2) & (labels != index)
+    """A hole has a wall all round it; a gap between the samples of an end face has none.
+
+    A wall projects onto the hole's rim, so the points off the end faces crowd
+    the cells next to the hole (all round it) far more than the cells a little
+    further out; faces across the axis at other heights (a plate under a tall
+    boss) cover both alike.
+    """
+    hole = labels == index
+    grown = [ndimage.binary_dilation(hole, iterations=k) for k in (2, 3, 5)]
+    rim, beyond = grown[0] & ~hole, grown[2] & ~grown[1]
     cells = np.floor((walls - origin) / CELL).astype(int)
-    on_grid = (cells >= 0).all(axis=1) & (cells[:, 0] < ring.shape[0]) & (cells[:, 1] < ring.shape[1])
-    cells, around = cells[on_grid], walls[on_grid]
-    around = around[ring[cells[:, 0], cells[:, 1]]] - centre
+    on_grid = (cells >= 0).all(axis=1) & (cells[:, 0] < hole.shape[0]) & (cells[:, 1] < hole.shape[1])
+    cells, points = cells[on_grid], walls[on_grid]
+    on_rim = rim[cells[:, 0], cells[:, 1]]
+    around = points[on_rim] - centre
     if len(around) < 8:
+        return False
+    crowding = on_rim.sum() / rim.sum()
+    if crowding < 3 * beyond[cells[:, 0], cells[:, 1]].sum() / max(beyond.sum(), 1):
         return False
     octants = np.floor((np.arctan2(around[:, 1], around[:, 0]) + np.pi) / (np.pi / 4)).astype(int) % 8
     return len(np.unique(octants)) >= 7
@@ -338,14 +384,23 @@ def _holes(empty: np.ndarray, origin: np.ndarray, walls: np.ndarray) -> list[tup
 # ---------------------------------------------------------------------------- the program
 
 
-def _program(plane: str, normal: int, bottom: float, height: float, outline: _Outline,
-             holes: list[tuple[str, np.ndarray, tuple[float, ...]]]) -> str | None:
+def _program(plane: str, normal: int, levels: list[float], sketches: list[str]) -> str:
+    """The generator's spelling: one workplane per level, each sketch extruded to the next, unioned."""
+    heights = [int(round(level)) for level in levels]
+    lines, bodies = ["import cadquery as cq"], []
+    for k, sketch in enumerate(sketches):
+        origin = [0, 0, 0]
+        origin[normal] = heights[k]
+        lines.append(f"w{k}=cq.Workplane('{plane}',origin=({origin[0]},{origin[1]},{origin[2]}))")
+        bodies.append(f"w{k}.sketch(){sketch}.finalize().extrude({max(1, heights[k + 1] - heights[k])})")
+    lines.append("r=" + bodies[0] + "".join(f".union({body})" for body in bodies[1:]))
+    return "\n".join(lines) + "\n"
+
+
+def _sketch(outline: _Outline, holes: list[tuple[str, np.ndarray, tuple[float, ...]]]) -> str | None:
     sketch = _outline_sketch(outline)
     if sketch is None:
         return None
-    origin = [0, 0, 0]
-    origin[normal] = int(round(bottom))
-    depth = max(1, int(round(height)))
     for kind, centre, size in holes:
         where = f".push([{_pair(_rounded(centre))}])"
         if kind == "circle":
@@ -356,11 +411,7 @@ def _program(plane: str, normal: int, bottom: float, height: float, outline: _Ou
             w, h = (int(round(s)) for s in size)
             if w >= 1 and h >= 1:
                 sketch += f"{where}.rect({w},{h},mode='s')"
-    return (
-        "import cadquery as cq\n"
-        f"w0=cq.Workplane('{plane}',origin=({origin[0]},{origin[1]},{origin[2]}))\n"
-        f"r=w0.sketch(){sketch}.finalize().extrude({depth})\n"
-    )
+    return sketch
 
 
 def _outline_sketch(outline: _Outline) -> str | None:

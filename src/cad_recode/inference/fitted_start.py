@@ -20,7 +20,7 @@ import numpy as np
 
 from cad_recode.defaults import MODEL_UNITS
 from cad_recode.errors import InputError
-from cad_recode.geometry.extrusion_fit import extrusion_programs
+from cad_recode.geometry.extrusion_fit import ExtrusionFit, extrusion_programs
 from cad_recode.geometry.metrics import CloudDistance, protocol_cd
 from cad_recode.geometry.pose import PosePlacement, place_back
 from cad_recode.inference.inputs import EncodedInput
@@ -48,12 +48,18 @@ def fitted_programs(item: EncodedInput) -> list[tuple[str, str]]:
     if len(points) > FIT_POINTS:
         points = points[np.random.default_rng(0).choice(len(points), FIT_POINTS, replace=False)]
     model_units = item.transform.apply(points) * MODEL_UNITS
-    programs = [(f"a sketch on {fit.plane} extruded", fit.code) for fit in extrusion_programs(model_units)]
+    programs = [(_label(fit), fit.code) for fit in extrusion_programs(model_units)]
     for placement in _distinct_poses(item.placements or []):
         posed = _to_pose_frame(model_units, placement)
-        programs += [(f"a sketch on {fit.plane} extruded, pose {placement.name}", place_back(fit.code, placement))
+        programs += [(f"{_label(fit)}, pose {placement.name}", place_back(fit.code, placement))
                      for fit in extrusion_programs(posed)]
     return programs
+
+
+def _label(fit: ExtrusionFit) -> str:
+    if fit.steps == 1:
+        return f"a sketch on {fit.plane} extruded"
+    return f"{fit.steps} sketches on {fit.plane} extruded and stacked"
 
 
 def best_fitted_start(item: EncodedInput, sandbox, to_input: CloudDistance,
