@@ -172,17 +172,22 @@ def test_invalid_programs_are_reported_not_raised(models, tmp_path, capsys):
 # -- units ----------------------------------------------------------------------------
 
 
-def test_refine_fits_the_written_program_to_the_input_and_keeps_the_original(models, sandbox, tmp_path, capsys):
-    flat = sandbox.run(CUBE.replace("box(80,80,80)", "box(80,80,64)")).to_trimesh()
+def refine_a_flat_box(models, sandbox, tmp_path, capsys, height: int, *flags: str):
+    """``infer --refine 45`` on a box 80 x 80 x ``height`` that the memorizer writes as the cube:
+    (points file, program file, report, stderr)."""
+    flat = sandbox.run(CUBE.replace("box(80,80,80)", f"box(80,80,{height})")).to_trimesh()
     points = tmp_path / "flat.npy"
     np.save(points, sample_surface(flat, n=4096, seed=0))
     out = tmp_path / "flat.py"
     assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(points), "--refine", "45",
-                 "--outline_fit", "off", "--output", str(out), *TOKENS]) == 0, capsys.readouterr().err
-    err = capsys.readouterr().err
+                 *flags, "--output", str(out), *TOKENS]) == 0, capsys.readouterr().err
+    return points, out, json.loads(out.with_suffix(".json").read_text()), capsys.readouterr().err
+
+
+def test_refine_fits_the_written_program_to_the_input_and_keeps_the_original(models, sandbox, tmp_path, capsys):
+    points, out, report, err = refine_a_flat_box(models, sandbox, tmp_path, capsys, 64, "--outline_fit", "off")
     assert "; refinement changed" in err and "] refining the winner (at most 45 sandbox runs)" in err
     assert f"] reading {points}" in err.splitlines()[0]  # the input is read before the model loads
-    report = json.loads(out.with_suffix(".json").read_text())
     refinement = report["refinement"]
     assert refinement["model_code"] == CUBE and out.read_text() != CUBE  # the memorizer wrote the cube
     assert refinement["literals_changed"] >= 1 and 0 < refinement["evaluations"] <= 45
@@ -196,14 +201,7 @@ def test_refine_fits_the_written_program_to_the_input_and_keeps_the_original(mod
 
 
 def test_refine_starts_from_the_points_outline_when_it_is_clearly_closer(models, sandbox, tmp_path, capsys):
-    flat = sandbox.run(CUBE.replace("box(80,80,80)", "box(80,80,40)")).to_trimesh()
-    points = tmp_path / "flat.npy"
-    np.save(points, sample_surface(flat, n=4096, seed=0))
-    out = tmp_path / "flat.py"
-    assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(points), "--refine", "45",
-                 "--output", str(out), "--no_png", *TOKENS]) == 0, capsys.readouterr().err
-    err = capsys.readouterr().err
-    report = json.loads(out.with_suffix(".json").read_text())
+    _, out, report, err = refine_a_flat_box(models, sandbox, tmp_path, capsys, 40, "--no_png")
     refinement = report["refinement"]
     assert refinement["model_code"] == CUBE  # the model's program is kept in the report
     started = refinement["structure_edits"][0]
