@@ -6,7 +6,8 @@
 
 Every case is the evaluation protocol (``cad_recode.evaluate.evaluate``) with the shipped
 decoding (best of ``--num_candidates`` point draws, grammar on, refinement with ``--refine``
-sandbox runs), on one loaded model and one sandbox pool, so the cases differ only in their
+sandbox runs, starting from the points' own outline where it is closer unless ``--outline_fit off``),
+on one loaded model and one sandbox pool, so the cases differ only in their
 inputs. With refinement each case gives two figures: the programs as the model wrote them and
 the shipped (refined) ones. The clean case also gives the table by family. ``rotated`` turns
 every test shape (and its ground truth) by a random rotation, the same per shape on every
@@ -49,7 +50,7 @@ def run_case(recoder, name: str, args) -> dict:
     condition, pose, style = CASES[name]
     data = str(STYLE_SET) if style else args.data
     limit = None if style else (args.limit if name == "clean" else args.condition_limit)
-    decoding = Decoding(pose=pose, refine_evaluations=args.refine)
+    decoding = Decoding(pose=pose, refine_evaluations=args.refine, outline_fit=args.outline_fit == "on")
     report = evaluate(recoder, data, split="test", num_candidates=args.num_candidates, limit=limit,
                       decoding=decoding, batch_size=args.batch_size, progress=False, condition=condition)
     row = {"case": name, "data": data, "condition": condition, "pose": pose, "shipped": figures(report.summary),
@@ -90,6 +91,8 @@ def main(argv=None) -> int:
     p.add_argument("--condition_limit", type=int, default=100, help="test shapes of the rotated, noise and missing-side cases")
     p.add_argument("--num_candidates", type=int, default=4)
     p.add_argument("--refine", type=int, default=120, help="sandbox runs of refinement (0: off)")
+    p.add_argument("--outline_fit", choices=("on", "off"), default="on",
+                   help="refinement may start from the points' own outline (off: from the model's winner only)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", help="also write the figures here")
