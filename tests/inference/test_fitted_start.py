@@ -10,9 +10,11 @@ from scipy.spatial.transform import Rotation
 
 from cad_recode.geometry.metrics import CloudDistance, mesh_iou, protocol_cd
 from cad_recode.geometry.robustness import rotate_about_center
+from cad_recode.inference.decoding import Decoding
 from cad_recode.inference.fitted_start import best_fitted_start, fitted_programs
 from cad_recode.inference.inputs import encode_input
-from cad_recode.inference.judge import refine_winner
+from cad_recode.inference.judge import judge, refine_winner
+from cad_recode.inference.results import Timings
 
 L_PLATE = """import cadquery as cq
 w0=cq.Workplane('ZX',origin=(0,-100,0))
@@ -90,3 +92,23 @@ def test_under_pose_auto_a_turned_part_is_fitted_in_its_own_axes_and_placed_back
     assert "# pose" in best.code  # the line that places it back into the input's frame
     assert mesh_iou(best.result.to_trimesh(), in_model_units(turned, item)) > 0.9
     assert np.isfinite(best.cd_input)
+
+
+@pytest.mark.parametrize("outline_fit", [True, False])
+def test_when_every_model_program_fails_the_fit_alone_gives_the_part(sandbox, l_plate, outline_fit):
+    item = encoded(sandbox, l_plate, ground_truth=("truth", l_plate))
+    broken = "import cadquery as cq\nr=cq.Workplane('XY').box(10,10,0)\n"  # a box of no height: no solid
+    rows = [((broken, 20, True), sandbox.run(broken))]
+    assert not rows[0][1].ok
+
+    rec = judge(item, rows, first_seed=0, decoding=Decoding(refine_evaluations=40, outline_fit=outline_fit),
+                restore_units=False, sandbox=sandbox, model_name="written here", prompt_tokens=65, timings=Timings())
+
+    assert rec.best is None  # no candidate of the model's won
+    if not outline_fit:
+        assert not rec.valid and rec.refinement is None
+        return
+    assert rec.valid and rec.truth.iou > 0.95
+    assert rec.refinement.model_code == "" and rec.refinement.model_truth.iou is None
+    assert rec.refinement.structure_edits[0].endswith("; no program of the model's was valid)")
+    assert rec.refinement.evaluations <= 40

@@ -38,7 +38,8 @@ class FittedStart:
     label: str  # e.g. "a sketch on ZX extruded"
 
     def describe(self, model_cd: float | None) -> str:
-        against = f" against {model_cd:.3g} for the model's" if model_cd is not None else ""
+        against = f" against {model_cd:.3g} for the model's" if model_cd is not None else \
+            "; no program of the model's was valid"
         return f"started from the points' own outline: {self.label} (CD {self.cd_input:.3g}{against})"
 
 

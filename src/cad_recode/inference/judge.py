@@ -67,7 +67,9 @@ def refine_winner(code: str, result, cd_input: float | None, item: EncodedInput,
     """The refinement search (cad_recode.inference.refine): (Refinement, its summary).
 
     It starts from the model's winner, or (``outline_fit``) from the fitted program
-    (:mod:`.fitted_start`) when that one is clearly closer to the input points.
+    (:mod:`.fitted_start`) when that one is clearly closer to the input points, or
+    when the model wrote no valid program at all (``code`` ""): then (None, None)
+    when no fitted program runs either.
     """
     from cad_recode.inference.fitted_start import best_fitted_start
     from cad_recode.inference.refine import refine_program
@@ -75,8 +77,10 @@ def refine_winner(code: str, result, cd_input: float | None, item: EncodedInput,
     started = time.perf_counter()
     fitted, fit_runs = best_fitted_start(item, sandbox, to_input, budget) if outline_fit else (None, 0)
     start_code, start_result = code, result
-    if fitted is not None and (cd_input is None or fitted.cd_input < FIT_MARGIN * cd_input):
+    if fitted is not None and (not code or fitted.cd_input < FIT_MARGIN * cd_input):
         start_code, start_result = fitted.code, fitted.result
+    elif not code:
+        return None, None
     else:
         fitted = None
     refined = refine_program(start_code, item.dense, sandbox, max_evaluations=budget - fit_runs,
@@ -115,19 +119,22 @@ def judge(item: EncodedInput, rows: Sequence[tuple[Generated, object]], *, first
     code, result, mesh = ("", None, None) if best is None else (candidates[best].code, rows[best][1], meshes[best])
     cd_input = candidates[best].cd_input if best is not None else None
     refinement = None
-    if best is not None and decoding.refine_evaluations:
+    if decoding.refine_evaluations and (best is not None or decoding.outline_fit):
         stage(f"refining the winner (at most {decoding.refine_evaluations} sandbox runs)")
         refined, refinement = refine_winner(code, result, cd_input, item, sandbox, decoding.refine_evaluations,
                                             to_input, decoding.outline_fit)
-        timings.refine = refined.seconds
-        if refined.modified:
+        if refined is not None:
+            timings.refine = refined.seconds
+        if refined is not None and refined.modified:
             code, result, mesh = refined.code, refined.result, refined.result.to_trimesh()
             cd_input = protocol_cd(to_input(mesh, where="refined program"))
     truth = None
     if mesh is not None and item.ground_truth is not None:
         stage(f"metrics: CD and IoU against the ground truth {item.ground_truth_name}")
         truth = compare_with_truth(mesh, item.ground_truth, item.ground_truth_name)
-        if refinement is not None:  # the program as written, measured too: refined and model-only figures
+        if refinement is not None and best is None:  # refinement started from the fit alone
+            refinement.model_truth = TruthComparison(item.ground_truth_name, error="the model wrote no valid program")
+        elif refinement is not None:  # the program as written, measured too: refined and model-only figures
             written = mesh is meshes[best]
             refinement.model_truth = truth if written else compare_with_truth(meshes[best], item.ground_truth,
                                                                                item.ground_truth_name)
