@@ -188,6 +188,10 @@ def test_refinement_reports_the_programs_before_and_after_it(recoder, sandbox, t
     assert summary["before_refinement"]["mean_iou"] == pytest.approx(row["model_iou"])
     assert summary["decoding"]["refine_evaluations"] == 60
     assert float(read_csv(report.paths["csv"])[0]["model_iou"]) == pytest.approx(row["model_iou"])
+    # the points' own outline (a rectangle extruded) is far closer than the cube: refinement started there
+    assert row["refined_from"].startswith("a sketch on ") and summary["outline_starts"] == 1
+    assert read_csv(report.paths["csv"])[0]["refined_from"] == row["refined_from"]
+    assert "refinement started from the points' own outline on 1 of 1 inputs" in report.table()
     # the refined program and the one the model wrote, each a file named after the input
     refined, as_written = (tmp_path / "out" / folder / "0.stl.py" for folder in ("programs", "programs_as_written"))
     assert refined.read_text() == row["program"] != as_written.read_text() == row["program_as_written"]

@@ -59,9 +59,10 @@ SUMMARY_NAME = "summary.json"
 TABLE_NAME = "summary.md"
 PROGRAMS_DIR = "programs"  # each valid input's program (refined when asked)
 WRITTEN_PROGRAMS_DIR = "programs_as_written"  # with refinement: what the model wrote
-# model_cd / model_iou: the program as the model wrote it, before refinement (empty without --refine)
+# model_cd / model_iou: the program as the model wrote it, before refinement (empty without --refine);
+# refined_from: "model", or the fitted outline program refinement started from (cad_recode.inference.fitted_start)
 CSV_FIELDS = ("id", "valid", "cd", "iou", "status", "reason", "invalid_kind", "valid_candidates", "generated_tokens",
-              "seconds", "model_cd", "model_iou")
+              "seconds", "model_cd", "model_iou", "refined_from")
 MESH_DATA_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb", ".step", ".stp")
 GT_CHUNK = 32  # ground-truth shapes loaded (programs executed) at a time
 
@@ -86,6 +87,13 @@ class EvalReport:
     model_families: dict[str, MetricSummary] = field(default_factory=dict)  # the same, as the model wrote them
 
     @property
+    def outline_starts(self) -> int | None:
+        """Inputs whose refinement started from the points' own outline (None without refinement)."""
+        if self.model_summary is None:
+            return None
+        return sum(1 for r in self.rows if r.get("refined_from") not in (None, "model"))
+
+    @property
     def invalid_kinds(self) -> InvalidCounts:
         """Invalid inputs by kind (syntax, runtime error, empty or invalid solid, timeout, truncated, other)."""
         return InvalidCounts.of(r["invalid_kind"] or None for r in self.rows if r["status"] == "invalid")
@@ -98,6 +106,9 @@ class EvalReport:
 
         head = "| inputs | IoU % | mean CD x10^3 | median CD x10^3 | IR % |"
         kinds = f"\n\ninvalid by kind: {self.invalid_kinds.describe()}"
+        if self.outline_starts is not None:
+            kinds += (f"\n\nrefinement started from the points' own outline on {self.outline_starts} of "
+                      f"{self.summary.count} inputs (the rest from the model's winner)")
         if self.families:
             # with refinement, one more column: each family's IoU as the model wrote the programs
             written = self.model_families
@@ -310,6 +321,7 @@ def protocol_row(item_id: str, rec: Reconstruction) -> dict:
         "seconds": round(rec.timings.total, 6),
         "model_cd": model_truth.cd if valid and model_truth else None,
         "model_iou": model_truth.iou if valid and model_truth else None,
+        "refined_from": rec.refinement.started_from if rec.refinement is not None else None,
         # not CSV columns: written as files by write_report
         "program": rec.code if rec.valid else None,
         "program_as_written": rec.refinement.model_code if rec.valid and rec.refinement is not None else None,
@@ -343,6 +355,7 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
                              "invalid_kinds": report.invalid_kinds.to_dict(), **report.settings})
         if report.model_summary is not None:
             body["before_refinement"] = _nan_to_none(report.model_summary.to_dict())
+            body["outline_starts"] = report.outline_starts
         if report.families:
             body["families"] = {name: _nan_to_none(s.to_dict()) for name, s in sorted(report.families.items())}
         if report.model_families:

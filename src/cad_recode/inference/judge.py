@@ -93,6 +93,7 @@ def refine_winner(code: str, result, cd_input: float | None, item: EncodedInput,
         model_code=code, cd_input_before=cd_input if fitted else _protocol(refined.start_distance),
         cd_input_after=_protocol(refined.distance), literals_changed=refined.changed,
         evaluations=refined.evaluations, seconds=refined.seconds, structure_edits=list(refined.edits),
+        started_from=fitted.label if fitted else "model",
     )
     return refined, summary
 

@@ -61,6 +61,7 @@ class RefinementSummary:
     seconds: float
     model_truth: TruthComparison | None = None  # the program as written, against the ground truth
     structure_edits: list[str] = field(default_factory=list)  # e.g. ["removed .circle(66,mode='s')"]
+    started_from: str = "model"  # or the fitted program it started from, e.g. "a sketch on ZX extruded"
 
     def describe(self) -> str:
         return describe_refinement(self.literals_changed, self.structure_edits, self.evaluations)
@@ -187,7 +188,8 @@ class Reconstruction:
             report["refinement"] = dict(
                 cd_input_before=refined.cd_input_before, cd_input_after=refined.cd_input_after,
                 literals_changed=refined.literals_changed, structure_edits=refined.structure_edits,
-                evaluations=refined.evaluations, seconds=round(refined.seconds, 3), model_code=refined.model_code,
+                evaluations=refined.evaluations, seconds=round(refined.seconds, 3), started_from=refined.started_from,
+                model_code=refined.model_code,
                 model_cd_gt=refined.model_truth.cd if refined.model_truth else None,
                 model_iou_gt=refined.model_truth.iou if refined.model_truth else None,
             )
