@@ -1,17 +1,21 @@
-"""Sketch-and-extrude programs fitted to a point cloud: best of N's model-free candidates.
+"""Sketch-and-extrude programs fitted to a point cloud: model-free starting points for refinement.
 
 Most simple parts are one outline, perhaps with through holes, extruded along a
-frame axis. For each of the three base planes this module projects the points
-onto the plane, rasterizes them, closes the gaps between samples, traces the
-outer boundary into a polygon (each edge then fitted to the points along it)
-and reads each hole as a circle or a rectangle. The result is written as the
-generator's own program (``cq.Workplane(plane, origin=...)``, a sketch of
-segments with ``mode='s'`` holes, ``extrude``), so it runs in the sandbox, is
-judged against the input like any model candidate and refined like one.
+frame axis, or a few such extrusions stacked (a boss on a plate, a step, a
+pocket). For each of the three base planes this module finds the heights where
+the points show a face across the axis, and for the part between two such
+heights projects the points onto the plane, rasterizes them, closes the gaps
+between samples, traces the outer boundary into a polygon (each edge then
+fitted to the points along it, a round boundary read as a circle) and reads
+each hole of an end face as a circle or a rectangle. The result is written as
+the generator's own program (``cq.Workplane(plane, origin=...)`` per level, a
+sketch of segments with ``mode='s'`` holes, ``extrude``, ``union``), so it runs
+in the sandbox, is judged against the input like a model's candidate and
+refined like one (:mod:`cad_recode.inference.fitted_start`).
 
-A part that is not one extrusion along that axis (a stacked body, a pocket)
-gives a program that misses, and the judge ranks it below the model's. Nothing
-here is trusted: every fitted program is only a candidate.
+A part that is not a stack of extrusions along a frame axis gives programs that
+miss, and the judge keeps the model's. Nothing here is trusted: every fitted
+program is only a candidate.
 """
 
 from __future__ import annotations
