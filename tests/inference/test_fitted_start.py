@@ -112,3 +112,19 @@ def test_when_every_model_program_fails_the_fit_alone_gives_the_part(sandbox, l_
     assert rec.refinement.model_code == "" and rec.refinement.model_truth.iou is None
     assert rec.refinement.structure_edits[0].endswith("; no program of the model's was valid)")
     assert rec.refinement.evaluations <= 40
+
+
+def test_a_noisy_scan_is_fitted_from_its_smoothed_points(sandbox, l_plate):
+    from cad_recode.geometry.sampling import sample_surface
+    from cad_recode.geometry.scan_noise import is_noisy
+
+    points = sample_surface(l_plate, 8192, seed=0)
+    # sigma 0.01 of the normalized frame: the part spans 200 units, so 1 unit
+    scan = points + np.random.default_rng(0).normal(0.0, 1.0, points.shape)
+    item = encoded(sandbox, scan)
+    assert is_noisy(item.noise)
+
+    best, _ = best_fitted_start(item, sandbox, CloudDistance(item.dense), budget=12)
+
+    assert best.label == "a sketch on ZX extruded" and "circle(" in best.code, best.code
+    assert mesh_iou(best.result.to_trimesh(), in_model_units(l_plate, item)) > 0.93

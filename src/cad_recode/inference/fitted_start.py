@@ -4,11 +4,13 @@ The model's winner is the usual start of refinement. Where the model misread the
 part (an L-plate written as a box, an outline on the wrong base plane), fitting
 numbers cannot mend it; a program fitted to the points
 (:mod:`cad_recode.geometry.extrusion_fit`) often can. So, with refinement on, the
-fitted programs run in one sandbox batch, in the input's frame and, under
-``--pose auto``, in each pose's frame (placed back like a posed candidate); the
-closest to the input points replaces the model's winner as the start when it is
-closer. The ground truth plays no part; the report keeps the model's program and
-says which start refinement took.
+fitted programs run in one sandbox batch: fitted in the input's frame and, under
+``--pose auto``, in each pose's frame too (placed back like a posed candidate);
+a noisy scan's points are first smoothed onto their local planes
+(:mod:`cad_recode.geometry.scan_noise`). The one closest to the input points
+becomes refinement's start when it is clearly closer than the model's winner
+(``judge.FIT_MARGIN``). The ground truth plays no part; the report keeps the
+model's program and says which start refinement took.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from cad_recode.errors import InputError
 from cad_recode.geometry.extrusion_fit import ExtrusionFit, extrusion_programs
 from cad_recode.geometry.metrics import CloudDistance, protocol_cd
 from cad_recode.geometry.pose import PosePlacement, place_back
+from cad_recode.geometry.scan_noise import is_noisy, smooth_onto_planes
 from cad_recode.inference.inputs import EncodedInput
 
 FIT_POINTS = 8192  # input points a fit reads: a scan of millions adds nothing to an outline
@@ -49,6 +52,8 @@ def fitted_programs(item: EncodedInput) -> list[tuple[str, str]]:
     if len(points) > FIT_POINTS:
         points = points[np.random.default_rng(0).choice(len(points), FIT_POINTS, replace=False)]
     model_units = item.transform.apply(points) * MODEL_UNITS
+    if is_noisy(item.noise):  # an outline traced through noise is ragged and its ends overshoot
+        model_units = smooth_onto_planes(model_units)
     programs = [(_label(fit), fit.code) for fit in extrusion_programs(model_units)]
     for placement in _distinct_poses(item.placements or []):
         posed = _to_pose_frame(model_units, placement)
