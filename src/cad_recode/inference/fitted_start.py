@@ -33,7 +33,7 @@ FIT_POINTS = 8192  # input points a fit reads: a scan of millions adds nothing t
 
 @dataclass
 class FittedStart:
-    """The fitted program closest to the input, and how many sandbox runs finding it took."""
+    """The fitted program closest to the input, with its run and its distance to the input."""
 
     code: str
     result: object  # its ExecResult
