@@ -71,9 +71,25 @@ def test_a_tube_comes_back_as_two_circles(sandbox):
     assert len(radii) == 2 and abs(radii[0] - 100) <= 2 and abs(radii[1] - 75) <= 2, code
 
 
+def test_a_long_thin_walled_tube_keeps_its_bore(sandbox):
+    # its end faces hold about 1 % of the samples and its walls are 3 units apart
+    code, iou = fitted(sandbox, "import cadquery as cq\nr=cq.Workplane('YZ').circle(15).circle(12).extrude(200)\n", "YZ")
+    assert iou > 0.9 and code.count(".circle(") == 2 and "mode='s'" in code, code
+
+
 def test_sparse_end_faces_of_a_tall_rod_make_no_holes(sandbox):
     code, iou = fitted(sandbox, ROD, "XY")
     assert iou > 0.95 and "mode='s'" not in code, code
+
+
+def test_faces_across_the_axis_between_the_ends_are_not_taken_for_hole_walls(sandbox):
+    # a block crossing a long rod: the block's top and bottom lie between the rod's end faces
+    truth = sandbox.run("import cadquery as cq\n"
+                        "r=cq.Workplane('XY').box(100,200,110).union(cq.Workplane('XY').cylinder(196,27))\n").to_trimesh()
+    points = sample_surface(truth, 8192, seed=0)
+    fits = [fit for fit in extrusion_programs(fit_normalization(points).apply(points) * 100) if fit.plane == "XY"]
+    assert [fit.steps for fit in fits] == [1, 3]  # the whole height, and rod / block / rod
+    assert all("mode='s'" not in fit.code for fit in fits), [fit.code for fit in fits]
 
 
 def test_points_that_cannot_be_fitted_give_no_programs():

@@ -61,7 +61,7 @@ def extrusion_programs(points: np.ndarray) -> list[ExtrusionFit]:
             continue
         levels = _levels(height)
         for stack in ([levels[0], levels[-1]], levels) if len(levels) > 2 else ([levels[0], levels[-1]],):
-            slabs = [_slab(uv, height, lo, hi, lo == levels[0], hi == levels[-1]) for lo, hi in zip(stack, stack[1:])]
+            slabs = [_slab(uv, height, lo, hi, levels) for lo, hi in zip(stack, stack[1:])]
             if all(slabs):
                 fits.append(ExtrusionFit(plane, _program(plane, normal, stack, slabs), len(slabs)))
     return fits
@@ -84,12 +84,13 @@ def _levels(height: np.ndarray) -> list[float]:
     return sorted(levels)
 
 
-def _slab(uv: np.ndarray, height: np.ndarray, lo: float, hi: float, is_bottom: bool, is_top: bool) -> str | None:
-    """The sketch (outline and through holes) of the part between two levels, or None.
+def _slab(uv: np.ndarray, height: np.ndarray, lo: float, hi: float, levels: list[float]) -> str | None:
+    """The sketch (outline and through holes) of the part between two of its ``levels``, or None.
 
     A face at an inner level belongs to whichever side is wider there, so the
     points of inner levels are left out; the ends' faces are kept.
     """
+    is_bottom, is_top = lo == levels[0], hi == levels[-1]
     lower = lo - 0.5 if is_bottom else lo + MIN_STEP / 2
     upper = hi + 0.5 if is_top else hi - MIN_STEP / 2
     inside = (height >= lower) & (height <= upper)
@@ -111,7 +112,12 @@ def _slab(uv: np.ndarray, height: np.ndarray, lo: float, hi: float, is_bottom: b
         return None
     holes = []
     if is_bottom or is_top:  # a hole shows as a gap in an end face; between two inner levels there is none
-        walls = uv[_mid_height(height, lo, hi)]
+        # side walls only: a face across the axis at an inner level (the top of a plate under a
+        # boss) covers the gaps between an end face's samples too
+        across = np.zeros(len(height), dtype=bool)
+        for level in levels[1:-1]:
+            across |= np.abs(height - level) < MIN_STEP / 2
+        walls = uv[_mid_height(height, lo, hi) & ~across]
         holes = [hole for hole in _holes(filled & ~grid, origin, walls) if outline.contains(hole[1])]
     return _sketch(outline, holes)
 
@@ -338,25 +344,13 @@ def _mid_height(height: np.ndarray, bottom: float, top: float) -> np.ndarray:
 
 
 def _walled(labels: np.ndarray, index: int, centre: np.ndarray, origin: np.ndarray, walls: np.ndarray) -> bool:
-    """A hole has a wall all round it; a gap between the samples of an end face has none.
-
-    A wall projects onto the hole's rim, so the points off the end faces crowd
-    the cells next to the hole (all round it) far more than the cells a little
-    further out; faces across the axis at other heights (a plate under a tall
-    boss) cover both alike.
-    """
-    hole = labels == index
-    grown = [ndimage.binary_dilation(hole, iterations=k) for k in (2, 3, 5)]
-    rim, beyond = grown[0] & ~hole, grown[2] & ~grown[1]
+    """A hole has a wall all round it; a gap between the samples of an end face has none."""
+    rim = ndimage.binary_dilation(labels == index, iterations=2) & (labels != index)
     cells = np.floor((walls - origin) / CELL).astype(int)
-    on_grid = (cells >= 0).all(axis=1) & (cells[:, 0] < hole.shape[0]) & (cells[:, 1] < hole.shape[1])
-    cells, points = cells[on_grid], walls[on_grid]
-    on_rim = rim[cells[:, 0], cells[:, 1]]
-    around = points[on_rim] - centre
+    on_grid = (cells >= 0).all(axis=1) & (cells[:, 0] < rim.shape[0]) & (cells[:, 1] < rim.shape[1])
+    cells, around = cells[on_grid], walls[on_grid]
+    around = around[rim[cells[:, 0], cells[:, 1]]] - centre
     if len(around) < 8:
-        return False
-    crowding = on_rim.sum() / rim.sum()
-    if crowding < 3 * beyond[cells[:, 0], cells[:, 1]].sum() / max(beyond.sum(), 1):
         return False
     octants = np.floor((np.arctan2(around[:, 1], around[:, 0]) + np.pi) / (np.pi / 4)).astype(int) % 8
     return len(np.unique(octants)) >= 7
