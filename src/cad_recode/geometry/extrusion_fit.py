@@ -187,7 +187,7 @@ def _outer_polygon(loop: np.ndarray, uv: np.ndarray) -> _Outline | None:
     if len(corners) < 3:
         return None
     corners = _fit_edges(corners, uv)
-    return _Outline(corners) if len(corners) >= 3 and _area(corners) > 4 * CELL**2 else None
+    return _Outline(corners) if len(corners) >= 3 and abs(_area(corners)) > 4 * CELL**2 else None
 
 
 def _boundary_loop(filled: np.ndarray) -> np.ndarray | None:
