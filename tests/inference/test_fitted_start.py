@@ -58,6 +58,7 @@ def test_a_box_written_for_an_l_plate_is_replaced_by_the_points_outline(sandbox,
     assert mesh_iou(refined.result.to_trimesh(), in_model_units(l_plate, item)) > 0.95
     # the report keeps the model's program and says where refinement started
     assert summary.model_code == BOX and summary.cd_input_before == cd
+    assert summary.started_from == "a sketch on ZX extruded"
     assert summary.structure_edits[0].startswith("started from the points' own outline: a sketch on ZX extruded")
     assert summary.cd_input_after < 0.2 * cd and summary.evaluations <= 120
 
@@ -68,8 +69,10 @@ def test_a_program_that_already_fits_stays_the_start(sandbox, l_plate):
 
     refined, summary = refine_winner(code, result, cd, item, sandbox, 40, to_input)
 
+    assert summary.started_from == "model"
     assert not any(edit.startswith("started from") for edit in summary.structure_edits)
-    assert refined.code.replace(" ", "").split("r=")[1][:30] == L_PLATE.split("r=")[1][:30]
+    # the model's structure, at most its numbers nudged: the same sketch on the same plane
+    assert "Workplane('ZX'" in refined.code and refined.code.count(".segment(") == 5 and "circle(" in refined.code
     assert summary.evaluations <= 40
 
 

@@ -60,7 +60,8 @@ def extrusion_programs(points: np.ndarray) -> list[ExtrusionFit]:
         if height.max() - height.min() < MIN_HEIGHT:
             continue
         levels = _levels(height)
-        for stack in ([levels[0], levels[-1]], levels) if len(levels) > 2 else ([levels[0], levels[-1]],):
+        stacks = [[levels[0], levels[-1]]] + ([levels] if len(levels) > 2 else [])  # one extrusion, then the stack
+        for stack in stacks:
             slabs = [_slab(uv, height, lo, hi, levels) for lo, hi in zip(stack, stack[1:])]
             if all(slabs):
                 fits.append(ExtrusionFit(plane, _program(plane, normal, stack, slabs), len(slabs)))
@@ -358,7 +359,7 @@ def _walled(labels: np.ndarray, index: int, centre: np.ndarray, origin: np.ndarr
 
 def _holes(empty: np.ndarray, origin: np.ndarray, walls: np.ndarray) -> list[tuple[str, np.ndarray, tuple[float, ...]]]:
     """Each through hole as ("circle", centre, (r,)) or ("rect", centre, (w, h)), model units."""
-    labels, count = ndimage.label(empty)
+    labels, _ = ndimage.label(empty)
     holes = []
     for index, cells in enumerate(ndimage.find_objects(labels), start=1):
         mask = labels[cells] == index
