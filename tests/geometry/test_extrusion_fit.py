@@ -56,6 +56,7 @@ def test_through_holes_come_back_as_a_circle_and_a_rectangle(sandbox):
     circles = re.findall(r"push\(\[\((-?\d+),(-?\d+)\)\]\)\.circle\((\d+),mode='s'\)", code)
     rects = re.findall(r"push\(\[\((-?\d+),(-?\d+)\)\]\)\.rect\((\d+),(\d+),mode='s'\)", code)
     assert len(circles) == 1 and len(rects) == 1, code
+    assert code.count(".push(") == 2, code  # the centred outline needs none; the holes after it do
     # the plate spans 200 of the 200-unit frame: model units are the program's units here
     x, y, radius = (int(v) for v in circles[0])
     assert abs(x + 50) <= 2 and abs(y) <= 2 and abs(radius - 20) <= 2, code
@@ -69,6 +70,8 @@ def test_a_tube_comes_back_as_two_circles(sandbox):
     radii = [int(r) for r in re.findall(r"\.circle\((\d+)", code)]
     # the tube's 160 across is 200 model units: radii 100 and 75
     assert len(radii) == 2 and abs(radii[0] - 100) <= 2 and abs(radii[1] - 75) <= 2, code
+    # centred, so spelled as the generator spells a ring: no push to the origin
+    assert re.search(r"\.sketch\(\)\.circle\(\d+\)\.circle\(\d+,mode='s'\)\.finalize\(\)", code), code
 
 
 def test_a_long_thin_walled_tube_keeps_its_bore(sandbox):
@@ -131,3 +134,17 @@ def test_a_blind_pocket_comes_back_as_a_frame_on_a_plate(sandbox):
     codes, ious = stacked(sandbox, POCKETED, "ZX")
     assert ious[2] > 0.95, codes
     assert "rect(" in codes[2] and "mode='s'" in codes[2], codes[2]  # the pocket: a hole in the upper slab
+
+
+def test_the_origin_is_pushed_only_after_another_push(sandbox):
+    """A sketch's push holds for what follows, so once anything was pushed the origin must be pushed too."""
+    from cad_recode.geometry.extrusion_fit import _at
+
+    assert _at((0, 0)) == "" and _at((3, -4)) == ".push([(3,-4)])"
+    after = ".push([(50,0)]).circle(10)"
+    assert _at((0, 0), after) == ".push([(0,0)])"
+    code = ("import cadquery as cq\nr=cq.Workplane('XY').sketch()" + after + _at((0, 0), after)
+            + ".circle(5,mode='s').finalize().extrude(1)\n")
+    solid = sandbox.run(code).to_trimesh()
+    # the bore went to the origin, off the disc at (50, 0): the whole disc is left (without the push: a ring)
+    assert solid.volume == pytest.approx(np.pi * 10**2, rel=0.01)

@@ -24,7 +24,7 @@ from cad_recode.rl.config import load_rl_config  # noqa: E402
 from cad_recode.rl.loop import run_rl  # noqa: E402
 from cad_recode.rl.objective import clipped_policy_loss  # noqa: E402
 from cad_recode.rl.rewards import REWARD_SCALE, get_reward  # noqa: E402
-from cad_recode.rl.update import UpdateSettings, anchor_cross_entropy, policy_update, sequence_log_probs  # noqa: E402
+from cad_recode.rl.update import SupervisedTerm, UpdateSettings, sft_cross_entropy, policy_update, sequence_log_probs  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PLATES = {"train/4.py", "train/5.py", "train/6.py", "train/7.py"}  # rl_artifacts.BOXES 4-7, labelled plate here
@@ -115,7 +115,7 @@ def test_bad_anchor_settings_are_one_line_errors(inputs, model, tmp_path):
         load_rl_config(None, ra.settings(inputs[0], inputs[1], tmp_path / "out", anchor_rollouts=2))
 
 
-def test_anchor_cross_entropy_is_the_models_own_sft_loss(inputs, model):
+def test_sft_cross_entropy_is_the_models_own_sft_loss(inputs, model):
     """The anchor's loss is SFT's: the model's shifted cross-entropy over the code and end tokens."""
     batch = _anchor(inputs, model).batches(1, 0, 1, micro_batch_size=4, pad_id=_pad_id(inputs),
                                            device=torch.device("cpu"))[0]
@@ -124,7 +124,7 @@ def test_anchor_cross_entropy_is_the_models_own_sft_loss(inputs, model):
     with torch.no_grad():
         sft = model(points=batch.points, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                     labels=labels).loss
-        ours = anchor_cross_entropy(model, batch)
+        ours = sft_cross_entropy(model, batch)
     assert batch.num_tokens == int((labels != -100).sum())
     assert float(ours) == pytest.approx(float(sft), rel=1e-5)
 
@@ -141,18 +141,18 @@ def test_a_step_moves_the_weights_by_the_policy_gradient_plus_coef_times_the_anc
     expected = load_cad_recode_model(inputs[1])
     logp = sequence_log_probs(expected, policy_batch, temperature=1.0)
     loss = clipped_policy_loss(logp, logp.detach(), policy_batch.advantages, policy_batch.mask, 0.1).loss
-    (loss + coef * anchor_cross_entropy(expected, anchor_batch)).backward()
+    (loss + coef * sft_cross_entropy(expected, anchor_batch)).backward()
 
     stepped = load_cad_recode_model(inputs[1])
     optimizer = torch.optim.SGD(stepped.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     settings = UpdateSettings(ppo_epochs=1, micro_batch_size=4, clip_eps=0.1, kl_beta=0.0, max_grad_norm=0.0,
-                              temperature=1.0, anchor_coef=coef)
+                              temperature=1.0)
     stats = policy_update(stepped, Accelerator(cpu=True), optimizer, scheduler, [policy_batch], settings, None,
-                          [anchor_batch])
+                          [SupervisedTerm("anchor", coef, [anchor_batch])])
     with torch.no_grad():
-        before = float(anchor_cross_entropy(model, anchor_batch))
-    assert stats.anchor_loss == pytest.approx(before, rel=1e-5)
+        before = float(sft_cross_entropy(model, anchor_batch))
+    assert stats.supervised_loss["anchor"] == pytest.approx(before, rel=1e-5)
     start = dict(model.named_parameters())
     moved = 0
     for name, param in stepped.named_parameters():
@@ -178,7 +178,7 @@ def test_a_run_with_an_anchor_logs_its_loss_and_keeps_the_replayed_programs(inpu
     for name in ("plain", "anchored"):
         trained = load_cad_recode_model(tmp_path / name)  # a full run writes the guide's layout: the model here
         with torch.no_grad():
-            losses[name] = float(anchor_cross_entropy(trained, plates))
+            losses[name] = float(sft_cross_entropy(trained, plates))
     assert losses["anchored"] < 0.9 * losses["plain"], losses
 
 

@@ -46,6 +46,7 @@ def test_dry_run_prints_the_plan_flags_override_the_yaml_and_nothing_is_written(
                            "--output_dir", out, "--dry_run", "--num_generations", "4", "--top_k", "2")
     assert code == 0 and "64 programs sampled, 32 trained on" in stdout  # the flags won
     assert "anchor           off" in stdout
+    assert "self-imitation   off" in stdout
     code, stdout, _ = _run(capsys, "--config", TINY_YAML, "--start_model", start, "--data_dir", data,
                            "--output_dir", out, "--dry_run", "--anchor_data_dir", data, "--anchor_families", "box",
                            "plate", "--anchor_coef", "0.5", "--anchor_rollouts", "4")
@@ -53,6 +54,10 @@ def test_dry_run_prints_the_plan_flags_override_the_yaml_and_nothing_is_written(
     assert (f"{data} (split train, box, plate): 16 programs per update, SFT loss x 0.5; 4 shapes per update "
             "rolled out beside the inputs") in stdout
     assert "160 programs sampled, 80 trained on" in stdout  # 16 + 4 inputs x 8 samples, top 4
+    code, stdout, _ = _run(capsys, "--config", TINY_YAML, "--start_model", start, "--data_dir", data,
+                           "--output_dir", out, "--dry_run", "--imitation_coef", "2", "--imitation_sources", "fit")
+    assert code == 0
+    assert "self-imitation   the best of fit per input, where it beats greedy's reward by 0.5: SFT loss x 2.0" in stdout
     assert not out.exists()
 
 

@@ -401,7 +401,7 @@ def _sketch(outline: _Outline, holes: list[tuple[str, np.ndarray, tuple[float, .
     if sketch is None:
         return None
     for kind, centre, size in holes:
-        where = f".push([{_pair(_rounded(centre))}])"
+        where = _at(_rounded(centre), sketch)
         if kind == "circle":
             radius = int(round(size[0]))
             if radius >= 1:
@@ -413,10 +413,18 @@ def _sketch(outline: _Outline, holes: list[tuple[str, np.ndarray, tuple[float, .
     return sketch
 
 
+def _at(centre: tuple[int, int], sketch: str = "") -> str:
+    """Where the next element goes: nothing at the origin before any push (the generator's spelling,
+    ``circle(100).circle(88,mode='s')``); after a push the origin must be pushed too."""
+    if centre == (0, 0) and ".push(" not in sketch:
+        return ""
+    return f".push([{_pair(centre)}])"
+
+
 def _outline_sketch(outline: _Outline) -> str | None:
     if outline.corners is None:
         radius = int(round(outline.radius))
-        return f".push([{_pair(_rounded(outline.centre))}]).circle({radius})" if radius >= 1 else None
+        return f"{_at(_rounded(outline.centre))}.circle({radius})" if radius >= 1 else None
     corners = [_rounded(corner) for corner in outline.corners]
     corners = [c for k, c in enumerate(corners) if c != corners[k - 1]]
     if len(corners) < 3:
@@ -435,10 +443,7 @@ def _as_rectangle(corners: list[tuple[int, int]]) -> str | None:
     if len(corners) != 4 or len(xs) != 2 or len(ys) != 2:
         return None
     centre = ((xs[0] + xs[1]) / 2, (ys[0] + ys[1]) / 2)
-    size = f"{xs[1] - xs[0]},{ys[1] - ys[0]}"
-    if centre == (0, 0):
-        return f".rect({size})"
-    return f".push([{_pair(_rounded(centre))}]).rect({size})"
+    return f"{_at(_rounded(centre))}.rect({xs[1] - xs[0]},{ys[1] - ys[0]})"
 
 
 def _rounded(point) -> tuple[int, int]:

@@ -15,6 +15,8 @@ from cad_recode import defaults
 from cad_recode.config import CHOICES as TRAIN_CHOICES
 from cad_recode.config import RunOutputs, config_error, config_field, require, require_choice
 
+IMITATION_SOURCES = ("samples", "fit")  # cad_recode.rl.imitation.SOURCES, without importing torch for a config
+
 REWARD_HELP = ("iou_gt (IoU with the ground-truth solid of a prepared dataset), iou_input (IoU with the input "
                "mesh itself; a mesh that is not watertight falls back to cd_input), cd_input (Chamfer distance to "
                "the input points, mapped to [0, 10]), or 'package.module:name' for your own reward callable")
@@ -113,6 +115,9 @@ class RLConfig(RunOutputs):
     ppo_epochs: int = config_field(3, "Passes over an update's samples (cadrille: 3).")
     clip_eps: float = config_field(0.1, "PPO clip range of the probability ratio (cadrille: 0.1).")
     kl_beta: float = config_field(0.0, "Weight of the KL term to the start policy; 0 = none (cadrille).")
+    policy_coef: float = config_field(
+        1.0, "Weight of the clipped policy loss; 0 leaves only the anchor and self-imitation terms (expert iteration).",
+    )
     micro_batch_size: int = config_field(8, "Sequences per forward/backward; gradients accumulate over an update.")
     learning_rate: float = config_field(3e-5, "AdamW learning rate (cadrille: 3e-5).")
     projector_learning_rate: float | None = config_field(None, "Learning rate of the point projector; null = learning_rate.")
@@ -136,6 +141,19 @@ class RLConfig(RunOutputs):
         0,
         "Anchor shapes rolled out per update beside RL's own inputs (over all processes), scored by the reward "
         "against their truth solids, so greedy output on the other families is rewarded too; 0 = none.",
+    )
+
+    # --- Self-imitation ---
+    imitation_coef: float = config_field(
+        0.0,
+        "Weight of the cross-entropy of the best program found for each input (its samples, its outline fits) "
+        "when it beats what greedy decoding writes by imitation_margin; 0 = off (cad_recode.rl.imitation).",
+    )
+    imitation_margin: float = config_field(
+        0.5, "Reward by which the best program found must beat greedy's to be imitated (0.5 = 0.05 IoU).",
+    )
+    imitation_sources: list[str] = config_field(
+        ["samples", "fit"], "Where imitated programs come from: samples (the group's), fit (the points' outline fits).",
     )
 
     # --- Validation ---
@@ -169,7 +187,7 @@ class RLConfig(RunOutputs):
                     "micro_batch_size", "learning_rate", "max_updates", "val_num_samples", "save_steps",
                     "logging_steps", "anchor_per_update"):
             require(self, key, getattr(self, key) > 0, "must be > 0")
-        for key in ("kl_beta", "anchor_coef", "anchor_rollouts", "weight_decay", "max_grad_norm", "warmup_steps",
+        for key in ("kl_beta", "policy_coef", "anchor_coef", "anchor_rollouts", "imitation_coef", "imitation_margin", "weight_decay", "max_grad_norm", "warmup_steps",
                     "eval_steps", "seed"):
             require(self, key, getattr(self, key) >= 0, "must be >= 0")
         require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)")
@@ -191,6 +209,12 @@ class RLConfig(RunOutputs):
         if self.anchor_rollouts and self.anchor_data_dir is None:
             raise config_error(("anchor_rollouts", "anchor_data_dir"),
                                "anchor_rollouts rolls out shapes of the anchor data, but anchor_data_dir is not set")
+        if self.policy_coef == 0 and self.imitation_coef == 0 and (self.anchor_data_dir is None or self.anchor_coef == 0):
+            raise config_error(("policy_coef", "imitation_coef"), "policy_coef is 0 and there is no imitation or "
+                               "anchor term: nothing would train; set imitation_coef (or policy_coef) above 0")
+        unknown = [source for source in self.imitation_sources if source not in IMITATION_SOURCES]
+        require(self, "imitation_sources", bool(self.imitation_sources) and not unknown,
+                f"must list some of {', '.join(IMITATION_SOURCES)}" + (f" (not {', '.join(unknown)})" if unknown else ""))
         if self.top_k > self.num_generations:
             raise config_error(("top_k", "num_generations"),
                                f"top_k ({self.top_k}) must be <= num_generations ({self.num_generations})")
@@ -209,6 +233,7 @@ RLConfig.SECTIONS = (
     ("Rollouts", "num_generations"),
     ("Update", "shapes_per_update"),
     ("Anchor (replayed programs)", "anchor_data_dir"),
+    ("Self-imitation", "imitation_coef"),
     ("Validation", "eval_steps"),
     ("Saving and logging", "output_dir"),
     ("Run", "seed"),

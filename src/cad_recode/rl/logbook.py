@@ -3,7 +3,9 @@
 Rank 0 only. Keys (per update): ``reward_mean``, ``reward_std`` (over the samples of the run's own
 inputs), ``ir`` (their share with no valid solid), ``zero_advantage_share`` (groups whose rewards were
 all equal), ``kl`` (k3 estimate to the start policy, when it is available), with an anchor
-``anchor_loss`` and ``anchor_reward_mean`` (its shapes rolled out), ``loss``, ``clip_fraction``,
+``anchor_loss`` and ``anchor_reward_mean`` (its shapes rolled out), with self-imitation ``imitation_loss``,
+``greedy_reward_mean``, ``imitated`` and ``imitated_from_fit`` (inputs whose best program was imitated),
+``seconds_imitation``, ``loss``, ``clip_fraction``,
 ``tokens_per_s`` (generated tokens per second of generation), ``lr``, the time split
 ``seconds_generate / _sandbox / _reward / _rollout / _update``, ``solved``; and every ``eval_steps``
 the greedy validation ``val_iou``, ``val_ir``, ``val_reward``.

@@ -10,10 +10,12 @@ One update (cadrille's recipe, design.md §2, made to learn from MANY shapes at 
    sandbox and scored by the reward, the sandbox overlapped with the next chunk's generation;
 3. select (:mod:`.update`): advantages ``r - mean(r)`` per group, the top-k by ``|A|``; an input whose
    samples all score >= ``hard_example_threshold`` is marked solved (hard-example mining);
-4. ``ppo_epochs`` optimizer steps of the clipped loss (+ ``kl_beta`` x KL to the start policy, + ``anchor_coef``
-   x the SFT loss of replayed programs, :mod:`.anchor`) over the selected samples, gradient accumulation
-   over micro-batches, gradient clipping;
-5. log (reward mean/std, IR, zero-advantage share, KL, tokens/s, time split), every ``eval_steps`` a
+4. with ``imitation_coef`` (:mod:`.imitation`): each input decoded greedily and scored; the best program
+   found for it (its samples, its outline fits) is imitated where it beats greedy's;
+5. ``ppo_epochs`` optimizer steps of the clipped loss (+ ``kl_beta`` x KL to the start policy, + ``anchor_coef``
+   x the SFT loss of replayed programs, :mod:`.anchor`, + ``imitation_coef`` x that of the imitated ones)
+   over the selected samples, gradient accumulation over micro-batches, gradient clipping;
+6. log (reward mean/std, IR, zero-advantage share, KL, tokens/s, time split), every ``eval_steps`` a
    greedy validation on fixed inputs, every ``save_steps`` a checkpoint (:mod:`.checkpoint`).
 
 Why an own loop on Accelerate and not TRL's ``GRPOTrainer``: TRL (read at commit d2b69d7 of
@@ -37,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -51,12 +54,15 @@ from cad_recode.model.run_folder import check_output_dir, clear_previous_run, pr
 from cad_recode.rl import checkpoint as ckpt
 from cad_recode.rl.anchor import Anchor, open_anchor
 from cad_recode.rl.config import RLConfig
+from cad_recode.rl.imitation import FitCache
 from cad_recode.rl.inputs import check_data_source, open_items, resolve_reward
 from cad_recode.rl.logbook import CURVES_FILE, Logbook, write_rl_curves
 from cad_recode.rl.policy import Policy, load_policy
 from cad_recode.rl.rollouts import RolloutSettings, collect_groups, derived_seed
 from cad_recode.rl.stream import ItemStream
-from cad_recode.rl.update import UpdateSettings, micro_batches, policy_update, select, sequence_log_probs
+from cad_recode.rl.update import (
+    SupervisedTerm, UpdateSettings, micro_batches, policy_update, select, sequence_log_probs,
+)
 
 
 @dataclass
@@ -84,6 +90,7 @@ class RLRun:
     stream: ItemStream
     logbook: Logbook | None  # rank 0 only
     anchor: Anchor | None = None  # replayed programs (anchor_data_dir), or None
+    fits: FitCache | None = None  # each input's best outline fit (imitation from fits), filled as inputs come
 
     @property
     def is_main(self) -> bool:
@@ -199,13 +206,20 @@ def one_update(run: RLRun, update: int) -> dict | None:
     from cad_recode.model.tokenizer import CodeTokens
 
     tokens = CodeTokens.from_tokenizer(run.policy.tokenizer)
-    batches = micro_batches(selection, cfg.micro_batch_size, tokens.start_id, tokens.end_id, tokens.pad_id, acc.device)
+    batches = micro_batches(selection.samples, cfg.micro_batch_size, tokens.start_id, tokens.end_id, tokens.pad_id,
+                            acc.device)
+    supervised, imitation_record = [], {}
+    if cfg.imitation_coef > 0:
+        imitated, imitation_record = imitation_samples(run, own)
+        supervised.append(SupervisedTerm("imitation", cfg.imitation_coef, micro_batches(
+            imitated, cfg.micro_batch_size, tokens.start_id, tokens.end_id, tokens.pad_id, acc.device)))
     torch.manual_seed(derived_seed(cfg.seed, 2, update, rank))  # dropout, if any
     replaying = run.anchor is not None and cfg.anchor_coef > 0  # anchor_coef 0: the anchor only rolls out shapes
-    anchor = (run.anchor.batches(update, rank, world, cfg.micro_batch_size, tokens.pad_id, acc.device)
-              if replaying else [])
+    if replaying:
+        supervised.append(SupervisedTerm("anchor", cfg.anchor_coef, run.anchor.batches(
+            update, rank, world, cfg.micro_batch_size, tokens.pad_id, acc.device)))
     stats = policy_update(run.model, acc, run.optimizer, run.scheduler, batches, update_settings(cfg),
-                          reference_log_probs(run), anchor)
+                          reference_log_probs(run), supervised)
     record = {
         "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False)),
         "ir": float(invalid.mean()),
@@ -221,13 +235,34 @@ def one_update(run: RLRun, update: int) -> dict | None:
     }
     if run.policy.reference is not None or run.cfg.uses_lora:
         record["kl"] = stats.kl
-    if replaying:
-        record["anchor_loss"] = stats.anchor_loss
+    record.update({f"{name}_loss": value for name, value in stats.supervised_loss.items()})
+    record.update(imitation_record)
     if cfg.anchor_rollouts:
         replayed_rewards = torch.tensor(np.stack([g.rewards for g in replayed_groups]), dtype=torch.float32,
                                         device=acc.device)
         record["anchor_reward_mean"] = float(acc.gather(replayed_rewards).mean())
     return record
+
+
+def imitation_samples(run: RLRun, own: list) -> tuple[list, dict]:
+    """The sequences to imitate for this process's own groups, and the update's counts (over every process)."""
+    from cad_recode.rl.imitation import greedy_rewards, imitation_targets
+
+    cfg, acc = run.cfg, run.accelerator
+    started = time.perf_counter()
+    greedy = greedy_rewards(run.policy.model, run.policy.tokenizer, run.items, own, max_new_tokens=cfg.max_new_tokens,
+                            grammar=cfg.grammar, sandbox=run.sandbox, reward=run.reward, device=acc.device)
+    fits = ([None] * len(own) if "fit" not in cfg.imitation_sources else
+            run.fits.lookup(run.items, [g.item for g in own], run.policy.tokenizer, run.sandbox, run.reward))
+    targets = imitation_targets(own, greedy, fits, cfg.imitation_sources, cfg.imitation_margin)
+    counts = torch.tensor([len(targets), sum(source == "fit" for _, source in targets)], dtype=torch.float64,
+                          device=acc.device)
+    counts = acc.reduce(counts, reduction="sum")
+    greedy_mean = acc.gather(torch.tensor(greedy, dtype=torch.float32, device=acc.device)).mean()
+    return [target for target, _ in targets], {
+        "greedy_reward_mean": float(greedy_mean), "imitated": int(counts[0]), "imitated_from_fit": int(counts[1]),
+        "seconds_imitation": time.perf_counter() - started,
+    }
 
 
 def _solved(rewards: np.ndarray, cfg: RLConfig) -> bool:
@@ -277,7 +312,7 @@ def rollout_settings(cfg: RLConfig, num_point_tokens: int) -> RolloutSettings:
 
 def update_settings(cfg: RLConfig) -> UpdateSettings:
     return UpdateSettings(cfg.ppo_epochs, cfg.micro_batch_size, cfg.clip_eps, cfg.kl_beta, cfg.max_grad_norm,
-                          cfg.temperature, cfg.anchor_coef)
+                          cfg.temperature, cfg.policy_coef)
 
 
 # --------------------------------------------------------------------------- setup
@@ -327,7 +362,7 @@ def setup(cfg: RLConfig) -> RLRun:
     scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=cfg.warmup_steps * cfg.ppo_epochs,
                               num_training_steps=steps)
     return RLRun(cfg, accelerator, policy, model, optimizer, scheduler, items, val_items, reward, sandbox,
-                 ItemStream(len(items), cfg.seed), None, anchor)
+                 ItemStream(len(items), cfg.seed), None, anchor, FitCache(cfg.max_new_tokens))
 
 
 def _core(policy: Policy):

@@ -19,6 +19,7 @@ class RLPlan:
     source: str
     reward: str
     anchor: str
+    imitation: str
     samples_per_update: int
     trained_per_update: int
     optimizer_steps: int
@@ -33,6 +34,7 @@ class RLPlan:
             f"  inputs           {self.source}",
             f"  reward           {self.reward}",
             f"  anchor           {self.anchor}",
+            f"  self-imitation   {self.imitation}",
             f"  per update       {self.samples_per_update} programs sampled, {self.trained_per_update} trained on",
             f"  optimizer steps  {self.optimizer_steps} in all",
             f"  programs in all  {self.total_samples} (fewer once inputs are solved)",
@@ -56,6 +58,7 @@ def plan(cfg: RLConfig) -> RLPlan:
     samples = shapes * cfg.num_generations
     return RLPlan(
         start=source.describe(), method=method, source=inputs, reward=cfg.reward, anchor=describe_anchor(cfg),
+        imitation=describe_imitation(cfg),
         samples_per_update=samples, trained_per_update=shapes * cfg.top_k,
         optimizer_steps=cfg.max_updates * cfg.ppo_epochs, total_samples=cfg.max_updates * samples,
         output_dir=cfg.output_dir,
@@ -72,3 +75,11 @@ def describe_anchor(cfg: RLConfig) -> str:
     if cfg.anchor_rollouts:
         parts.append(f"{cfg.anchor_rollouts} shapes per update rolled out beside the inputs")
     return f"{source}: " + ("; ".join(parts) or "nothing replayed (anchor_coef 0, anchor_rollouts 0)")
+
+
+def describe_imitation(cfg: RLConfig) -> str:
+    """Self-imitation in words ("off" at imitation_coef 0)."""
+    if not cfg.imitation_coef:
+        return "off"
+    return (f"the best of {' and '.join(cfg.imitation_sources)} per input, where it beats greedy's reward by "
+            f"{cfg.imitation_margin}: SFT loss x {cfg.imitation_coef}")

@@ -9,8 +9,9 @@
   whose losses are weighted by their share of the update's tokens (a token-level mean over the update),
   with DDP gradient sync only on the last micro-batch. The old log-probs are the policy's before the
   first pass, so the first pass's ratio is exactly 1 (dropout off).
-- With an anchor (:mod:`cad_recode.rl.anchor`), every pass also adds ``anchor_coef`` x the token-mean
-  cross-entropy of the update's replayed programs (at temperature 1, as SFT trains).
+- Supervised terms (:class:`SupervisedTerm`): every pass also adds ``coef`` x the token-mean cross-entropy
+  (at temperature 1, as SFT trains) of some sequences: the anchor's replayed programs
+  (:mod:`cad_recode.rl.anchor`) and the programs imitated (:mod:`cad_recode.rl.imitation`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -98,10 +100,23 @@ def sequence_log_probs(model, batch: SequenceBatch, temperature: float) -> torch
 
 
 @dataclass
+class SupervisedTerm:
+    """Sequences whose SFT cross-entropy (token mean over the term) joins every pass, times ``coef``."""
+
+    name: str  # "anchor", "imitation": logged as NAME_loss
+    coef: float
+    batches: Sequence[SequenceBatch]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(b.num_tokens for b in self.batches)
+
+
+@dataclass
 class UpdateStats:
     loss: float = 0.0
     kl: float = 0.0
-    anchor_loss: float = 0.0  # the replayed programs' cross-entropy, mean over the passes
+    supervised_loss: dict[str, float] = field(default_factory=dict)  # each term's cross-entropy, mean over passes
     clip_fraction: float = 0.0
     ratio_mean: float = 0.0
     grad_norm: float = 0.0
@@ -117,32 +132,34 @@ class UpdateSettings:
     kl_beta: float
     max_grad_norm: float
     temperature: float
-    anchor_coef: float = 0.0
+    policy_coef: float = 1.0  # 0: only the supervised terms move the weights (expert iteration)
 
 
 def policy_update(model, accelerator, optimizer, scheduler, batches: Sequence[SequenceBatch],
                   settings: UpdateSettings, reference: Callable[[SequenceBatch], torch.Tensor] | None,
-                  anchor: Sequence[SequenceBatch] = ()) -> UpdateStats:
+                  supervised: Sequence[SupervisedTerm] = ()) -> UpdateStats:
     """``settings.ppo_epochs`` optimizer steps over ``batches`` (the micro-batches of one update).
 
     ``reference(batch)``: the start policy's log-probs (for the KL term and its log), or None.
-    ``anchor``: micro-batches of replayed programs whose cross-entropy joins each step (``anchor_coef``).
+    ``supervised``: terms whose cross-entropy joins each step (a term without tokens is skipped).
     """
     started, stats = time.perf_counter(), UpdateStats()
     total = sum(b.num_tokens for b in batches)
-    anchor_total = sum(b.num_tokens for b in anchor)
+    supervised = [term for term in supervised if term.num_tokens > 0]
+    stats.supervised_loss = {term.name: 0.0 for term in supervised}
     stats.tokens = total
     model.train()
     with torch.no_grad():
         old = [sequence_log_probs(model, b, settings.temperature) for b in batches]
         ref = [reference(b) for b in batches] if reference is not None else None
     for _ in range(settings.ppo_epochs):
-        for batch in anchor:  # before the policy's micro-batches, whose last one syncs the gradients
-            with accelerator.no_sync(model):
-                cross_entropy = anchor_cross_entropy(model, batch)
-                weight = batch.num_tokens / anchor_total
-                accelerator.backward(cross_entropy * (settings.anchor_coef * weight))
-            stats.anchor_loss += float(cross_entropy.detach()) * weight / settings.ppo_epochs
+        for term in supervised:  # before the policy's micro-batches, whose last one syncs the gradients
+            for batch in term.batches:
+                with accelerator.no_sync(model):
+                    cross_entropy = sft_cross_entropy(model, batch)
+                    weight = batch.num_tokens / term.num_tokens
+                    accelerator.backward(cross_entropy * (term.coef * weight))
+                stats.supervised_loss[term.name] += float(cross_entropy.detach()) * weight / settings.ppo_epochs
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
@@ -154,7 +171,8 @@ def policy_update(model, accelerator, optimizer, scheduler, batches: Sequence[Se
                 if kl is not None and settings.kl_beta > 0:
                     loss = loss + settings.kl_beta * kl
                 weight = batch.num_tokens / total
-                accelerator.backward(loss * weight)
+                # at policy_coef 0 the backward still runs: every process must reach the synced one
+                accelerator.backward(loss * (settings.policy_coef * weight))
             stats.loss += float(loss.detach()) * weight / settings.ppo_epochs
             stats.kl += (float(kl.detach()) if kl is not None else 0.0) * weight / settings.ppo_epochs
             stats.clip_fraction += policy.clip_fraction * weight / settings.ppo_epochs
@@ -170,13 +188,12 @@ def policy_update(model, accelerator, optimizer, scheduler, batches: Sequence[Se
     return stats
 
 
-def anchor_cross_entropy(model, batch: SequenceBatch) -> torch.Tensor:
+def sft_cross_entropy(model, batch: SequenceBatch) -> torch.Tensor:
     """Token-mean cross-entropy of ``batch``'s programs (SFT's loss) under ``model``."""
     logp = sequence_log_probs(model, batch, temperature=1.0)
     return -(logp * batch.mask).sum() / batch.mask.sum()
 
 
-def micro_batches(selection: Selection, size: int, start_id: int, end_id: int, pad_id: int,
+def micro_batches(samples: Sequence[Selected], size: int, start_id: int, end_id: int, pad_id: int,
                   device: torch.device) -> list[SequenceBatch]:
-    samples = selection.samples
     return [make_batch(samples[i:i + size], start_id, end_id, pad_id, device) for i in range(0, len(samples), size)]
