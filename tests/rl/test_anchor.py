@@ -129,8 +129,11 @@ def test_sft_cross_entropy_is_the_models_own_sft_loss(inputs, model):
     assert float(ours) == pytest.approx(float(sft), rel=1e-5)
 
 
-def test_a_step_moves_the_weights_by_the_policy_gradient_plus_coef_times_the_anchor_gradient(inputs, model):
-    """One pass, SGD at lr 1, no clipping: the step is -(grad of the clipped loss + coef x grad of the anchor's CE)."""
+@pytest.mark.parametrize("policy_coef", [1.0, 0.0])
+def test_a_step_moves_the_weights_by_the_policy_gradient_plus_coef_times_the_anchor_gradient(inputs, model,
+                                                                                               policy_coef):
+    """One pass, SGD at lr 1, no clipping: the step is -(policy_coef x grad of the clipped loss + coef x grad of the
+    anchor's CE); at policy_coef 0 the anchor alone moves the weights."""
     anchor = _anchor(inputs, model)
     pad = _pad_id(inputs)
     policy_batch = anchor.batches(2, 0, 1, 4, pad, torch.device("cpu"))[0]
@@ -141,13 +144,13 @@ def test_a_step_moves_the_weights_by_the_policy_gradient_plus_coef_times_the_anc
     expected = load_cad_recode_model(inputs[1])
     logp = sequence_log_probs(expected, policy_batch, temperature=1.0)
     loss = clipped_policy_loss(logp, logp.detach(), policy_batch.advantages, policy_batch.mask, 0.1).loss
-    (loss + coef * sft_cross_entropy(expected, anchor_batch)).backward()
+    (policy_coef * loss + coef * sft_cross_entropy(expected, anchor_batch)).backward()
 
     stepped = load_cad_recode_model(inputs[1])
     optimizer = torch.optim.SGD(stepped.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     settings = UpdateSettings(ppo_epochs=1, micro_batch_size=4, clip_eps=0.1, kl_beta=0.0, max_grad_norm=0.0,
-                              temperature=1.0)
+                              temperature=1.0, policy_coef=policy_coef)
     stats = policy_update(stepped, Accelerator(cpu=True), optimizer, scheduler, [policy_batch], settings, None,
                           [SupervisedTerm("anchor", coef, [anchor_batch])])
     with torch.no_grad():

@@ -15,7 +15,7 @@ from cad_recode import defaults
 from cad_recode.config import CHOICES as TRAIN_CHOICES
 from cad_recode.config import RunOutputs, config_error, config_field, require, require_choice
 
-IMITATION_SOURCES = ("samples", "fit")  # cad_recode.rl.imitation.SOURCES, without importing torch for a config
+IMITATION_SOURCES = ("samples", "fit")  # where self-imitation takes programs from (cad_recode.rl.imitation)
 
 REWARD_HELP = ("iou_gt (IoU with the ground-truth solid of a prepared dataset), iou_input (IoU with the input "
                "mesh itself; a mesh that is not watertight falls back to cd_input), cd_input (Chamfer distance to "
@@ -187,8 +187,8 @@ class RLConfig(RunOutputs):
                     "micro_batch_size", "learning_rate", "max_updates", "val_num_samples", "save_steps",
                     "logging_steps", "anchor_per_update"):
             require(self, key, getattr(self, key) > 0, "must be > 0")
-        for key in ("kl_beta", "policy_coef", "anchor_coef", "anchor_rollouts", "imitation_coef", "imitation_margin", "weight_decay", "max_grad_norm", "warmup_steps",
-                    "eval_steps", "seed"):
+        for key in ("kl_beta", "policy_coef", "anchor_coef", "anchor_rollouts", "imitation_coef", "imitation_margin",
+                    "weight_decay", "max_grad_norm", "warmup_steps", "eval_steps", "seed"):
             require(self, key, getattr(self, key) >= 0, "must be >= 0")
         require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)")
         require(self, "runaway_factor", self.runaway_factor == 0 or self.runaway_factor > 1, "must be 0 (off) or > 1")
@@ -209,7 +209,8 @@ class RLConfig(RunOutputs):
         if self.anchor_rollouts and self.anchor_data_dir is None:
             raise config_error(("anchor_rollouts", "anchor_data_dir"),
                                "anchor_rollouts rolls out shapes of the anchor data, but anchor_data_dir is not set")
-        if self.policy_coef == 0 and self.imitation_coef == 0 and (self.anchor_data_dir is None or self.anchor_coef == 0):
+        anchored = self.anchor_data_dir is not None and self.anchor_coef > 0
+        if self.policy_coef == 0 and self.imitation_coef == 0 and not anchored:
             raise config_error(("policy_coef", "imitation_coef"), "policy_coef is 0 and there is no imitation or "
                                "anchor term: nothing would train; set imitation_coef (or policy_coef) above 0")
         unknown = [source for source in self.imitation_sources if source not in IMITATION_SOURCES]

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
-from dataclasses import field
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
