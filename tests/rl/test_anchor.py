@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -49,11 +50,11 @@ def model(inputs):
     return load_cad_recode_model(inputs[1])
 
 
-def _anchor(inputs, model, families=(), per_update=4, seed=0):
+def _anchor(inputs, model, families=(), per_update=4, seed=0, by_family=False, data=None):
     config = model.config
-    return open_anchor(str(inputs[0]), "train", families, per_update, load_tokenizer(inputs[1]),
+    return open_anchor(str(data or inputs[0]), "train", families, per_update, load_tokenizer(inputs[1]),
                        num_point_tokens=config.num_point_tokens, num_surface_points=config.num_surface_points,
-                       max_code_tokens=200, seed=seed)
+                       max_code_tokens=200, seed=seed, by_family=by_family)
 
 
 def _pad_id(inputs) -> int:
@@ -75,6 +76,27 @@ def test_families_restrict_the_draw(inputs, model):
     ids = list(anchor.dataset.split.ids())
     drawn = {ids[anchor.dataset.records[i]] for u in range(1, 8) for i in anchor.draw(u, 0, 1)}
     assert drawn == PLATES  # every plate drawn at some update, never a box
+
+
+def test_by_family_a_family_of_one_program_is_drawn_as_often_as_a_family_of_seven(inputs, model, tmp_path):
+    data = tmp_path / "one_plate"
+    shutil.copytree(inputs[0], data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["families"]["by_id"] = {i: "plate" if i == "train/4.py" else "box" for i in manifest["families"]["by_id"]}
+    (data / "manifest.json").write_text(json.dumps(manifest))
+
+    def plate_share(anchor) -> float:
+        ids = list(anchor.dataset.split.ids())
+        programs = [ids[anchor.dataset.records[anchor.draw(u, 0, 1)[0]]] for u in range(400)]
+        shapes = [anchor.rollout_items(u, 1, 64)[0].name for u in range(100)]
+        return programs.count("train/4.py") / 400, shapes.count("train/4.py") / 100
+
+    programs, shapes = plate_share(_anchor(inputs, model, per_update=1, data=data, by_family=True))
+    assert 0.4 < programs < 0.6 and 0.35 < shapes < 0.65  # half the draws, for one row in eight
+    programs, shapes = plate_share(_anchor(inputs, model, per_update=1, data=data))
+    assert programs < 0.2 and shapes < 0.25  # by share of the rows: about one in eight
+    with pytest.raises(InputError, match="carries no family labels, so anchor_by_family cannot balance"):
+        _anchor(inputs, model, data=ra.prepared_boxes(tmp_path / "unlabelled"), by_family=True)
 
 
 def test_anchor_shapes_to_roll_out_are_seeded_and_carry_their_truth_solids(inputs, model, sandbox):
@@ -113,6 +135,8 @@ def test_bad_anchor_settings_are_one_line_errors(inputs, model, tmp_path):
         load_rl_config(None, ra.settings(inputs[0], inputs[1], tmp_path / "out", anchor_coef=-1))
     with pytest.raises(UsageError, match="anchor_rollouts rolls out shapes of the anchor data, but anchor_data_dir"):
         load_rl_config(None, ra.settings(inputs[0], inputs[1], tmp_path / "out", anchor_rollouts=2))
+    with pytest.raises(UsageError, match="anchor_by_family balances the anchor's families, but anchor_data_dir is not"):
+        load_rl_config(None, ra.settings(inputs[0], inputs[1], tmp_path / "out", anchor_by_family=True))
 
 
 def test_sft_cross_entropy_is_the_models_own_sft_loss(inputs, model):

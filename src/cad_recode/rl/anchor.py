@@ -10,7 +10,9 @@ rebuilds for the quickstart's model):
 
 The anchor's programs are drawn afresh each update, seeded by (seed, update), with the scan
 augmentations and point draws SFT uses, so a resumed run replays the same ones. Each process takes its
-share. ``anchor_families`` restricts the draw (e.g. every family but the one RL adapts to).
+share. ``anchor_families`` restricts the draw (e.g. every family but the one RL adapts to);
+``anchor_by_family`` draws every family as often as any other (programs and rolled-out shapes alike),
+so a family with few rows (cylinders are 5 % of the quickstart's data) is replayed as often as the rest.
 
 The replayed programs keep the likelihood of the right program, but not what greedy decoding
 writes: on ring meshes RL learnt to cut a bore into cylinders while the cylinders' programs stayed
@@ -50,11 +52,12 @@ class Anchor:
     per_update: int
     seed: int
     labels: dict[str, str] = field(default_factory=dict)  # id -> family, when the data carries labels
+    odds: np.ndarray | None = None  # each row's chance of a draw (by family, see open_anchor); None = uniform
 
     def draw(self, update: int, rank: int, world: int) -> list[int]:
         """This process's share of the update's anchor programs (dataset indices)."""
         rng = np.random.default_rng(derived_seed(self.seed, ANCHOR_STREAM, update))
-        chosen = rng.choice(self.rows, size=min(self.per_update, len(self.rows)), replace=False)
+        chosen = rng.choice(self.rows, size=min(self.per_update, len(self.rows)), replace=False, p=self.odds)
         return [int(i) for i in chosen[rank::world]]
 
     def batches(self, update: int, rank: int, world: int, micro_batch_size: int, pad_id: int,
@@ -72,7 +75,9 @@ class Anchor:
         closed solid (IoU undefined) is passed over. One-line error when the rows hold fewer than ``count``.
         """
         items: list[RLItem] = []
-        for row in np.random.default_rng(derived_seed(self.seed, ROLLOUT_STREAM, update)).permutation(self.rows):
+        rng = np.random.default_rng(derived_seed(self.seed, ROLLOUT_STREAM, update))
+        order = rng.permutation(self.rows) if self.odds is None else rng.choice(self.rows, len(self.rows), False, self.odds)
+        for row in order:
             record = self.dataset.split[int(self.dataset.records[row])]
             mesh = trimesh.Trimesh(record["vertices"], record["faces"], process=False)
             if closed_solid_problem(mesh) is None:
@@ -101,7 +106,8 @@ def check_anchor_dir(data_dir: str) -> Path:
 
 
 def open_anchor(data_dir: str, split: str, families: Sequence[str], per_update: int, tokenizer, *,
-                num_point_tokens: int, num_surface_points: int, max_code_tokens: int, seed: int) -> Anchor:
+                num_point_tokens: int, num_surface_points: int, max_code_tokens: int, seed: int,
+                by_family: bool = False) -> Anchor:
     """The anchor of a prepared dataset; one-line errors for a missing folder or unknown families."""
     from cad_recode.data.dataset import PointCodeDataset
     from cad_recode.data.labels import read_family_labels
@@ -118,4 +124,14 @@ def open_anchor(data_dir: str, split: str, families: Sequence[str], per_update: 
     if len(rows) == 0:
         raise InputError(f"anchor_data_dir {root}: split {split!r} has no program of at most {max_code_tokens} "
                          f"tokens in families {', '.join(families) or 'all'}")
-    return Anchor(dataset, rows, per_update, seed, labels)
+    odds = None
+    if by_family:  # each family as likely as any other: its rows share 1 / (number of families)
+        if not labels:
+            raise InputError(f"anchor_data_dir {root} carries no family labels, so anchor_by_family cannot balance "
+                             "the families; set anchor_by_family false")
+        ids = list(split_data.ids())
+        family = np.array([labels.get(ids[int(dataset.records[row])], "") for row in rows])
+        names, index, counts = np.unique(family, return_inverse=True, return_counts=True)
+        odds = 1.0 / (len(names) * counts[index])
+        odds /= odds.sum()
+    return Anchor(dataset, rows, per_update, seed, labels, odds)

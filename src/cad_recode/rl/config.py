@@ -137,6 +137,9 @@ class RLConfig(RunOutputs):
     anchor_families: list[str] = config_field([], "Only these families of a labelled anchor dataset (empty: all).")
     anchor_per_update: int = config_field(16, "Replayed programs per update, over all processes.")
     anchor_coef: float = config_field(1.0, "Weight of the replayed programs' cross-entropy against the policy loss.")
+    anchor_by_family: bool = config_field(
+        False, "Draw every family of a labelled anchor dataset as often as any other, not by its share of the data.",
+    )
     anchor_rollouts: int = config_field(
         0,
         "Anchor shapes rolled out per update beside RL's own inputs (over all processes), scored by the reward "
@@ -206,6 +209,9 @@ class RLConfig(RunOutputs):
         if self.anchor_families and self.anchor_data_dir is None:
             raise config_error(("anchor_families", "anchor_data_dir"),
                                "anchor_families selects replayed programs, but anchor_data_dir is not set")
+        if self.anchor_by_family and self.anchor_data_dir is None:
+            raise config_error(("anchor_by_family", "anchor_data_dir"),
+                               "anchor_by_family balances the anchor's families, but anchor_data_dir is not set")
         if self.anchor_rollouts and self.anchor_data_dir is None:
             raise config_error(("anchor_rollouts", "anchor_data_dir"),
                                "anchor_rollouts rolls out shapes of the anchor data, but anchor_data_dir is not set")

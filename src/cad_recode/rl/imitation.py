@@ -2,7 +2,7 @@
 
 RL's samples improved while greedy output did not (BENCHMARKS.md, issue 18: on outline meshes the
 sampled reward rose 4.8 -> 5.9 and greedy validation IoU stayed flat), and the negative half of the
-policy gradient leaks into shapes the reward never sees (rings lost a bore-less cylinder's worth).
+policy gradient leaks into shapes the reward never sees (from ring meshes, cylinders got a bore).
 Self-imitation (Oh et al. 2018; expert iteration) uses only the positive half, aimed at greedy:
 
 1. decode each input greedily (the program ``infer`` would write with one candidate) and score it;
@@ -25,10 +25,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from cad_recode.defaults import MODEL_UNITS  # RL items are in the model frame [-1, 1]; fits are written in +-100
 from cad_recode.rl.rollouts import Group
 from cad_recode.rl.update import Selected
-
-MODEL_UNITS = 100.0  # RL items are in the model frame [-1, 1]; programs and fits are written in +-100
 
 
 @dataclass

@@ -343,7 +343,7 @@ def setup(cfg: RLConfig) -> RLRun:
         anchor = open_anchor(cfg.anchor_data_dir, cfg.anchor_split, cfg.anchor_families, cfg.anchor_per_update,
                              policy.tokenizer, num_point_tokens=int(core.num_point_tokens),
                              num_surface_points=int(core.num_surface_points), max_code_tokens=cfg.max_new_tokens,
-                             seed=cfg.seed)
+                             seed=cfg.seed, by_family=cfg.anchor_by_family)
     sandbox = Sandbox(workers=cfg.sandbox_workers)
     try:
         items, val_items = open_items(cfg, int(core.num_surface_points), sandbox)

@@ -70,6 +70,8 @@ def describe_anchor(cfg: RLConfig) -> str:
     if cfg.anchor_data_dir is None:
         return "off"
     families = ", ".join(cfg.anchor_families) or "all families"
+    if cfg.anchor_by_family:
+        families += ", drawn evenly"
     source = f"{cfg.anchor_data_dir} (split {cfg.anchor_split}, {families})"
     parts = [f"{cfg.anchor_per_update} programs per update, SFT loss x {cfg.anchor_coef}"] if cfg.anchor_coef else []
     if cfg.anchor_rollouts:
