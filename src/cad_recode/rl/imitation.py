@@ -57,11 +57,11 @@ class FitCache:
         flat = [code for i in new for code in codes[i]]
         results = iter(sandbox.map(flat) if flat else [])
         for i in new:
-            rewards = score([next(results) for _ in codes[i]], items[i].target, reward)
+            ran = [next(results) for _ in codes[i]]
             self.best[i] = None
-            for code, value in zip(codes[i], rewards):
+            for code, result, value in zip(codes[i], ran, score(ran, items[i].target, reward)):
                 ids = tokenizer(code, add_special_tokens=False)["input_ids"]
-                if len(ids) + 1 > self.max_tokens:  # the model could never write it in full
+                if not result.ok or len(ids) + 1 > self.max_tokens:  # no solid, or more than the model may write
                     continue
                 if self.best[i] is None or value > self.best[i].reward:
                     self.best[i] = Found(list(ids), True, float(value), "fit")
