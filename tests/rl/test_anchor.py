@@ -25,7 +25,9 @@ from cad_recode.rl.config import load_rl_config  # noqa: E402
 from cad_recode.rl.loop import run_rl  # noqa: E402
 from cad_recode.rl.objective import clipped_policy_loss  # noqa: E402
 from cad_recode.rl.rewards import REWARD_SCALE, get_reward  # noqa: E402
-from cad_recode.rl.update import SupervisedTerm, UpdateSettings, sft_cross_entropy, policy_update, sequence_log_probs  # noqa: E402
+from cad_recode.rl.update import (  # noqa: E402
+    SupervisedTerm, UpdateSettings, policy_update, sequence_log_probs, sft_cross_entropy,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PLATES = {"train/4.py", "train/5.py", "train/6.py", "train/7.py"}  # rl_artifacts.BOXES 4-7, labelled plate here

@@ -110,7 +110,7 @@ def test_bad_imitation_settings_are_one_line_errors(tmp_path):
         load_rl_config(None, {**common, "imitation_sources": []})
     with pytest.raises(UsageError, match="imitation_coef.*must be >= 0"):
         load_rl_config(None, {**common, "imitation_coef": -1.0})
-    with pytest.raises(UsageError, match="policy_coef is 0 and there is no imitation or anchor term: nothing would train"):
+    with pytest.raises(UsageError, match="policy_coef is 0 and there is no imitation or anchor term: nothing would"):
         load_rl_config(None, {**common, "policy_coef": 0.0})
     assert load_rl_config(None, {**common, "policy_coef": 0.0, "imitation_coef": 1.0}).policy_coef == 0.0
 

@@ -76,7 +76,10 @@ class Anchor:
         """
         items: list[RLItem] = []
         rng = np.random.default_rng(derived_seed(self.seed, ROLLOUT_STREAM, update))
-        order = rng.permutation(self.rows) if self.odds is None else rng.choice(self.rows, len(self.rows), False, self.odds)
+        if self.odds is None:
+            order = rng.permutation(self.rows)
+        else:
+            order = rng.choice(self.rows, size=len(self.rows), replace=False, p=self.odds)
         for row in order:
             record = self.dataset.split[int(self.dataset.records[row])]
             mesh = trimesh.Trimesh(record["vertices"], record["faces"], process=False)

@@ -220,8 +220,9 @@ class RLConfig(RunOutputs):
             raise config_error(("policy_coef", "imitation_coef"), "policy_coef is 0 and there is no imitation or "
                                "anchor term: nothing would train; set imitation_coef (or policy_coef) above 0")
         unknown = [source for source in self.imitation_sources if source not in IMITATION_SOURCES]
+        not_known = f" (not {', '.join(unknown)})" if unknown else ""
         require(self, "imitation_sources", bool(self.imitation_sources) and not unknown,
-                f"must list some of {', '.join(IMITATION_SOURCES)}" + (f" (not {', '.join(unknown)})" if unknown else ""))
+                f"must list some of {', '.join(IMITATION_SOURCES)}{not_known}")
         if self.top_k > self.num_generations:
             raise config_error(("top_k", "num_generations"),
                                f"top_k ({self.top_k}) must be <= num_generations ({self.num_generations})")
