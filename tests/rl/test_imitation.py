@@ -81,9 +81,15 @@ class CountingSandbox:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory, sandbox):
+def start(tmp_path_factory, sandbox):
+    """The RL tests' start model: it writes the cube program for anything."""
     cube = sandbox.run(example_program("cube")).to_trimesh()
-    return load_tokenizer(ra.start_model(cube, tmp_path_factory.mktemp("imitation_start") / "start"))
+    return ra.start_model(cube, tmp_path_factory.mktemp("imitation_start") / "start")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(start):
+    return load_tokenizer(start)
 
 
 def test_a_box_is_fitted_once_and_its_fit_scores_near_the_maximum(sandbox, tokenizer):
@@ -115,11 +121,10 @@ def test_bad_imitation_settings_are_one_line_errors(tmp_path):
     assert load_rl_config(None, {**common, "policy_coef": 0.0, "imitation_coef": 1.0}).policy_coef == 0.0
 
 
-def test_a_run_imitates_the_boxes_fits_and_learns_to_write_them(tmp_path, sandbox):
+def test_a_run_imitates_the_boxes_fits_and_learns_to_write_them(tmp_path, sandbox, start, tokenizer):
     """The start writes a cube for every box; with imitation the run logs its counts, and the fit of a box
     it trained on becomes far more likely than after the same run without imitation."""
-    cube = sandbox.run(example_program("cube")).to_trimesh()
-    data, start = ra.prepared_boxes(tmp_path / "data"), ra.start_model(cube, tmp_path / "start")
+    data = ra.prepared_boxes(tmp_path / "data")
     common = dict(max_updates=3, eval_steps=0, save_steps=10)
     run_rl(ra.rl_config(data, start, tmp_path / "plain", **common))
     run_rl(ra.rl_config(data, start, tmp_path / "imitating", **common, imitation_coef=1.0))
@@ -131,7 +136,6 @@ def test_a_run_imitates_the_boxes_fits_and_learns_to_write_them(tmp_path, sandbo
 
     # a flat box of the training split: its best fit, read by each trained model from the same points
     flat = mesh_item("flat", trimesh.creation.box(extents=(50, 50, 20)), 2048, None, None)
-    tokenizer = load_tokenizer(start)
     fit = FitCache(max_tokens=ra.art.MAX_NEW_TOKENS).lookup([flat], [0], tokenizer, sandbox, get_reward("iou_input"))[0]
     assert fit is not None and fit.reward >= 9.5
     tokens = CodeTokens.from_tokenizer(tokenizer)

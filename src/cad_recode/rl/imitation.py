@@ -71,15 +71,13 @@ class FitCache:
 def greedy_rewards(model, tokenizer, items: Sequence, groups: Sequence[Group], *, max_new_tokens: int,
                    grammar: bool, sandbox, reward, device: torch.device) -> list[float]:
     """The reward of the program greedy decoding writes for each group's point draw (one generate call)."""
-    from cad_recode.model.generation import generate_programs
     from cad_recode.rl.rewards import score
+    from cad_recode.rl.validation import greedy_results
 
     if not groups:
         return []
-    points = torch.from_numpy(np.stack([g.points for g in groups])).to(device)
-    programs = generate_programs(model, tokenizer, points, max_new_tokens=max_new_tokens, do_sample=False,
-                                 grammar=grammar)
-    results = sandbox.map([p.code for p in programs])
+    results = greedy_results(model, tokenizer, np.stack([g.points for g in groups]), max_new_tokens=max_new_tokens,
+                             grammar=grammar, sandbox=sandbox, device=device)
     return [score([result], items[g.item].target, reward)[0] for g, result in zip(groups, results)]
 
 

@@ -40,6 +40,14 @@ def _iou(result, target) -> float | None:
     return value if math.isfinite(value) else 0.0
 
 
+def greedy_results(model, tokenizer, points: np.ndarray, *, max_new_tokens: int, grammar: bool, sandbox,
+                   device: torch.device) -> list:
+    """The sandbox results of the programs greedy decoding writes for ``points`` (B, P, 3), one generate call."""
+    programs = generate_programs(model, tokenizer, torch.from_numpy(np.asarray(points, np.float32)).to(device),
+                                 max_new_tokens=max_new_tokens, grammar=grammar)
+    return sandbox.map([p.code for p in programs])
+
+
 def validate(model, tokenizer, items: Sequence, *, num_point_tokens: int, max_new_tokens: int, grammar: bool,
              batch_size: int, sandbox, reward, device: torch.device) -> ValidationResult:
     """Greedy programs for ``items``, run in the sandbox and measured (see the module docstring)."""
@@ -48,10 +56,9 @@ def validate(model, tokenizer, items: Sequence, *, num_point_tokens: int, max_ne
     ious, invalid, rewards = [], 0, []
     for first in range(0, len(items), batch_size):
         chunk = items[first:first + batch_size]
-        points = np.stack([np.asarray(item.model_points(0, num_point_tokens), np.float32) for item in chunk])
-        programs = generate_programs(model, tokenizer, torch.from_numpy(points).to(device),
-                                     max_new_tokens=max_new_tokens, grammar=grammar)
-        results = sandbox.map([p.code for p in programs])
+        points = np.stack([item.model_points(0, num_point_tokens) for item in chunk])
+        results = greedy_results(model, tokenizer, points, max_new_tokens=max_new_tokens, grammar=grammar,
+                                 sandbox=sandbox, device=device)
         for item, result in zip(chunk, results):
             invalid += int(not result.ok)
             rewards += score([result], item.target, reward)
