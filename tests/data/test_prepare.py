@@ -329,3 +329,44 @@ def test_resume_after_sigkill_at_an_arbitrary_moment(source, baseline, tmp_path,
     assert read_all(out).keys() == read_all(baseline[0]).keys()
     assert json.loads((out / MANIFEST_NAME).read_text()) == json.loads((baseline[0] / MANIFEST_NAME).read_text())
     assert not partial_dir(out).exists() and not list(out.rglob("*.tmp"))
+
+
+# Ordinary CadQuery, as a test set written by hand: outside the model's strict language.
+HAND_WRITTEN = {
+    "test/slot.py": HEAD + "result = cq.Workplane('XY').slot2D(80, 20).extrude(10)\n",
+    "test/pocket.py": HEAD + "result = cq.Workplane('XY').box(60, 40, 20).faces('>Z').workplane().rect(20, 10).cutBlind(-5)\n",
+}
+
+
+def test_hand_written_cadquery_prepares_under_the_cadquery_profile_only(tmp_path):
+    src = tmp_path / "src"
+    for rel, text in HAND_WRITTEN.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    strict = prepare_dataset(src, tmp_path / "strict", progress=False)
+    assert strict.num_shapes == 0 and {f.status for f in strict.failures} == {"rejected"}
+    assert all("profile 'cadquery'" in f.reason for f in strict.failures)
+
+    out = tmp_path / "ordinary"
+    report = prepare_dataset(src, out, progress=False, profile="cadquery")
+    assert report.num_shapes == 2 and not report.failures
+    assert json.loads((out / MANIFEST_NAME).read_text())["profile"] == "cadquery"
+    volumes = sorted(round(float(r["volume"])) for r in PreparedSplit.open(out, "test"))
+    assert volumes == sorted([round(60 * 20 * 10 + math.pi * 10**2 * 10), 60 * 40 * 20 - 20 * 10 * 5])
+    # a resume under the other profile would mix programs judged by two rules
+    with pytest.raises(InputError, match="prepared with --profile cadquery, not strict"):
+        prepare_dataset(src, out, progress=False, resume=True)
+    assert prepare_dataset(src, out, progress=False, resume=True, profile="cadquery").programs_executed == 0
+    with pytest.raises(UsageError, match="unknown sandbox profile 'loose'"):
+        prepare_dataset(src, tmp_path / "bad", profile="loose")
+
+
+def test_the_cli_passes_the_profile(tmp_path):
+    src = tmp_path / "src"
+    (src / "test").mkdir(parents=True)
+    (src / "test" / "slot.py").write_text(HAND_WRITTEN["test/slot.py"])
+    run = subprocess.run([sys.executable, "-m", "cad_recode.cli", "data", "prepare", "--src", str(src), "--output_dir",
+                          str(tmp_path / "out"), "--profile", "cadquery", "--no_progress"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "prepared 1 of 1 programs" in run.stdout

@@ -73,7 +73,8 @@ def register(subparsers) -> None:
     p.add_argument("--src", type=Path, required=True, metavar="DIR", help="folder of programs")
     add_output_flag(p, folder=True, old="--out", type=Path, metavar="DIR", help="prepared dataset folder")
     p.add_argument("--workers", type=int, default=1, help="sandbox processes (default 1)")
-    add_sandbox_flags(p)
+    # strict by default: training data in the language the model writes; cadquery for hand-written test sets
+    add_sandbox_flags(p, profile_default="strict")
     p.add_argument("--shard_size", "--shard-size", type=int, default=None, help="shapes per shard (default: the library's)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (or keep a finished one)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --output_dir")
@@ -119,6 +120,6 @@ def cmd_prepare(args) -> int:
     extra = {} if args.shard_size is None else {"shard_size": args.shard_size}
     out_dir = check_writable(required_output_dir(args), folder=True, what="output folder")
     report = prepare_dataset(args.src, out_dir, workers=args.workers, resume=args.resume,
-                             overwrite=args.overwrite, progress=not args.no_progress, **extra)
+                             overwrite=args.overwrite, progress=not args.no_progress, profile=args.profile, **extra)
     print(report.summary())
     return 0

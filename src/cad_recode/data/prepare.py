@@ -58,6 +58,7 @@ from cad_recode.data.shards import (
 )
 from cad_recode.data.layout import find_programs
 from cad_recode.errors import InputError, UsageError
+from cad_recode.geometry.profiles import as_profile
 
 __all__ = ["PrepareReport", "PreparedSplit", "prepare_dataset", "find_programs", "DEFAULT_SHARD_SIZE"]
 
@@ -122,8 +123,13 @@ def prepare_dataset(
     progress: bool = True,
     timeout: float = 3.0,
     max_program_bytes: int = MAX_PROGRAM_BYTES,
+    profile: str = "strict",
 ) -> PrepareReport:
     """Execute and tessellate every program under ``src``; store the dataset at ``out``.
+
+    ``profile`` is what the programs may use (:mod:`cad_recode.geometry.profiles`): ``strict``, the
+    model's own language, for training data; ``cadquery`` for ordinary CadQuery (a test set written
+    by hand, say). It is recorded in the manifest, and a resume under another profile is refused.
 
     An existing ``out`` (or an unfinished run's work folder) is refused unless
     ``resume`` (continue it; a finished dataset of the same programs is kept as
@@ -136,10 +142,14 @@ def prepare_dataset(
             raise UsageError(f"{name} must be a positive integer, got {value!r}")
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other; pass one of them")
+    try:
+        profile = as_profile(profile).value
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     started = time.perf_counter()
     src, out = Path(src), Path(os.path.abspath(out))  # abspath: "." must have a name for its work folder
     programs = find_programs(src)
-    plan = _plan(programs, shard_size)
+    plan = _plan(programs, shard_size, profile)
     work = partial_dir(out)
 
     report = PrepareReport(out=out)
@@ -170,19 +180,20 @@ class _Plan:
     shard_size: int
     shards: dict[str, list[list[str]]]  # split -> shard -> ids
     plan_hash: str
+    profile: str  # the sandbox profile the programs run under
 
     @property
     def num_programs(self) -> int:
         return sum(len(s) for shards in self.shards.values() for s in shards)
 
 
-def _plan(programs: dict[str, list[str]], shard_size: int) -> _Plan:
+def _plan(programs: dict[str, list[str]], shard_size: int, profile: str) -> _Plan:
     shards = {
         split: [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
         for split, ids in programs.items()
     }
     flat = [f"shard_size={shard_size}"] + [i for split in shards for ids in shards[split] for i in ids]
-    return _Plan(shard_size, shards, hash_ids(flat))
+    return _Plan(shard_size, shards, hash_ids(flat), profile)
 
 
 def _check_output(out: Path, work: Path, plan: _Plan, *, resume: bool, overwrite: bool) -> dict | None:
@@ -208,6 +219,7 @@ def _check_output(out: Path, work: Path, plan: _Plan, *, resume: bool, overwrite
                 f"{out}: holds a dataset prepared from other programs or another shard size; "
                 "choose another --out or pass --overwrite to replace it"
             )
+        _check_profile(out, manifest, plan.profile)
         if not work.exists():
             return manifest
     if work.exists() and not overwrite:
@@ -223,7 +235,17 @@ def _check_output(out: Path, work: Path, plan: _Plan, *, resume: bool, overwrite
                 f"shard size ({started.get('source')}, shard size {started.get('shard_size')}); "
                 "rerun with the same --src and --shard-size, or pass --overwrite to start over"
             )
+        if started is not None:
+            _check_profile(work, started, plan.profile)
     return None
+
+
+def _check_profile(folder: Path, recorded: dict, profile: str) -> None:
+    """Programs that failed under one profile might run under another: never mix the two in one dataset."""
+    before = recorded.get("profile", "strict")  # datasets from before the flag were all strict
+    if before != profile:
+        raise InputError(f"{folder}: was prepared with --profile {before}, not {profile}; rerun with "
+                         f"--profile {before}, or pass --overwrite to prepare it again under {profile}")
 
 
 def _read_json(path: Path) -> dict | None:
@@ -239,7 +261,7 @@ def _write_plan(work: Path, src: Path, plan: _Plan) -> None:
         return
     doc = {
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "source": str(src.resolve()),
-        "shard_size": plan.shard_size, "plan_hash": plan.plan_hash,
+        "shard_size": plan.shard_size, "plan_hash": plan.plan_hash, "profile": plan.profile,
         "num_programs": {s: sum(map(len, shards)) for s, shards in plan.shards.items()},
     }
     with atomic_file(work / PLAN_NAME) as tmp:
@@ -314,7 +336,7 @@ def _build_shards(
     if todo:
         from cad_recode.geometry.sandbox import Sandbox  # workers start only when there is work
 
-        with bar, Sandbox(workers=workers, timeout=timeout) as sandbox:
+        with bar, Sandbox(workers=workers, timeout=timeout, profile=plan.profile) as sandbox:
             for split, index, ids, ids_hash in todo:
                 records, failures = _prepare_programs(src, ids, sandbox, bar, max_program_bytes, report)
                 path = work / split / shard_file_name(index)
@@ -438,7 +460,8 @@ def _one_line(text: str) -> str:
 
 
 def _manifest(src: Path, plan: _Plan, shards: list[ShardInfo]) -> dict:
-    return build_manifest(shards, source=str(src.resolve()), shard_size=plan.shard_size, plan_hash=plan.plan_hash)
+    return build_manifest(shards, source=str(src.resolve()), shard_size=plan.shard_size, plan_hash=plan.plan_hash,
+                          profile=plan.profile)
 
 
 def _write_failures_csv(work: Path, shards: list[ShardInfo]) -> None:
