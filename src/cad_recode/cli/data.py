@@ -61,7 +61,7 @@ def register(subparsers) -> None:
                    help="a tokenizer folder that transformers.AutoTokenizer loads (default: count characters)")
     p.add_argument("--execute", action="store_true", help="run every program in the sandbox to measure validity")
     p.add_argument("--workers", type=int, default=1, help="sandbox processes for --execute (default 1)")
-    add_sandbox_flags(p)
+    add_sandbox_flags(p, profile_default="strict")
     p.set_defaults(func=cmd_stats)
 
     p = verbs.add_parser(
@@ -109,7 +109,7 @@ def cmd_stats(args) -> int:
     from cad_recode.data.stats import dataset_stats
 
     stats = dataset_stats(args.dir, tokenizer=args.tokenizer, execute=args.execute, workers=args.workers,
-                          progress=args.execute)
+                          progress=args.execute, profile=args.profile)
     print(stats.summary())
     return 0
 

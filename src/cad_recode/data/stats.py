@@ -75,8 +75,11 @@ def _token_counter(tokenizer_path):
 
 
 def dataset_stats(root, *, tokenizer=None, execute: bool = False, workers: int = 1,
-                  progress: bool = False) -> DatasetStats:
-    """Statistics of the programs under `root` (public layout); see the module docstring."""
+                  progress: bool = False, profile: str = "strict") -> DatasetStats:
+    """Statistics of the programs under `root` (public layout); see the module docstring.
+
+    ``profile``: the sandbox profile ``execute`` runs the programs under (as ``data prepare`` would).
+    """
     from cad_recode.data.prepare import find_programs
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -111,7 +114,7 @@ def dataset_stats(root, *, tokenizer=None, execute: bool = False, workers: int =
     if execute:
         from cad_recode.geometry.sandbox import Sandbox
 
-        with Sandbox(workers=workers) as sandbox:
+        with Sandbox(workers=workers, profile=profile) as sandbox:
             results = sandbox.map(codes, progress="executing" if progress else False, tessellate=True)
         problems = [solid_problem(r) for r in results]
         for problem in problems:
