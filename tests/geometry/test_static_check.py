@@ -147,6 +147,7 @@ def test_strict_allowlist_rejects(code, text):
 CADQUERY_ACCEPTED = {
     "loop_def_lambda": "import cadquery as cq\ndef f(n):\n    return n\nfor i in range(2):\n    g = lambda x: x\n",
     "imports": "import numpy as np\nfrom math import *\nimport cadquery.selectors\nfrom cadquery import exporters\n",
+    "star_and_names": "from cadquery import *\nfrom numpy import array, linspace\nfrom math import pi, cos\n",
     "class_init": "class A:\n    def __init__(self):\n        self.x = 1\n",
     "main_guard": "if __name__ == '__main__':\n    show_object(1)\n",
 }
@@ -166,6 +167,13 @@ CADQUERY_REJECTED = {
     "font_path": ("r = w.text('a', 1, 1, fontPath='/etc/passwd')\n", "keyword 'fontPath' is not allowed"),
     "reader": ("s = cq.importers.importStep('/x.step')\n", "attribute 'importers' is not allowed"),
     "eval": ("eval('1')\n", "'eval' is not allowed"),
+    # the same file readers by the other doors: imported by name, a star import, the readers a regex misses
+    "import_from_reader": ("from numpy import fromfile\n", "attribute 'fromfile' is not allowed"),
+    "import_from_loader": ("from numpy import zeros, load\n", "attribute 'load' is not allowed"),
+    "import_from_dunder": ("from math import __loader__\n", "name '__loader__' is not allowed"),
+    "numpy_star": ("from numpy import *\n", "'from numpy import *' is not allowed"),
+    "genfromtxt": ("d = np.genfromtxt('/x')\n", "attribute 'genfromtxt' is not allowed"),
+    "fromregex": ("d = np.fromregex('/x', 'a', float)\n", "attribute 'fromregex' is not allowed"),
 }
 
 

@@ -112,7 +112,8 @@ FORBIDDEN_NAMES = frozenset({
 
 CADQUERY_FORBIDDEN_ATTRIBUTES = frozenset({
     "wrapped", "toVtkPolyData", "toVtk", "vtk", "tofile", "fromfile", "ctypes", "ctypeslib", "mro",
-    "format", "format_map", "system", "popen", "fontPath", "memmap", "DataSource", "lib",
+    "format", "format_map", "system", "popen", "fontPath", "memmap", "DataSource", "lib", "genfromtxt",
+    "fromregex",
 })
 """Attributes a ``cadquery``-profile program may not read, on top of ``_``-names, frames and file readers."""
 

@@ -234,21 +234,31 @@ def _cadquery_problem(node: ast.AST) -> tuple[str | None, bool]:
         if node.level:
             return f"import from '{'.' * node.level}{node.module or ''}' is not allowed (relative import)", True
         problem = _cadquery_module(node.module or "")
-        if problem is None and node.module == "cadquery":
-            problem = next(filter(None, (_name_problem(a.name, dunder_only=True) for a in node.names)), None)
+        if problem is None:  # a name imported from a module is that module's attribute, by the same rules
+            problem = next(filter(None, (_imported_name_problem(node.module, a.name) for a in node.names)), None)
         return problem, True
     if isinstance(node, ast.Name):
         return _name_problem(node.id, dunder_only=True), True
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return (None if node.name in SPECIAL_METHODS else _name_problem(node.name, dunder_only=True)), True
     if isinstance(node, ast.Attribute):
-        problem = _denied_attribute(node.attr, files=_READ_ATTRIBUTE)
-        if problem is None and node.attr in CADQUERY_FORBIDDEN_ATTRIBUTES:
-            problem = f"attribute '{node.attr}' is not allowed"
-        return problem, True
+        return _cadquery_attribute(node.attr), True
     if isinstance(node, ast.keyword) and node.arg and (node.arg.startswith("__") or node.arg in FORBIDDEN_KEYWORDS):
         return f"keyword '{node.arg}' is not allowed", True
     return None, True
+
+
+def _cadquery_attribute(attr: str) -> str | None:
+    problem = _denied_attribute(attr, files=_READ_ATTRIBUTE)
+    if problem is None and attr in CADQUERY_FORBIDDEN_ATTRIBUTES:
+        problem = f"attribute '{attr}' is not allowed"
+    return problem
+
+
+def _imported_name_problem(module: str, name: str) -> str | None:
+    if name == "*":  # numpy's readers (load, genfromtxt, ...) would arrive as plain names no check sees
+        return f"'from {module} import *' is not allowed (import the names you use)" if module == "numpy" else None
+    return _name_problem(name, dunder_only=True) or _cadquery_attribute(name)
 
 
 def _cadquery_module(name: str) -> str | None:
