@@ -10,6 +10,7 @@ import trimesh
 
 from cad_recode.geometry.metrics import (
     CD_SCALE,
+    CloudDistance,
     MetricSummary,
     candidate_distances,
     chamfer_distance,
@@ -23,6 +24,7 @@ from cad_recode.geometry.metrics import (
     select_best,
     summarize,
 )
+from cad_recode.geometry.normalize import fit_normalization
 from cad_recode.geometry.sampling import sample_surface
 from cad_recode.geometry.sandbox import ExecResult, ExecStatus
 
@@ -283,3 +285,17 @@ def test_interior_fraction_sees_a_tube_inside_a_solid_and_nothing_inside_a_scan_
     # noise of a unit leaves nothing 3 deep
     noisy = points + np.random.default_rng(2).normal(scale=1.0, size=points.shape)
     assert interior_fraction(solid, noisy, depth=3.0) < 0.01
+
+
+def test_cloud_distance_takes_the_inputs_own_normalization_over_a_measured_one(sandbox):
+    """Samples of a long thin tube (walls 80/76 of 200) read as a noisy scan, whose box is smoothed;
+    a mesh input's own box is what the model's points were normalized by, and the distance uses it."""
+    from cad_recode.geometry.scan_noise import cloud_box, is_noisy
+
+    tube = sandbox.run("import cadquery as cq\nw0=cq.Workplane('ZX',origin=(0,-100,0))\n"
+                       "r=w0.sketch().circle(80).circle(76,mode='s').finalize().extrude(200)\n").to_trimesh()
+    points = sample_surface(tube, n=8192, seed=0)
+    assert is_noisy(cloud_box(points).noise)  # the misreading the given normalization avoids
+    box = fit_normalization(np.asarray(tube.bounds))
+    assert np.allclose(CloudDistance(points, box).cloud, box.apply(points))
+    assert not np.allclose(CloudDistance(points).cloud, box.apply(points))

@@ -188,3 +188,20 @@ def test_refinement_leaves_a_solid_whole_when_the_scan_only_misses_a_side(sandbo
 
     assert not any("mode='s'" in edit for edit in refined.edits), refined.edits  # an open scan is no thin frame
     assert "mode='s'" not in refined.code
+
+
+def test_refinement_keeps_a_thin_wall_it_cannot_resolve_rather_than_thinning_it(sandbox):
+    """At the search's 2048 samples a thinner tube scores closer for its denser samples alone; the
+    finer check undoes the move (without it: 78/77, IoU 0.25 against the model's 0.75)."""
+    tube = "import cadquery as cq\nw0=cq.Workplane('ZX',origin=(0,-100,0))\nr=w0.sketch().circle(80).circle({bore},mode='s').finalize().extrude(200)\n"
+    target = sandbox.run(tube.format(bore=76)).to_trimesh()
+    points = sample_surface(target, n=8192, seed=0)
+    written = tube.format(bore=77)
+
+    refined = refine_program(written, points, sandbox, max_evaluations=120, frame=PROGRAM_FRAME)
+
+    before = compare_meshes(sandbox.run(written).to_trimesh(), target).iou
+    assert before > 0.7
+    assert compare_meshes(refined.result.to_trimesh(), target).iou >= before - 0.01, refined.code
+    fine = CloudDistance(points, PROGRAM_FRAME)
+    assert fine(refined.result.to_trimesh(), n=32768) <= fine(sandbox.run(written).to_trimesh(), n=32768) * 1.001

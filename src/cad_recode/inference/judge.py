@@ -112,7 +112,7 @@ def judge(item: EncodedInput, rows: Sequence[tuple[Generated, object]], *, first
     stage = on_stage or (lambda _: None)
     started = time.perf_counter()
     stage(f"metrics: {len(rows)} candidate{'s' if len(rows) > 1 else ''} against {len(item.dense)} input points")
-    to_input = CloudDistance(item.dense)  # the input cloud indexed once for every candidate
+    to_input = CloudDistance(item.dense, item.transform)  # indexed once for every candidate, in the model's frame
     candidates, meshes = measure_candidates(rows, first_seed, to_input)
     for k, candidate in enumerate(candidates):
         candidate.pose = item.pose_name(k)

@@ -40,6 +40,7 @@ import trimesh
 
 from cad_recode.errors import InputError, UsageError
 from cad_recode.geometry.metrics import CloudDistance, iou, mesh_iou, protocol_cd
+from cad_recode.geometry.normalize import fit_normalization
 
 INVALID_PENALTY = -10.0
 """The reward of a program that built no usable solid (cadrille)."""
@@ -69,8 +70,9 @@ class RewardTarget:
 
     @cached_property
     def cloud_distance(self) -> CloudDistance:
-        """The input cloud, normalized and indexed once for all candidates of every update."""
-        return CloudDistance(self.points)
+        """The input cloud, normalized (by the target solid's own box when there is one) and indexed once."""
+        box = None if self.mesh is None else fit_normalization(np.asarray(self.mesh.bounds), where="target solid")
+        return CloudDistance(self.points, box)
 
 
 class Reward(Protocol):

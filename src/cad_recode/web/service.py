@@ -263,7 +263,8 @@ class ReconstructionService:
         """The report's cd_input, and cd_gt / iou_gt against the input when it is a closed mesh."""
         from cad_recode.geometry.metrics import CloudDistance, compare_meshes, protocol_cd
 
-        fields: dict[str, Any] = {"cd_input": protocol_cd(CloudDistance(context.dense)(mesh, where="edited program"))}
+        to_input = CloudDistance(context.dense, context.transform)
+        fields: dict[str, Any] = {"cd_input": protocol_cd(to_input(mesh, where="edited program"))}
         if context.closed_mesh is not None:
             try:
                 comparison = compare_meshes(mesh, context.closed_mesh)
