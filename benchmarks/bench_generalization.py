@@ -11,8 +11,9 @@ on one loaded model and one sandbox pool, so the cases differ only in their
 inputs. With refinement each case gives two figures: the programs as the model wrote them and
 the shipped (refined) ones. The clean case also gives the table by family. ``rotated`` turns
 every test shape (and its ground truth) by a random rotation, the same per shape on every
-rerun; ``rotated_pose`` is the same inputs with ``--pose auto``. The style set is
-``benchmarks/data/style_set`` (hand-written, never trained on).
+rerun; ``rotated_pose`` is the same inputs with ``--pose auto``. The style sets are
+``benchmarks/data/style_set`` (``style``) and ``benchmarks/data/style_set_b`` (``style_b``, a second
+set written later as a holdout); both hand-written, never trained on.
 """
 
 from __future__ import annotations
@@ -28,16 +29,17 @@ from benchinfo import machine_info, machine_line  # noqa: E402
 from cad_recode.evaluate import evaluate  # noqa: E402
 from cad_recode.inference import CADRecoder, Decoding  # noqa: E402
 
-STYLE_SET = Path(__file__).parent / "data" / "style_set"
-# case -> (condition, pose, uses the style set)
+DATA = Path(__file__).parent / "data"
+# case -> (condition, pose, the style set it reads, or None: the --data test split)
 CASES = {
-    "clean": ("clean", "none", False),
-    "style": ("clean", "none", True),
-    "rotated": ("rotated", "none", False),
-    "rotated_pose": ("rotated", "auto", False),
-    "noise_0.01": ("noise_0.01", "none", False),
-    "noise_0.02": ("noise_0.02", "none", False),
-    "missing_side": ("missing_side", "none", False),
+    "clean": ("clean", "none", None),
+    "style": ("clean", "none", DATA / "style_set"),
+    "style_b": ("clean", "none", DATA / "style_set_b"),
+    "rotated": ("rotated", "none", None),
+    "rotated_pose": ("rotated", "auto", None),
+    "noise_0.01": ("noise_0.01", "none", None),
+    "noise_0.02": ("noise_0.02", "none", None),
+    "missing_side": ("missing_side", "none", None),
 }
 
 
@@ -48,7 +50,7 @@ def figures(summary) -> dict:
 
 def run_case(recoder, name: str, args) -> dict:
     condition, pose, style = CASES[name]
-    data = str(STYLE_SET) if style else args.data
+    data = str(style) if style else args.data
     limit = None if style else (args.limit if name == "clean" else args.condition_limit)
     decoding = Decoding(pose=pose, refine_evaluations=args.refine, outline_fit=args.outline_fit == "on")
     report = evaluate(recoder, data, split="test", num_candidates=args.num_candidates, limit=limit,

@@ -1,4 +1,4 @@
-"""The hand-written style set (evaluation only): every program is labelled, in another style, and builds."""
+"""The hand-written style sets (evaluation only): every program is labelled, in another style, and builds."""
 
 from __future__ import annotations
 
@@ -7,33 +7,50 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from cad_recode.data.generator import FAMILIES, solid_problem
 from cad_recode.data.labels import family_mix, read_family_labels
 from cad_recode.data.prepare import find_programs
 
-STYLE_SET = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "style_set"
+DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data"
 GENERATOR_HEADER = re.compile(r"^import cadquery as cq\nw0=cq\.Workplane\('(XY|YZ|ZX)',origin=")
+# each set -> (its least size, the spellings the generator never writes that it must hold)
+STYLE_SETS = {
+    "style_set": (40, (".box(", ".polyline(", ".hole(", ".polygon(", ".slot2D(", "cutBlind(", "origin=(",
+                       "translate(")),
+    "style_set_b": (40, (".extrude(-", "both=True", "centered=", "makeBox(", "makeCylinder(", "placeSketch(",
+                         ".rarray(", ".polarArray(", "cylinder(height=")),
+}
 
 
-def test_the_style_set_labels_every_program_with_a_broad_family():
-    labels = read_family_labels(STYLE_SET)
-    assert len(labels) >= 40
-    assert sorted(labels) == sorted(find_programs(STYLE_SET)["test"])  # data prepare reads exactly these
+@pytest.mark.parametrize("name", STYLE_SETS)
+def test_a_style_set_labels_every_program_with_a_broad_family(name):
+    root = DATA / name
+    labels = read_family_labels(root)
+    assert len(labels) >= STYLE_SETS[name][0]
+    assert sorted(labels) == sorted(find_programs(root)["test"])  # data prepare reads exactly these
     counts = Counter(labels.values())
     assert set(counts) == set(FAMILIES) and min(counts.values()) >= 5, counts
-    assert family_mix(STYLE_SET).counts == {family: counts[family] for family in FAMILIES}
-    assert "never trained on" in json.loads((STYLE_SET / "manifest.json").read_text())["purpose"]
+    assert family_mix(root).counts == {family: counts[family] for family in FAMILIES}
+    assert "never trained on" in json.loads((root / "manifest.json").read_text())["purpose"]
 
 
-def test_the_style_set_is_written_in_other_styles_and_builds_valid_solids(sandbox):
-    ids = sorted(read_family_labels(STYLE_SET))
-    codes = [(STYLE_SET / pid).read_text() for pid in ids]
+@pytest.mark.parametrize("name", STYLE_SETS)
+def test_a_style_set_is_written_in_other_styles_and_builds_valid_solids(name, sandbox):
+    root = DATA / name
+    ids = sorted(read_family_labels(root))
+    codes = [(root / pid).read_text() for pid in ids]
     assert not [pid for pid, code in zip(ids, codes) if GENERATOR_HEADER.match(code)]
-    # the spellings the generator never writes are all there
-    for form in (".box(", ".polyline(", ".hole(", ".polygon(", ".slot2D(", "cutBlind(", "origin=(", "translate("):
+    for form in STYLE_SETS[name][1]:  # the spellings the generator never writes are all there
         assert any(form in code for code in codes), form
     sizes = [float(x) for code in codes for x in re.findall(r"\d+(?:\.\d+)?", code)]
     assert max(sizes) > 200 and any(0 < s < 1 for s in sizes)  # outside the generator's frame both ways
     for pid, code, result in zip(ids, codes, sandbox.map(codes, profile="cadquery")):
         assert solid_problem(result) == "", (pid, result.reason)
         assert result.num_faces > 2, pid
+
+
+def test_the_second_set_shares_no_program_with_the_first():
+    first = {p.read_text() for p in (DATA / "style_set" / "test").glob("*.py")}
+    assert not [p.name for p in (DATA / "style_set_b" / "test").glob("*.py") if p.read_text() in first]

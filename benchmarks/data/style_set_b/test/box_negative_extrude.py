@@ -1,0 +1,3 @@
+import cadquery as cq
+
+result = cq.Workplane("XY").rect(35, 12).extrude(-8)

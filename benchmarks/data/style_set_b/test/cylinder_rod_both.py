@@ -1,0 +1,3 @@
+import cadquery as cq
+
+result = cq.Workplane("XZ").circle(5).extrude(120, both=True)
