@@ -66,7 +66,7 @@ CD_SCALE = 1e3
 # --------------------------------------------------------------------------- normalization
 
 
-def _mesh_normalization(mesh: trimesh.Trimesh, where: str):
+def mesh_normalization(mesh: trimesh.Trimesh, where: str):
     """The model-input transform (bbox centre, 2 / max extent) of a mesh's used vertices."""
     if len(mesh.faces) == 0:
         raise ValueError(f"{where} has no faces")
@@ -81,7 +81,7 @@ def normalize_to_unit_cube(mesh: trimesh.Trimesh, where: str = "mesh") -> trimes
     twice as large: [-1, 1]³). ValueError for a mesh without faces, InputError
     for one with zero extent.
     """
-    transform = _mesh_normalization(mesh, where)
+    transform = mesh_normalization(mesh, where)
     unit = mesh.copy()
     # fit_normalization maps the longest side to 2; half of it gives 1.
     unit.vertices = (np.asarray(mesh.vertices) - transform.center) * (transform.scale / 2.0)
@@ -251,7 +251,7 @@ class CloudDistance:
         """``inf`` for a missing or empty mesh."""
         if mesh is None or len(mesh.faces) == 0:
             return math.inf
-        samples = _mesh_normalization(mesh, where).apply(sample_surface(mesh, n=n, seed=seed))
+        samples = mesh_normalization(mesh, where).apply(sample_surface(mesh, n=n, seed=seed))
         return _mean_squared_nn(samples, self.tree) + _mean_squared_nn(self.cloud, cKDTree(samples))
 
 

@@ -39,8 +39,7 @@ import numpy as np
 import trimesh
 
 from cad_recode.errors import InputError, UsageError
-from cad_recode.geometry.metrics import CloudDistance, iou, mesh_iou, protocol_cd
-from cad_recode.geometry.normalize import fit_normalization
+from cad_recode.geometry.metrics import CloudDistance, iou, mesh_iou, mesh_normalization, protocol_cd
 
 INVALID_PENALTY = -10.0
 """The reward of a program that built no usable solid (cadrille)."""
@@ -71,7 +70,7 @@ class RewardTarget:
     @cached_property
     def cloud_distance(self) -> CloudDistance:
         """The input cloud, normalized (by the target solid's own box when there is one) and indexed once."""
-        box = None if self.mesh is None else fit_normalization(np.asarray(self.mesh.bounds), where="target solid")
+        box = None if self.mesh is None else mesh_normalization(self.mesh, "target solid")
         return CloudDistance(self.points, box)
 
 
