@@ -37,12 +37,11 @@ import traceback
 
 from cad_recode.geometry.exec_result import ExecResult, ExecStatus, failure
 from cad_recode.geometry.profiles import Profile
-from cad_recode.geometry.sandbox_frames import FRAME_HEAD, encode_frame, result_to_frame
+from cad_recode.geometry.sandbox_frames import FRAME_HEAD, encode_frame, result_to_frame, retires_after
 
 _WARM_UP = "import cadquery as cq\nr = cq.Workplane('XY').box(1, 1, 1).faces('>Z').hole(0.5)\n"
 _WARM_UP_CADQUERY = ("import cadquery as cq\nimport math\ndef part(n):\n    return cq.Workplane().box(n, n, n)"
                      ".edges('|Z').fillet(0.1)\nshow_object(part(2).union(cq.Workplane().sphere(0.5)))\n")
-_KEEPS_WORKER = (ExecStatus.OK, ExecStatus.REJECTED, ExecStatus.SYNTAX)  # statuses after which a worker may go on
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4
 
 
@@ -192,7 +191,7 @@ def _serve(proto_in: int, proto_out: int, config: dict, scratch_root: str, tampe
     os.dup2(devnull, 2)  # start-up errors went to the zygote's log; from now on, nowhere
     sys.stderr = open(os.devnull, "w")
     _write_all(proto_out, encode_frame({"kind": "ready", "pid": os.getpid(), **confined}))
-    served, most = 0, max(1, int(config.get("programs_per_worker", 1)))
+    served, most = 0, int(config.get("programs_per_worker", 1))
     while True:
         head = _read_exact(proto_in, FRAME_HEAD.size)
         if head is None:
@@ -207,8 +206,7 @@ def _serve(proto_in: int, proto_out: int, config: dict, scratch_root: str, tampe
         except MemoryError:  # even labelling the failure ran out of memory
             result, exports, tampered = ExecResult(ExecStatus.MEMORY, "program exceeded the memory limit"), {}, ""
         served += 1
-        retire = (served >= most or bool(tampered) or result.status not in _KEEPS_WORKER
-                  or request["profile"] != Profile.STRICT.value)
+        retire = bool(tampered) or retires_after(served, most, result.status, request["profile"])
         _write_all(proto_out, result_to_frame(result, request["token"], exports, retire=retire))
         del result, exports, request
         gc.collect()  # the program's objects die here, while its result is not yet trusted

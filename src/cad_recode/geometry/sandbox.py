@@ -16,7 +16,10 @@ Defences, outermost first
    fresh process forked from the zygote. A strict worker serves at most
    ``programs_per_worker`` programs, each with fresh globals, builtins and read-only
    module views; a program that changed anything shared (checked after each),
-   raised, failed or timed out retires its worker.
+   raised, failed or timed out retires its worker. The parent applies the same rule
+   itself (:func:`.sandbox_frames.retires_after`): a worker told to retire that
+   offers to stay is killed and its result discarded, so a program that took over its
+   worker never sees the next request.
 3. **Profiles and static check** (:mod:`.profiles`, :mod:`.static_check`): ``strict``
    allows the model's program language through allowlists of cadquery names,
    attributes and keywords; ``cadquery`` allows ordinary CadQuery.
@@ -27,7 +30,8 @@ Defences, outermost first
    result per request carrying its job's token, a self-consistent mesh, exported
    files that parse (the parent writes them itself, atomically), and a result
    counts only once the worker has cleaned up after it (an ``idle`` frame) or
-   exited with code 0.
+   exited with code 0. Whatever a worker sends that does not parse costs its own
+   job only, and a request waits at most ``SEND_TIMEOUT`` for a worker to read it.
 
 Workers are forked from a *zygote*: a fresh interpreter inside the boundary that
 imported CadQuery and ran a fixed warm-up once, and never runs a caller's program.
@@ -75,6 +79,7 @@ from cad_recode.geometry.exec_result import (  # noqa: F401  (re-exported: the p
 from cad_recode.geometry.profiles import DEFAULT_PROFILE, Profile, as_profile
 from cad_recode.geometry.sandbox_loop import EXIT_GRACE, KILL_GRACE, STARTUP_TIMEOUT, Loop  # noqa: F401
 from cad_recode.geometry.sandbox_processes import _Job, _Worker, _Zygote, how_it_ended
+from cad_recode.geometry.static_check import MAX_PROGRAM_BYTES
 
 DEFAULT_TIMEOUT = 3.0
 """Seconds per program, as in the evaluation protocol."""
@@ -258,6 +263,8 @@ class Sandbox:
         for i, (request, paths) in enumerate(requests):
             if request["code"] is None:
                 results[i] = failure(ExecStatus.REJECTED, "a program must be a str")
+            elif (size := len(request["code"].encode("utf-8", "surrogatepass"))) > MAX_PROGRAM_BYTES:  # even unchecked
+                results[i] = failure(ExecStatus.REJECTED, f"program is {size} bytes; the limit is {MAX_PROGRAM_BYTES}")
             else:
                 request.update(timeout=timeout, cpu_seconds=cpu, token=secrets.token_hex(16))
                 pending.append(_Job(i, request, timeout, paths))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from cad_recode.geometry.exec_result import ExecResult, ExecStatus, printable_line
+from cad_recode.geometry.profiles import Profile
 
 FRAME_HEAD = struct.Struct("!II")
 MAX_HEADER_BYTES = 1 << 20
@@ -27,6 +28,16 @@ MAX_EXPORT_BYTES = 256 << 20
 """Most bytes of one exported STEP or STL file a worker may send."""
 EXPORT_KINDS = ("STEP", "STL")
 _MESH_VOLUME_TOLERANCE = 0.25  # relative; a coarse tessellation of a curved part is a few % off
+KEEPS_WORKER = (ExecStatus.OK, ExecStatus.REJECTED, ExecStatus.SYNTAX)  # statuses after which a worker may go on
+
+
+def retires_after(served: int, programs_per_worker: int, status: ExecStatus, profile: str) -> bool:
+    """Does a worker retire after its ``served``-th program, which ended in ``status``?
+
+    Both sides apply this rule. The parent never takes the worker's word for staying: a program that
+    took over its worker could otherwise keep it, and read and answer the programs sent after it.
+    """
+    return served >= max(1, programs_per_worker) or status not in KEEPS_WORKER or profile != Profile.STRICT.value
 
 
 class ProtocolViolation(ValueError):
@@ -61,9 +72,15 @@ def result_to_frame(result: ExecResult, token: str, exports: dict[str, bytes], *
 
 def _number(header: dict, key: str) -> float:
     value = header[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProtocolViolation(f"'{key}' is not a finite number")
-    return float(value)
+    try:  # JSON integers have no bound: one of 400 digits overflows a float
+        number = float(value)
+    except OverflowError:
+        raise ProtocolViolation(f"'{key}' is not a finite number") from None
+    if not math.isfinite(number):
+        raise ProtocolViolation(f"'{key}' is not a finite number")
+    return number
 
 
 def _bbox(value) -> tuple[float, float, float] | None:
@@ -95,7 +112,7 @@ def parse_result(header: dict, blob: bytearray, token: str, max_triangles: int,
         result = ExecResult(status, printable_line(reason), None, None, num_faces, _number(header, "volume"),
                             _number(header, "area"), _bbox(header["bbox_min"]), _bbox(header["bbox_max"]),
                             _number(header, "seconds"))
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, OverflowError) as exc:
         raise ProtocolViolation(f"malformed result header ({exc})") from None
     if nf > max_triangles or nv > 3 * nf:
         raise ProtocolViolation(f"a mesh of {nv} vertices and {nf} triangles is over the limits")

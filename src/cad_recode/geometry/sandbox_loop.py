@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import select
 import selectors
+import sys
 import time
 from collections import deque
 
 from cad_recode.geometry.exec_result import ExecResult, ExecStatus, failure
-from cad_recode.geometry.sandbox_frames import FRAME_HEAD, ProtocolViolation, encode_frame, frame_limits, parse_result
+from cad_recode.geometry.sandbox_frames import (
+    FRAME_HEAD, ProtocolViolation, encode_frame, frame_limits, parse_result, retires_after,
+)
 from cad_recode.geometry.sandbox_processes import _Job, _Worker, how_it_ended
 
 KILL_GRACE = 1.0
@@ -20,6 +25,11 @@ machine (the test suite pinned to one core beside a benchmark) discarded good re
 STARTUP_TIMEOUT = 180.0
 """Seconds the zygote and a worker may take to start before they count as failed."""
 MAX_START_FAILURES = 3
+SEND_TIMEOUT = 5.0
+"""Seconds a request may wait for room in a worker's pipe; past them the worker is replaced."""
+PIPE_DEFAULT_BYTES = 1 << 16
+# What a worker may send that fails to parse: a forged frame must cost its job, never the caller's call.
+UNTRUSTED_DATA_ERRORS = (ValueError, TypeError, KeyError, OverflowError, RecursionError)
 
 
 class Loop:
@@ -57,7 +67,10 @@ class Loop:
             if self.start_failed(until_ready):
                 break
             for key, _ in self.sel.select(self.wait_time()):
-                self.on_readable(key.data)
+                try:
+                    self.on_readable(key.data)
+                except UNTRUSTED_DATA_ERRORS as exc:  # whatever a worker sends must not end this call
+                    self.violation(key.data, f"an unreadable frame ({type(exc).__name__})")
             if sb._zygote is not None:
                 sb._zygote.read_reports()
             self.settle_exits()
@@ -103,7 +116,10 @@ class Loop:
         for header, blob in frames:
             kind = header.get("kind")
             if kind == "ready" and not w.ready and w.job is None:
-                w.ready, w.pid = True, int(header["pid"])
+                pid = header.get("pid")
+                if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 1 << 22:
+                    return self.violation(w, "a ready frame without a process id")
+                w.ready, w.pid = True, pid
                 self.sb._start_failures = 0
             elif kind == "result" and w.job is not None and w.pending is None:
                 request = w.job.request
@@ -112,7 +128,10 @@ class Loop:
                                              tuple(request["exports"]))
                 except ProtocolViolation as exc:
                     return self.violation(w, str(exc))
-                w.retiring = header.get("retire") is True
+                w.served += 1
+                # the worker's own word may add a reason to retire (it saw shared state changed), never remove one
+                w.retiring = header.get("retire") is True or retires_after(
+                    w.served, self.sb.programs_per_worker, w.pending[0].status, request["profile"])
                 w.deadline = time.monotonic() + EXIT_GRACE
             elif kind == "idle" and w.pending is not None and not w.retiring:
                 self.finish(w.job, self.sb._commit(w))
@@ -204,7 +223,7 @@ class Loop:
                 header = json.loads(bytes(w.buffer[FRAME_HEAD.size: FRAME_HEAD.size + head_len]))
                 if not isinstance(header, dict):
                     raise ValueError
-            except ValueError:
+            except UNTRUSTED_DATA_ERRORS:  # deeply nested JSON raises RecursionError
                 return frames, False
             frames.append((header, w.buffer[FRAME_HEAD.size + head_len: end]))
             del w.buffer[:end]
@@ -212,14 +231,32 @@ class Loop:
 
 
 def _send(w: _Worker, request: dict) -> bool:
+    """Write the request without blocking past :data:`SEND_TIMEOUT`: a worker that stopped reading its
+    requests (a program that took it over) must not hang the parent, which holds the sandbox's lock."""
     try:
-        for part in encode_frame({"kind": "run", **request}):
-            view = memoryview(part)
-            while view:
+        os.set_blocking(w.requests, False)
+        frame = b"".join(bytes(part) for part in encode_frame({"kind": "run", **request}))
+        _make_room(w.requests, len(frame))
+        view, deadline = memoryview(frame), time.monotonic() + SEND_TIMEOUT
+        while view:
+            try:
                 view = view[os.write(w.requests, view):]
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([], [w.requests], [], left)[1]:
+                    return False
         return True
     except OSError:
         return False
+
+
+def _make_room(fd: int, size: int) -> None:
+    """Grow the request pipe to hold ``size`` bytes (best effort), so an idle worker's request never waits."""
+    if sys.platform.startswith("linux") and size > PIPE_DEFAULT_BYTES:
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+        except OSError:  # over /proc/sys/fs/pipe-max-size: the write waits for the worker to read instead
+            pass
 
 
 def _frame_remaining(buffer: bytearray) -> int:

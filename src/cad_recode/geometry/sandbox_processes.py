@@ -39,6 +39,7 @@ class _Worker:
     buffer: bytearray = field(default_factory=bytearray)
     pending: tuple[ExecResult, dict] | None = None  # a result not yet trusted (no idle frame / exit yet)
     retiring: bool = False
+    served: int = 0  # results it sent: the parent's own count, for its retirement
     ended: bool = False  # its result pipe reached EOF
 
 

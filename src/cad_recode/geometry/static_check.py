@@ -6,9 +6,10 @@ reads, arithmetic, comparisons, literals, subscripts, comprehensions,
 conditional expressions and ``if`` blocks -- and every attribute, keyword and
 cadquery name must be on the allowlists of :mod:`cad_recode.geometry.profiles`.
 Rejected: ``def``, ``class``, ``lambda``, loops, ``with``, ``try``, ``raise``,
-``global``, ``del``, walrus, annotations; attribute or item assignment; any
-``_`` name; any attribute not on the allowlist (``wrapped``, ``toVtkPolyData``,
-``val``, ...); keywords not on the allowlist (``fontPath``).
+``global``, ``del``, walrus, annotations, f-strings, ``**`` keyword unpacking;
+attribute or item assignment; any ``_`` name; any attribute not on the allowlist
+(``wrapped``, ``toVtkPolyData``, ``val``, ...); keywords not on the allowlist
+(``fontPath``).
 
 ``cadquery`` (ordinary CadQuery): every statement is allowed; imports of the
 modules in :data:`~cad_recode.geometry.profiles.CADQUERY_MODULES`; no dunder
@@ -58,7 +59,7 @@ _STRICT_NODES: tuple[type[ast.AST], ...] = (
     # expressions
     ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.IfExp, ast.Compare, ast.Call, ast.keyword,
     ast.Attribute, ast.Subscript, ast.Slice, ast.Starred, ast.Name, ast.Constant,
-    ast.List, ast.Tuple, ast.Dict, ast.Set, ast.JoinedStr, ast.FormattedValue,
+    ast.List, ast.Tuple, ast.Dict, ast.Set,
     ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.comprehension,
     # contexts and operators
     ast.Load, ast.Store, ast.boolop, ast.operator, ast.unaryop, ast.cmpop,
@@ -165,7 +166,9 @@ def _strict_problem(node: ast.AST) -> tuple[str | None, bool]:
         return _denied_attribute(node.attr, files=_FILE_ATTRIBUTE) or _strict_attribute(node.attr), True
     if isinstance(node, ast.Subscript) and not isinstance(node.ctx, ast.Load):
         return "item assignment is not allowed", True
-    if isinstance(node, ast.keyword) and node.arg is not None:
+    if isinstance(node, ast.keyword) and node.arg is None:  # f(**{...}) would pass keywords the allowlist never sees
+        return f"keyword unpacking (**) is not allowed{_OTHER_PROFILE}", True
+    if isinstance(node, ast.keyword):
         if node.arg.startswith("_"):
             return f"keyword '{node.arg}' is not allowed (names may not start with '_')", True
         if node.arg not in STRICT_KEYWORDS:
