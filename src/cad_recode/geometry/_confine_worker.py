@@ -1,6 +1,6 @@
 """Kernel-level confinement a sandbox worker applies to itself, right after the zygote forks it.
 
-Two layers, both irreversible for the process (``no_new_privs`` is set first):
+Three layers, all irreversible for the process (``no_new_privs`` is set first):
 
 * **Landlock** (:func:`restrict_writes`): the worker may create, write, rename or
   remove files only beneath its own scratch directory (and write ``/dev/null``);
@@ -8,13 +8,30 @@ Two layers, both irreversible for the process (``no_new_privs`` is set first):
   domain (the zygote, other workers) nor reach abstract unix sockets; with ABI >= 4
   it may not bind or connect TCP sockets. Landlock is skipped where the kernel has
   none (the bubblewrap layer still makes the filesystem read-only).
+* **a file size limit** (:func:`limit_file_size`): ``RLIMIT_FSIZE`` of
+  :data:`WORKER_FILE_BYTES`, well above the largest export the parent accepts;
+  a larger write fails with ``EFBIG`` (``SIGXFSZ`` is ignored so it does not kill).
+  Scratch files live in memory (a tmpfs that ``RLIMIT_AS`` does not see), so this
+  and the tmpfs's own size (:data:`~cad_recode.geometry.confinement.SCRATCH_BYTES`)
+  are what bound them.
 * **seccomp** (:func:`deny_syscalls`): no new processes (``fork``, ``vfork``,
   ``clone`` without ``CLONE_THREAD``, ``clone3``), no ``execve``, no ``ptrace`` or
   cross-process memory access, no ``setsid``/``setpgid`` (nothing leaves the
   worker's group), no new namespaces or mounts, no sockets, no signals to other
-  processes, no ``TIOCSTI`` terminal injection, no kernel keyring, BPF, perf or
-  io_uring. Threads stay allowed: OCCT and numpy may start them, and they die with
-  the process.
+  processes (``kill``, ``tgkill``, ``rt_sigqueueinfo``, ``rt_tgsigqueueinfo``, and
+  no ``fcntl`` ``F_SETOWN``/``F_SETOWN_EX``/``F_SETSIG``, which aim ``SIGIO`` at a
+  process), no ``TIOCSTI`` terminal injection, no kernel keyring, BPF, perf or
+  io_uring. Limits, priorities, CPU affinity, scheduling, I/O priority and NUMA
+  placement may be changed only for the worker itself (target 0): the zygote and
+  the other workers share its uid, and a worker that lowered the zygote's
+  ``RLIMIT_AS`` or niceness would break or slow every worker forked after it. No
+  ``chmod``/``chown``/``utimes``/xattr calls of any kind: Landlock does not cover
+  file metadata, and ``/dev``'s nodes are the host's own inodes. No ``memfd``,
+  SysV shared memory, message queues or semaphores, nor POSIX message queues:
+  memory that ``RLIMIT_AS`` does not count, and IPC objects would outlive the
+  worker. No ``F_SETPIPE_SZ``: the worker's pipes to the parent keep their size.
+  Threads stay allowed: OCCT and numpy may start them, and they die with the
+  process.
 
 The filter is a deny-list over an allow default: CadQuery, OCCT and CPython use a
 broad and version-dependent set of ordinary syscalls, and what a program could do
@@ -26,6 +43,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import platform
+import resource
+import signal
+
+from cad_recode.geometry.sandbox_frames import MAX_EXPORT_BYTES
+
+WORKER_FILE_BYTES = 2 * MAX_EXPORT_BYTES
+"""Largest file a worker may write (``RLIMIT_FSIZE``): twice the largest export the parent accepts."""
 
 _PR_SET_NO_NEW_PRIVS = 38
 _SYS_LANDLOCK = {"create_ruleset": 444, "add_rule": 445, "restrict_self": 446}  # same on x86_64 and aarch64
@@ -40,6 +65,8 @@ _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1
 
 _CLONE_THREAD = 0x00010000
 _TIOCSTI = 0x5412
+_F_SETOWN, _F_SETSIG, _F_SETOWN_EX, _F_SETPIPE_SZ = 8, 10, 15, 1031
+_PRIO_PROCESS, _IOPRIO_WHO_PROCESS = 0, 1
 _DENIED_SYSCALLS = (
     "fork", "vfork", "execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev",
     "setsid", "setpgid", "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "move_mount",
@@ -49,6 +76,21 @@ _DENIED_SYSCALLS = (
     "personality", "init_module", "finit_module", "delete_module", "kexec_load", "reboot",
     "swapon", "swapoff", "acct", "quotactl", "setuid", "setgid", "setreuid", "setregid",
     "setresuid", "setresgid", "setgroups", "name_to_handle_at", "open_by_handle_at",
+    # file metadata, which Landlock does not cover
+    "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat", "utime", "utimes",
+    "utimensat", "futimesat", "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr",
+    "fremovexattr",
+    # memory outside RLIMIT_AS, and IPC objects that outlive the worker
+    "memfd_create", "memfd_secret", "shmget", "msgget", "semget", "mq_open",
+)
+# Newer than some libseccomp versions that know no name for them; numbers of x86_64 and aarch64.
+_UNNAMED_SYSCALLS = {"setxattrat": 463, "removexattrat": 466, "file_setattr": 469}
+# Syscalls that act on the process (or user, group) an argument names: (name, argument, its "self" value).
+_SELF_ONLY = (
+    ("prlimit64", 0, 0), ("sched_setaffinity", 0, 0), ("sched_setscheduler", 0, 0), ("sched_setparam", 0, 0),
+    ("sched_setattr", 0, 0), ("migrate_pages", 0, 0), ("move_pages", 0, 0),
+    ("setpriority", 0, _PRIO_PROCESS), ("setpriority", 1, 0),
+    ("ioprio_set", 0, _IOPRIO_WHO_PROCESS), ("ioprio_set", 1, 0),
 )
 
 
@@ -116,6 +158,22 @@ def restrict_writes(scratch: str) -> int:
     return abi
 
 
+def limit_file_size() -> None:
+    """``RLIMIT_FSIZE`` (soft and hard) of :data:`WORKER_FILE_BYTES`; a write past it fails with ``EFBIG``."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error the program sees, not a killed worker
+    resource.setrlimit(resource.RLIMIT_FSIZE, (WORKER_FILE_BYTES, WORKER_FILE_BYTES))
+
+
+def _deny_by_name(rules, denied, name: str) -> None:
+    try:
+        rules.add_rule(denied, name)
+    except (OSError, ValueError, RuntimeError):  # a name this libseccomp does not know
+        number = _UNNAMED_SYSCALLS.get(name)
+        if number is not None and platform.machine() in ("x86_64", "aarch64"):
+            rules.add_rule(denied, number)
+        # else: a syscall this architecture does not have
+
+
 def deny_syscalls() -> None:
     """Load the seccomp filter described in the module doc (``ImportError`` without pyseccomp)."""
     import pyseccomp as sc
@@ -123,16 +181,19 @@ def deny_syscalls() -> None:
     own_pid = os.getpid()
     denied = sc.ERRNO(errno.EPERM)
     rules = sc.SyscallFilter(defaction=sc.ALLOW)
-    for name in _DENIED_SYSCALLS:
-        try:
-            rules.add_rule(denied, name)
-        except (OSError, ValueError, RuntimeError):
-            pass  # a syscall this architecture does not have
+    for name in (*_DENIED_SYSCALLS, *_UNNAMED_SYSCALLS):
+        _deny_by_name(rules, denied, name)
     rules.add_rule(denied, "clone", sc.Arg(0, sc.MASKED_EQ, _CLONE_THREAD, 0))  # threads only
     rules.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")  # its flags are out of reach: glibc falls back to clone
-    rules.add_rule(denied, "kill", sc.Arg(0, sc.NE, own_pid))
-    rules.add_rule(denied, "tgkill", sc.Arg(0, sc.NE, own_pid))
+    for name in ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"):
+        rules.add_rule(denied, name, sc.Arg(0, sc.NE, own_pid))
+    # One comparison per argument and rule: "0 or own pid" cannot be said, so only 0 (the caller) passes.
+    for name, index, itself in _SELF_ONLY:
+        rules.add_rule(denied, name, sc.Arg(index, sc.NE, itself))
+    # 32-bit commands compared on their low half: the kernel ignores the upper one.
     rules.add_rule(denied, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, _TIOCSTI))
+    for command in (_F_SETOWN, _F_SETSIG, _F_SETOWN_EX, _F_SETPIPE_SZ):
+        rules.add_rule(denied, "fcntl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, command))
     rules.load()
 
 
@@ -140,5 +201,6 @@ def confine_worker(scratch: str) -> dict:
     """Apply every layer to the calling process; returns what was applied (for the ready frame)."""
     set_no_new_privs()
     landlock = restrict_writes(scratch)
+    limit_file_size()
     deny_syscalls()
     return {"landlock_abi": landlock, "seccomp": True}
