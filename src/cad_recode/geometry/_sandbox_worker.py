@@ -74,8 +74,9 @@ class _Limits:
             try:
                 _, hard = resource.getrlimit(resource.RLIMIT_AS)
                 limit = base + memory_mb * 2**20
-                resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(hard, limit),
-                                                        hard))
+                limit = limit if hard == resource.RLIM_INFINITY else min(hard, limit)
+                # the hard limit too: with it left above, a program raised its own soft limit and got past memory_mb
+                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
             except (ValueError, OSError):
                 pass
         signal.signal(signal.SIGALRM, self._on_signal)

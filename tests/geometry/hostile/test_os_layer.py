@@ -140,6 +140,18 @@ def test_memory_that_rlimit_as_does_not_count_is_refused(pool, marker):
     assert_contained(pool, result, marker)
 
 
+def test_a_program_cannot_raise_its_own_memory_limit(pool, marker):
+    probe = (
+        "soft, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
+        "seen['hard_is_soft'] = soft == hard != resource.RLIM_INFINITY\n"
+        "try:\n    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\n"
+        "    seen['raised'] = True\nexcept (ValueError, OSError):\n    seen['raised'] = False\n"
+    )
+    result, seen = observe(pool, probe)
+    assert seen == {"hard_is_soft": True, "raised": False}
+    assert_contained(pool, result, marker)
+
+
 def test_scratch_files_are_bounded(pool, marker):
     probe = (  # sparse writes: the probe itself uses no memory
         f"fd = o['open']('big', o['O_WRONLY'] | o['O_CREAT'])\nLIMIT = {WORKER_FILE_BYTES}\n"
