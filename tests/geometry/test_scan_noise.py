@@ -7,7 +7,9 @@ from scipy.spatial import cKDTree
 from cad_recode.geometry.metrics import CloudDistance
 from cad_recode.geometry.normalize import fit_normalization
 from cad_recode.geometry.sampling import add_noise, sample_surface, to_model_points
-from cad_recode.geometry.scan_noise import NOISY_RESIDUAL, cloud_normalization, smooth_onto_planes, surface_noise
+from cad_recode.geometry.scan_noise import (
+    NOISY_RESIDUAL, cloud_normalization, smooth_keeping_walls, smooth_onto_planes, surface_noise,
+)
 
 PLATE = (200.0, 200.0, 40.0)
 
@@ -62,3 +64,26 @@ def test_judging_a_noisy_scan_prefers_the_part_s_true_proportions():
     raw.cloud = fit_normalization(noisy).apply(noisy)
     raw.tree = cKDTree(raw.cloud)
     assert raw(plates[38.0]) < raw(plates[40.0])
+
+
+def test_smoothing_that_keeps_walls_leaves_a_thin_wall_s_faces_apart():
+    """A tube 82/76 (200 long) under noise of one unit: onto planes its faces meet in the middle."""
+    tube = trimesh.creation.cylinder(radius=82.0, height=200.0, sections=256).difference(
+        trimesh.creation.cylinder(radius=76.0, height=240.0, sections=256), engine="manifold")
+    clean = sample_surface(tube, 8192, seed=1)
+    noisy = add_noise(clean, std=1.0, prob=1.0, rng=np.random.default_rng(0))
+    outer = np.linalg.norm(clean[:, :2], axis=1) > 79.0
+    along = np.abs(clean[:, 2]) < 95.0  # on the side walls, away from the ends
+
+    def wall(points):  # mean radius of each face's points
+        radius = np.linalg.norm(points[:, :2], axis=1)
+        return radius[outer & along].mean(), radius[~outer & along].mean()
+
+    merged = wall(smooth_onto_planes(noisy))
+    assert merged[0] - merged[1] < 1.5  # the 6-unit wall read as about 1
+    smoothed = smooth_keeping_walls(noisy, width=2.0 * surface_noise(noisy) * 100.0)
+    kept = wall(smoothed)
+    assert kept[0] - kept[1] > 4.5
+    assert abs(kept[0] - 82.0) < 1.0 and abs(kept[1] - 76.0) < 1.0
+    radial_error = np.linalg.norm(smoothed[:, :2], axis=1) - np.linalg.norm(clean[:, :2], axis=1)
+    assert np.std(radial_error[outer & along]) < 0.9  # of the noise's 1.0: it is averaged, if less

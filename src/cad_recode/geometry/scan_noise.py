@@ -68,6 +68,23 @@ def smooth_onto_planes(points: np.ndarray, k: int = NEIGHBOURS, passes: int = SM
     return smoothed
 
 
+def smooth_keeping_walls(points: np.ndarray, width: float, k: int = NEIGHBOURS) -> np.ndarray:
+    """Each point moved along its neighbours' plane normal to the weighted mean offset of the neighbours
+    near its own side: weights fall off as a Gaussian of ``width`` (the points' units) in that offset.
+
+    :func:`smooth_onto_planes` projects onto the plane through all k neighbours, and where a wall is
+    thinner than that neighbourhood (6 units of 200 at 24 neighbours of 8192 points) the neighbours
+    of both faces pull each face to the middle: a tube 82/76 under noise σ = 1 read as 79/79. Here
+    the far face weighs next to nothing; the noise is averaged less (one pass leaves about 80 % of it).
+    """
+    points = np.asarray(points, dtype=np.float64)
+    _, neighbours = cKDTree(points).query(points, k=k)
+    _, normal, _ = _local_planes(points, k)
+    offsets = np.einsum("nki,ni->nk", points[neighbours] - points[:, None], normal)
+    weights = np.exp(-0.5 * (offsets / width) ** 2)
+    return points + ((weights * offsets).sum(axis=1) / weights.sum(axis=1))[:, None] * normal
+
+
 def is_noisy(noise: float | None) -> bool:
     """Does a cloud of this :func:`surface_noise` read as a noisy scan (normalized by its smoothed box)?"""
     return noise is not None and noise > NOISY_RESIDUAL

@@ -25,10 +25,13 @@ from cad_recode.errors import InputError
 from cad_recode.geometry.extrusion_fit import ExtrusionFit, extrusion_programs
 from cad_recode.geometry.metrics import CloudDistance, protocol_cd
 from cad_recode.geometry.pose import PosePlacement, place_back
-from cad_recode.geometry.scan_noise import is_noisy, smooth_onto_planes
+from cad_recode.geometry.scan_noise import is_noisy, smooth_keeping_walls, smooth_onto_planes
 from cad_recode.inference.inputs import EncodedInput
 
 FIT_POINTS = 8192  # input points a fit reads: a scan of millions adds nothing to an outline
+# the width of smooth_keeping_walls in units of the cloud's noise statistic (which reads σ = 0.01 as about
+# 0.005): about one σ, so a face 6σ away weighs nothing
+WALL_KEEPING_WIDTH = 2.0
 
 
 @dataclass
@@ -52,14 +55,21 @@ def fitted_programs(item: EncodedInput) -> list[tuple[str, str]]:
     if len(points) > FIT_POINTS:
         points = points[np.random.default_rng(0).choice(len(points), FIT_POINTS, replace=False)]
     model_units = item.transform.apply(points) * MODEL_UNITS
-    if is_noisy(item.noise):  # an outline traced through noise is ragged and its ends overshoot
-        model_units = smooth_onto_planes(model_units)
-    programs = [(_label(fit), fit.code) for fit in extrusion_programs(model_units)]
-    for placement in _distinct_poses(item.placements or []):
-        posed = _to_pose_frame(model_units, placement)
-        programs += [(f"{_label(fit)}, pose {placement.name}", place_back(fit.code, placement))
-                     for fit in extrusion_programs(posed)]
-    return programs
+    readings = [model_units]
+    if is_noisy(item.noise):
+        # An outline traced through noise is ragged and its ends overshoot, so the fits read smoothed
+        # points. Smoothing onto planes averages the noise best but merges the faces of a thin wall;
+        # the second reading keeps them apart. The distance to the input decides between their fits.
+        readings = [smooth_onto_planes(model_units),
+                    smooth_keeping_walls(model_units, WALL_KEEPING_WIDTH * item.noise * MODEL_UNITS)]
+    programs: dict[str, str] = {}  # program -> label: two readings often give the same fit
+    for reading in readings:
+        for fit in extrusion_programs(reading):
+            programs.setdefault(fit.code, _label(fit))
+        for placement in _distinct_poses(item.placements or []):
+            for fit in extrusion_programs(_to_pose_frame(reading, placement)):
+                programs.setdefault(place_back(fit.code, placement), f"{_label(fit)}, pose {placement.name}")
+    return [(label, code) for code, label in programs.items()]
 
 
 def _label(fit: ExtrusionFit) -> str:
