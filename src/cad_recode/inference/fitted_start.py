@@ -6,8 +6,9 @@ numbers cannot mend it; a program fitted to the points
 (:mod:`cad_recode.geometry.extrusion_fit`) often can. So, with refinement on, the
 fitted programs run in one sandbox batch: fitted in the input's frame and, under
 ``--pose auto``, in each pose's frame too (placed back like a posed candidate);
-a noisy scan's points are first smoothed onto their local planes
-(:mod:`cad_recode.geometry.scan_noise`). The one closest to the input points
+a noisy scan's points are first smoothed, once onto their local planes and once
+keeping a thin wall's faces apart (:mod:`cad_recode.geometry.scan_noise`), and
+both readings are fitted. The one closest to the input points
 becomes refinement's start when it is clearly closer than the model's winner
 (``judge.FIT_MARGIN``). The ground truth plays no part; the report keeps the
 model's program and says which start refinement took.
