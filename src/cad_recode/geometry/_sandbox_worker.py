@@ -166,9 +166,61 @@ def _write_all(fd: int, parts) -> None:
 
 
 def _clear_scratch(scratch: str) -> None:
-    for name in os.listdir(scratch):
-        path = os.path.join(scratch, name)
-        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.unlink(path)
+    """Empty the worker's scratch directory after a program (best effort: the zygote removes it for good)."""
+    remove_tree(scratch, keep_root=True)
+
+
+def remove_tree(root: str, keep_root: bool = False) -> None:
+    """Remove everything under ``root`` (and ``root`` itself unless ``keep_root``) that can be removed.
+
+    Written against what a program may leave: thousands of nested directories (a recursive removal
+    overflowed the stack, and a path that deep is too long for the kernel), so each directory is
+    first moved up to ``root`` and the walk is a loop; and directories without read permission (made
+    with ``mkdir(d, 0o300)``, no chmod needed), which are made readable where chmod is allowed (in
+    the zygote; the worker's seccomp filter refuses it). Never raises.
+    """
+    moved = 0
+    pending: list[tuple[str, bool]] = [(root, False)]  # (directory, emptied already: only rmdir is left)
+    while pending:
+        directory, emptied = pending.pop()
+        if emptied:
+            _remove_empty(directory)
+            continue
+        try:
+            os.chmod(directory, 0o700)
+        except OSError:
+            pass
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            entries = []
+        in_place = []  # subdirectories removed where they are: this directory waits for them
+        for entry in entries:
+            try:
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    continue
+            except OSError:
+                continue
+            moved += 1
+            flat = os.path.join(root, f".removing-{moved}")
+            try:  # up to the root: paths stay short however deep the tree was
+                os.rename(entry.path, flat)
+                pending.append((flat, False))
+            except OSError:  # the name is taken (the program made it)
+                in_place.append(entry.path)
+        if directory != root:
+            pending.append((directory, True))
+        pending += [(path, False) for path in in_place]
+    if not keep_root:
+        _remove_empty(root)
+
+
+def _remove_empty(directory: str) -> None:
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
 
 
 def _serve(proto_in: int, proto_out: int, config: dict, scratch_root: str, tamper) -> int:
@@ -264,7 +316,7 @@ def _zygote(sock_fd: int, scratch_root: str) -> int:
             if pid == 0:
                 return
             workers.discard(pid)
-            shutil.rmtree(os.path.join(scratch_root, str(pid)), ignore_errors=True)
+            remove_tree(os.path.join(scratch_root, str(pid)))
             try:
                 sock.send(json.dumps({"pid": pid, "status": status}).encode(), socket.MSG_DONTWAIT)
             except OSError:

@@ -49,9 +49,10 @@ def encode_frame(header: dict, *blobs: bytes | memoryview) -> list[bytes | memor
     return [FRAME_HEAD.pack(len(head), sum(len(b) for b in blobs)), head, *blobs]
 
 
-def frame_limits(max_triangles: int) -> tuple[int, int]:
-    """(most header bytes, most blob bytes) a result frame may have."""
-    return MAX_HEADER_BYTES, 24 * 4 * max_triangles + len(EXPORT_KINDS) * MAX_EXPORT_BYTES
+def frame_limits(max_triangles: int, exports: int) -> tuple[int, int]:
+    """(most header bytes, most blob bytes) a frame may have while a job with ``exports`` files asked is
+    out (no job: 0); the parent buffers no more than this of a frame before it reads it."""
+    return MAX_HEADER_BYTES, 24 * 4 * max_triangles + exports * MAX_EXPORT_BYTES
 
 
 def result_to_frame(result: ExecResult, token: str, exports: dict[str, bytes], **extra: Any) -> list:

@@ -13,7 +13,7 @@ from collections import deque
 
 from cad_recode.geometry.exec_result import ExecResult, ExecStatus, failure
 from cad_recode.geometry.sandbox_frames import (
-    FRAME_HEAD, ProtocolViolation, encode_frame, frame_limits, parse_result, retires_after,
+    FRAME_HEAD, MAX_HEADER_BYTES, ProtocolViolation, encode_frame, frame_limits, parse_result, retires_after,
 )
 from cad_recode.geometry.sandbox_processes import _Job, _Worker, how_it_ended
 
@@ -200,7 +200,10 @@ class Loop:
     def receive(self, w: _Worker) -> tuple[list[tuple[dict, bytearray]], bool]:
         """Read what is available; return complete frames and whether the worker is still alive."""
         alive = True
-        max_head, max_blob = frame_limits(self.sb.max_triangles)
+        # a frame's cap is its job's: a job that asked for no files gets no room for them (a frame declared
+        # at the largest cap made the parent hold 1.15 GB for a job that could send 48 MB)
+        max_head, max_blob = frame_limits(self.sb.max_triangles, len(w.job.request["exports"])) if w.job \
+            else (MAX_HEADER_BYTES, 0)
         try:
             chunk = os.read(w.results, max(1 << 16, _frame_remaining(w.buffer)))
             if chunk:
@@ -225,8 +228,13 @@ class Loop:
                     raise ValueError
             except UNTRUSTED_DATA_ERRORS:  # deeply nested JSON raises RecursionError
                 return frames, False
-            frames.append((header, w.buffer[FRAME_HEAD.size + head_len: end]))
-            del w.buffer[:end]
+            if end == len(w.buffer):  # the usual case, a frame alone in the buffer: its blob without a copy
+                del w.buffer[:FRAME_HEAD.size + head_len]
+                frames.append((header, w.buffer))
+                w.buffer = bytearray()
+            else:
+                frames.append((header, w.buffer[FRAME_HEAD.size + head_len: end]))
+                del w.buffer[:end]
         return frames, alive
 
 

@@ -114,3 +114,31 @@ def test_a_request_to_a_worker_that_stopped_reading_gives_up(monkeypatch):
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_a_frame_larger_than_its_job_could_need_is_never_buffered(pool, marker):
+    """A job that asked for no files gets no room for them: a frame declared at the largest cap (with room
+    for a STEP and an STL file) had the parent hold 1.15 GB before it read the header."""
+    import tracemalloc
+
+    blob = 200 << 20  # over this job's cap (a mesh at most: 48 MB), under the cap of a job with both exports
+    code = FIND_CHANNELS + (
+        "head = b'{}'\n"
+        f"o['write'](out, F.FRAME_HEAD.pack(len(head), {blob}) + head)\n"
+        "chunk = b'x' * (1 << 20)\n"
+        "try:\n"
+        f"    for _ in range({blob >> 20}):\n"
+        "        o['write'](out, chunk)\n"
+        "except OSError:\n"
+        "    pass\n"
+    )
+    tracemalloc.start()
+    try:
+        result = pool.run(code, _unchecked=True, profile="cadquery")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert result.status.value == "crashed", result.reason
+    assert peak < 16 << 20, peak
+    assert_contained(pool, result, marker)
