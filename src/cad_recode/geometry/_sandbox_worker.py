@@ -294,18 +294,22 @@ def _warm_up(scratch_root: str):
 def _zygote(sock_fd: int, scratch_root: str) -> int:
     """Warm up, then serve the parent's datagrams on ``sock_fd`` until it closes the socket.
 
-    ``{"op": "fork", ...config}`` with two fds attached (SCM_RIGHTS: the read end of
-    the worker's request pipe, the write end of its result pipe) forks a worker;
-    ``{"op": "kill", "pid": N}`` kills worker N. For each worker that ends the
-    zygote sends ``{"pid": ..., "status": ...}`` (a ``waitpid`` status) and removes
-    its scratch directory.
+    ``{"op": "fork", "fork": F, ...config}`` with two fds attached (SCM_RIGHTS: the
+    read end of the worker's request pipe, the write end of its result pipe) forks a
+    worker the parent calls F; ``{"op": "kill", "fork": F}`` kills it. For each worker
+    that ends the zygote removes its scratch directory and sends ``{"fork": F,
+    "status": ...}`` (a ``waitpid`` status). Workers are named by F, not by pid: a
+    pid is reused, and a report that came late for one worker was read as the clean
+    exit of the next worker that got its pid, which then ran on, unkilled.
     """
     import socket
 
     sock = socket.socket(fileno=sock_fd)
     tamper = _warm_up(scratch_root)
     ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # no /proc/<pid>/mem access by workers
-    workers: set[int] = set()
+    # pid -> the parent's number for that fork: a pid is reused, and a late report or kill for a worker that
+    # is gone must never be read as one for the next worker that happens to get its pid
+    workers: dict[int, int] = {}
 
     def reap(signum, frame):
         while True:
@@ -315,10 +319,10 @@ def _zygote(sock_fd: int, scratch_root: str) -> int:
                 return
             if pid == 0:
                 return
-            workers.discard(pid)
+            fork = workers.pop(pid, None)
             remove_tree(os.path.join(scratch_root, str(pid)))
             try:
-                sock.send(json.dumps({"pid": pid, "status": status}).encode(), socket.MSG_DONTWAIT)
+                sock.send(json.dumps({"fork": fork, "status": status}).encode(), socket.MSG_DONTWAIT)
             except OSError:
                 pass  # never block in a handler: a report nobody reads is dropped
 
@@ -333,8 +337,8 @@ def _zygote(sock_fd: int, scratch_root: str) -> int:
                 return 0
             request = json.loads(message)
             if request.get("op") == "kill":
-                if int(request["pid"]) in workers:
-                    os.kill(int(request["pid"]), signal.SIGKILL)
+                for pid in [pid for pid, fork in workers.items() if fork == request.get("fork")]:
+                    os.kill(pid, signal.SIGKILL)
                 continue
             if len(fds) != 2:
                 for fd in fds:
@@ -352,7 +356,7 @@ def _zygote(sock_fd: int, scratch_root: str) -> int:
                     traceback.print_exc()  # into the zygote's log, which the parent reports
                 finally:
                     os._exit(code)
-            workers.add(pid)
+            workers[pid] = request.get("fork")
             for fd in fds:
                 os.close(fd)
     finally:

@@ -309,9 +309,9 @@ class Sandbox:
                 self._last_start_error = self._zygote.start_error()
                 self._zygote.close()
             self._zygote = _Zygote(confine=self.confined)
-        requests, results = self._zygote.fork_worker({
+        requests, results, fork = self._zygote.fork_worker({
             "memory_mb": self.memory_mb, "confine": self.confined, "programs_per_worker": self.programs_per_worker})
-        return _Worker(requests=requests, results=results, started=time.monotonic())
+        return _Worker(requests=requests, results=results, started=time.monotonic(), fork=fork)
 
     def _stop(self, w: _Worker, kill: bool = True) -> None:
         """Close the worker's pipes; with ``kill`` (it may be alive) also have the zygote SIGKILL it."""
@@ -320,16 +320,16 @@ class Sandbox:
                 os.close(fd)  # a live worker reads EOF and exits
             except OSError:
                 pass
-        if kill and w.pid is not None and self._zygote is not None:
-            self._zygote.kill(w.pid)
-            self._zygote.exits.pop(w.pid, None)
+        if kill and self._zygote is not None:
+            self._zygote.kill(w.fork)
+            self._zygote.exits.pop(w.fork, None)
 
     def _death_result(self, w: _Worker) -> ExecResult:
         status = None
-        if self._zygote is not None and w.pid is not None:
-            if w.pid not in self._zygote.exits:
+        if self._zygote is not None:
+            if w.fork not in self._zygote.exits:
                 self._zygote.read_reports(wait=1.0)
-            status = self._zygote.exits.pop(w.pid, None)
+            status = self._zygote.exits.pop(w.fork, None)
         return failure(ExecStatus.CRASHED, f"the worker process died while running the program ({how_it_ended(status)})")
 
     def _note_start_failure(self) -> None:

@@ -163,9 +163,9 @@ class Loop:
     def settle_exits(self) -> None:
         zygote = self.sb._zygote
         for w in list(self.sb._workers):
-            if w.pending is None or not w.retiring or zygote is None or w.pid not in zygote.exits:
+            if w.pending is None or not w.retiring or zygote is None or w.fork not in zygote.exits:
                 continue
-            status = zygote.exits.pop(w.pid)
+            status = zygote.exits.pop(w.fork)
             extra, _ = self.receive(w)  # anything after the result frame is a forgery
             if extra:
                 self.violation(w, "frames after the last result")

@@ -32,6 +32,7 @@ class _Worker:
     requests: int  # fd: we write requests here
     results: int  # fd: the worker writes frames here (non-blocking on our side)
     started: float
+    fork: int = 0  # the zygote's report and kill name the worker by this number (pids are reused)
     pid: int | None = None  # known once the worker says it is ready
     ready: bool = False
     job: _Job | None = None
@@ -97,28 +98,32 @@ class _Zygote:
         theirs.close()
         self.sock = ours
         self.sock.setblocking(False)
-        self.exits: dict[int, int] = {}  # worker pid -> waitpid status, as the zygote reports them
+        self.exits: dict[int, int] = {}  # fork number -> the worker's waitpid status, as the zygote reports them
+        self.forks = 0  # fork numbers handed out: the zygote reports and kills workers by them, never by pid
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def fork_worker(self, config: dict) -> tuple[int, int]:
-        """Ask for a worker; returns (request fd, result fd). A failed request yields a result fd at EOF."""
+    def fork_worker(self, config: dict) -> tuple[int, int, int]:
+        """Ask for a worker; returns (request fd, result fd, fork number). A failed request yields a result
+        fd at EOF."""
         request_r, request_w = os.pipe()
         result_r, result_w = os.pipe()
+        self.forks += 1
         try:
-            socket.send_fds(self.sock, [json.dumps({"op": "fork", **config}).encode()], [request_r, result_w])
+            socket.send_fds(self.sock, [json.dumps({"op": "fork", "fork": self.forks, **config}).encode()],
+                            [request_r, result_w])
         except OSError:
             pass  # the zygote is gone: result_r reads EOF at once and counts as a failed start
         finally:
             os.close(request_r)
             os.close(result_w)
         os.set_blocking(result_r, False)
-        return request_w, result_r
+        return request_w, result_r, self.forks
 
-    def kill(self, pid: int) -> None:
+    def kill(self, fork: int) -> None:
         try:
-            self.sock.send(json.dumps({"op": "kill", "pid": pid}).encode())
+            self.sock.send(json.dumps({"op": "kill", "fork": fork}).encode())
         except OSError:
             pass
 
@@ -139,7 +144,7 @@ class _Zygote:
                 return
             try:
                 report = json.loads(message)
-                self.exits[int(report["pid"])] = int(report["status"])
+                self.exits[int(report["fork"])] = int(report["status"])
             except (ValueError, KeyError, TypeError):
                 return
             wait = 0.0

@@ -140,6 +140,19 @@ def test_memory_that_rlimit_as_does_not_count_is_refused(pool, marker):
     assert_contained(pool, result, marker)
 
 
+def test_no_threads_and_no_watches(pool, marker):
+    """A program made 6000 raw threads in 0.2 s, each a PID of the machine's (RLIMIT_NPROC does not bind root)."""
+    probe = (
+        "try:\n    o['sys'].modules['_thread'].start_new_thread(o['getpid'], ())\n    seen['thread'] = 0\n"
+        "except RuntimeError:\n    seen['thread'] = 'refused'\n"
+        "seen['inotify'] = c_attempt('inotify_init1', 0)\n"
+    )
+    result, seen = observe(pool, probe)
+    assert seen == {"thread": "refused", "inotify": errno.EPERM}
+    assert_contained(pool, result, marker)
+    assert_fresh_workers_measure_right(pool)
+
+
 def test_a_program_cannot_raise_its_own_memory_limit(pool, marker):
     probe = (
         "soft, hard = resource.getrlimit(resource.RLIMIT_AS)\n"

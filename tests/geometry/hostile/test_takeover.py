@@ -142,3 +142,25 @@ def test_a_frame_larger_than_its_job_could_need_is_never_buffered(pool, marker):
     assert result.status.value == "crashed", result.reason
     assert peak < 16 << 20, peak
     assert_contained(pool, result, marker)
+
+
+def test_a_late_exit_report_is_never_read_as_the_next_workers(pool, marker):
+    """The zygote reported exits by pid, and pids are reused: a report that came late for one worker (its
+    scratch took long to remove) was read as the clean exit of the next worker that got its pid, whose forged
+    result then counted, and which ran on unkilled. Reports now name the fork."""
+    pool.start()
+    for worker in pool._workers:  # what a late report left behind for each pid about to serve
+        pool._zygote.exits[worker.pid] = 0
+    code = KEEP_THE_WORKER.split("answer(token, 'error', 0.0)")[0] + (
+        "sig = sys.modules['signal']\n"
+        "sig.signal(sig.SIGALRM, sig.SIG_IGN)\nsig.signal(sig.SIGXCPU, sig.SIG_IGN)\n"
+        "send_raw(json.dumps({'kind': 'result', 'token': token, 'status': 'ok', 'reason': '', 'num_faces': 6,"
+        " 'volume': 4242.0, 'area': 6.0, 'bbox_min': [0, 0, 0], 'bbox_max': [1, 1, 1], 'seconds': 0, 'nv': 0,"
+        " 'nf': 0, 'exports': {}, 'retire': True}).encode())\n"
+        "while True:\n    pass\n"
+    )
+
+    result = pool.run(code, _unchecked=True, profile="cadquery")
+
+    assert result.status.value == "crashed" and "did not finish cleanly" in result.reason, result
+    assert_contained(pool, result, marker)
