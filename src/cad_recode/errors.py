@@ -5,6 +5,25 @@ a bad flag, a bad config). It carries a message that says what, where and how
 to fix it, and the CLI shows it without a traceback.
 """
 
+import unicodedata
+
+
+def escape_controls(text: str, keep: str = "") -> str:
+    """``text`` with control and format characters (all but those in ``keep``) shown as ``\\xNN``.
+
+    Messages reach terminals and web pages, and they quote file names and programs that someone else
+    may have chosen: raw escape sequences (``\\x1b[``, ``\\x9b``, ``\\r``), a newline that starts a fake
+    line, or bidi overrides could forge or hide output.
+    """
+    out = []
+    for char in str(text):
+        if char not in keep and unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
 
 class CadRecodeError(Exception):
     """Base class of the errors a user can fix. ``exit_code`` is what the CLI returns."""

@@ -272,3 +272,49 @@ def test_garbled_files(tmp_path, suffix, what):
     message = _error(path)
     assert f"could not be read as {what}" in message
     assert "check the file is not truncated or garbled" in message
+
+
+def test_an_npz_array_that_would_unpack_past_the_cap_is_refused_before_unpacking(tmp_path, monkeypatch):
+    """A 4.6 MB .npz of zeros unpacked to 5.4 GB; the cap is read from the archive's directory first."""
+    from cad_recode.geometry import loaders
+
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, points=np.zeros((200_000, 3)))  # 4.8 MB unpacked, a few kB packed
+    monkeypatch.setattr(loaders, "MAX_ARRAY_BYTES", 1 << 20)
+
+    with pytest.raises(InputError, match=r"bomb\.npz: its array 'points' unpacks to 0\.0 GiB, over the 0 GiB"):
+        load_geometry(path)
+    monkeypatch.setattr(loaders, "MAX_ARRAY_BYTES", 8 << 20)
+    np.savez_compressed(path, points=CLOUD)
+    assert load_geometry(path).shape == (40, 3)
+
+
+def test_a_mesh_s_texture_is_never_decoded(tmp_path, box):
+    """Only geometry is used: a 13000 x 13000 texture in a 1.3 MB .glb took 3 GB to decode."""
+    from PIL import Image
+
+    textured = box.copy()
+    textured.visual = trimesh.visual.TextureVisuals(uv=np.zeros((len(box.vertices), 2)),
+                                                    image=Image.new("RGB", (64, 64), "red"))
+    path = tmp_path / "textured.glb"
+    textured.export(path)
+
+    mesh = load_geometry(path)
+
+    assert mesh.visual.kind != "texture"
+    assert np.allclose(np.sort(mesh.vertices, axis=0), np.sort(box.vertices, axis=0))
+
+
+def test_a_file_name_s_control_characters_are_escaped_in_messages(tmp_path, capsys):
+    from cad_recode.cli import main
+
+    path = tmp_path / "a\x1b]0;PWNED\x07\nError: forged.stl"
+    path.write_bytes(b"")
+
+    with pytest.raises(InputError) as caught:
+        load_geometry(path)
+    assert "\x1b" not in str(caught.value) and "\n" not in str(caught.value)
+    assert "a\\x1b]0;PWNED\\x07\\x0aError: forged.stl: the file is empty" in str(caught.value)
+    assert main(["points", str(path), "--output", str(tmp_path / "p.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\\x0aError: forged.stl: the file is empty" in err  # one line, however the name reads

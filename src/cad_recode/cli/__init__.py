@@ -14,7 +14,7 @@ import importlib
 import sys
 
 from cad_recode import __version__
-from cad_recode.errors import CadRecodeError
+from cad_recode.errors import CadRecodeError, escape_controls
 
 # Verb groups, imported lazily so that `cad-recode exec` never pays for torch.
 _COMMAND_MODULES = ("geometry", "data", "train", "rl", "infer", "serve")
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             allow_unconfined_sandboxes()
         return int(args.func(args) or 0)
     except CadRecodeError as err:
-        print(f"cad-recode {verb}: error: {err}", file=sys.stderr)
+        print(f"cad-recode {verb}: error: {escape_controls(str(err), keep=chr(10))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"cad-recode {args.command}: interrupted", file=sys.stderr)

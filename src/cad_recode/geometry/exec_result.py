@@ -5,11 +5,12 @@ Light on purpose (numpy only): the CLI and the metrics import it without CadQuer
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
+
+from cad_recode.errors import escape_controls
 
 TESSELLATION_TOLERANCE = 0.001
 """Linear deflection passed to ``Shape.tessellate``, relative to each edge's size (see the sandbox module doc)."""
@@ -66,15 +67,7 @@ def printable_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
     A reason reaches terminals and web pages: raw escape sequences (``\\x1b[``, ``\\x9b``,
     ``\\r``) or bidi overrides could forge or hide output, so they are shown as ``\\xNN``.
     """
-    squeezed = " ".join(str(text).split())
-    out = []
-    for char in squeezed:
-        if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn") and char != " ":
-            code = ord(char)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-        else:
-            out.append(char)
-    line = "".join(out)
+    line = escape_controls(" ".join(str(text).split()))
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from cad_recode.errors import InputError
+from cad_recode.errors import InputError, escape_controls
 from cad_recode.geometry.normalize import validate_points
 from cad_recode.geometry.sandbox import ANGULAR_TOLERANCE, TESSELLATION_TOLERANCE
 from cad_recode.geometry.sampling import (
@@ -43,6 +43,7 @@ STEP_SUFFIXES = (".step", ".stp")
 SUPPORTED_SUFFIXES = tuple(dict.fromkeys(POINT_CLOUD_SUFFIXES + MESH_SUFFIXES + STEP_SUFFIXES))
 
 _NPZ_KEYS = ("points", "xyz", "pc")
+MAX_ARRAY_BYTES = 1 << 30  # an unpacked .npz array: 44 million float64 points, far past what sampling needs
 _COMMENT = re.compile(r"(#|//).*")
 _SPLIT = re.compile(r"[,\s]+")
 
@@ -54,7 +55,13 @@ def load_geometry(path: str | os.PathLike) -> trimesh.Trimesh | np.ndarray:
     extension, an unreadable file, a wrong array shape, NaN/inf values, fewer
     than 3 points, or zero extent.
     """
-    path = check_input_file(path)
+    try:
+        return _load_geometry(check_input_file(path))
+    except InputError as err:  # the name may be anyone's: a newline in it would forge a second line
+        raise InputError(str(err).replace(str(path), escape_controls(str(path)))) from None
+
+
+def _load_geometry(path: Path) -> trimesh.Trimesh | np.ndarray:
     suffix = path.suffix.lower()
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty (0 bytes); re-export it")
@@ -117,6 +124,11 @@ def _read_numpy(path: Path) -> np.ndarray:
                 f"{path}: holds arrays {names} and none is named {' / '.join(_NPZ_KEYS)}; "
                 "save the points under one of those names"
             )
+        members = {info.filename: info.file_size for info in archive.zip.infolist()}
+        unpacked = members.get(f"{name}.npy", members.get(name, 0))
+        if unpacked > MAX_ARRAY_BYTES:  # before unpacking: a 4.6 MB .npz unpacked to 5.4 GB
+            raise InputError(f"{path}: its array '{name}' unpacks to {unpacked / 2**30:.1f} GiB, over the "
+                             f"{MAX_ARRAY_BYTES / 2**30:.0f} GiB a point cloud may take; give fewer points")
         try:
             return archive[name]
         except Exception as exc:
@@ -216,8 +228,9 @@ def _looks_like_ascii_stl(path: Path, head: bytes) -> bool:
 def _read_trimesh(path: Path) -> trimesh.Trimesh | trimesh.PointCloud:
     _check_complete(path)
     try:
-        # process=False keeps NaN/inf vertices visible, so they are reported, not dropped.
-        loaded = trimesh.load(path, process=False)
+        # process=False keeps NaN/inf vertices visible, so they are reported, not dropped; textures are
+        # never used, and decoding one (a 13000 x 13000 PNG in a 1.3 MB .glb) took 3 GB
+        loaded = trimesh.load(path, process=False, skip_materials=True)
     except Exception as exc:  # trimesh raises many types for garbled files
         raise _unreadable(path, f"a {path.suffix.lower()} mesh", exc) from None
     if isinstance(loaded, trimesh.Scene):
