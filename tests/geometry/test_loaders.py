@@ -318,3 +318,21 @@ def test_a_file_name_s_control_characters_are_escaped_in_messages(tmp_path, caps
     assert main(["points", str(path), "--output", str(tmp_path / "p.npy")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "\\x0aError: forged.stl: the file is empty" in err  # one line, however the name reads
+
+
+@pytest.mark.parametrize("text, rows", [
+    ("3\r\n1,2,3\r\n4 5 6 // a comment\r\n\r\n7\t8\t9\r\n", [[1, 2, 3], [4, 5, 6], [7, 8, 9]]),  # a .pts count, CRLF
+    ("1 2 3\r4 5 6\r0 0 1\r", [[1, 2, 3], [4, 5, 6], [0, 0, 1]]),  # old Mac line ends
+    ("1_0 2 3\n4 5 6e0\n0 0 1\n", [[10, 2, 3], [4, 5, 6], [0, 0, 1]]),  # a spelling NumPy does not read
+])
+def test_text_clouds_in_every_layout_read_the_same_numbers(tmp_path, text, rows):
+    path = tmp_path / "scan.pts"
+    path.write_bytes(text.encode())
+    assert np.array_equal(load_geometry(path), np.array(rows, dtype=np.float64))
+
+
+def test_a_value_separated_by_a_non_ascii_space_is_reported_with_its_line(tmp_path):
+    path = tmp_path / "scan.xyz"
+    path.write_text("0 0 0\n1\u00a01 1\n2 2 2\n", encoding="utf-8")
+    with pytest.raises(InputError, match="line 2 is not numbers"):
+        load_geometry(path)
