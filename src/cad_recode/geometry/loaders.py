@@ -67,7 +67,8 @@ def load_geometry(path: str | os.PathLike) -> trimesh.Trimesh | np.ndarray:
     try:
         return _load_geometry(check_input_file(path))
     except InputError as err:  # the name may be anyone's: a newline in it would forge a second line
-        raise InputError(str(err).replace(str(path), escape_controls(str(path)))) from None
+        shown = str(Path(path))  # as the messages spell it
+        raise InputError(str(err).replace(shown, escape_controls(shown))) from None
 
 
 def _load_geometry(path: Path) -> trimesh.Trimesh | np.ndarray:
