@@ -33,14 +33,14 @@ NOISY_RESIDUAL = 0.0015  # what σ = 0.003 measures; the box of such noise is 1 
 MAX_POINTS = 8192  # the model's surface density; a denser scan is measured on a seeded subsample
 
 
-def _local_planes(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each point's k-neighbourhood: its centroid, unit normal and RMS distance from that plane."""
+def _local_planes(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each point's k-neighbourhood: its centroid, unit normal, RMS distance from that plane, and its indices."""
     _, neighbours = cKDTree(points).query(points, k=k)
     patch = points[neighbours]
     centroid = patch.mean(axis=1)
     spread = patch - centroid[:, None]
     eigenvalues, eigenvectors = np.linalg.eigh(np.einsum("nki,nkj->nij", spread, spread) / k)
-    return centroid, eigenvectors[:, :, 0], np.sqrt(np.maximum(eigenvalues[:, 0], 0.0))
+    return centroid, eigenvectors[:, :, 0], np.sqrt(np.maximum(eigenvalues[:, 0], 0.0)), neighbours
 
 
 def _subsample(points: np.ndarray) -> np.ndarray:
@@ -63,7 +63,7 @@ def smooth_onto_planes(points: np.ndarray, k: int = NEIGHBOURS, passes: int = SM
     """Each point projected onto its neighbours' best-fit plane, ``passes`` times (edges get rounded)."""
     smoothed = np.asarray(points, dtype=np.float64)
     for _ in range(passes):
-        centroid, normal, _ = _local_planes(smoothed, k)
+        centroid, normal, _, _ = _local_planes(smoothed, k)
         smoothed = smoothed - np.einsum("ni,ni->n", smoothed - centroid, normal)[:, None] * normal
     return smoothed
 
@@ -78,8 +78,7 @@ def smooth_keeping_walls(points: np.ndarray, width: float, k: int = NEIGHBOURS) 
     the far face weighs next to nothing; the noise is averaged less (one pass leaves about 80 % of it).
     """
     points = np.asarray(points, dtype=np.float64)
-    _, neighbours = cKDTree(points).query(points, k=k)
-    _, normal, _ = _local_planes(points, k)
+    _, normal, _, neighbours = _local_planes(points, k)
     offsets = np.einsum("nki,ni->nk", points[neighbours] - points[:, None], normal)
     weights = np.exp(-0.5 * (offsets / width) ** 2)
     return points + ((weights * offsets).sum(axis=1) / weights.sum(axis=1))[:, None] * normal
