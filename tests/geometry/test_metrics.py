@@ -11,6 +11,7 @@ import trimesh
 from cad_recode.geometry.metrics import (
     CD_SCALE,
     CloudDistance,
+    CloudGap,
     MetricSummary,
     candidate_distances,
     chamfer_distance,
@@ -261,6 +262,33 @@ def test_select_best_uses_the_input_not_a_ground_truth():
     scanned = scan_of(box((1.0, 1.0, 1.3)))
     candidates = [cube(), box((1.0, 1.0, 1.3))]
     assert select_best(candidates, scanned) == 1
+
+
+def test_cloud_gap_sums_the_mean_distances_both_ways_squared_and_plain():
+    a = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    b = np.array([[0.0, 0.0, 0.0]])
+    # a -> b: 0 and 2 (squared 0 and 4); b -> a: 0
+    assert CloudGap.between(a, b) == CloudGap(squared=2.0, plain=1.0)
+    assert CloudGap.between(b, a) == CloudGap(squared=2.0, plain=1.0)
+
+
+def test_plain_distances_do_not_let_one_far_point_outweigh_the_whole_surface():
+    """Best of N's key: a solid exact but for one far point beats one that is off everywhere."""
+    grid = np.stack(np.meshgrid(np.linspace(0, 1, 10), np.linspace(0, 1, 10), [0.0]), -1).reshape(-1, 3)
+    off_everywhere = grid + [0.0, 0.0, 0.05]
+    one_far_point = np.vstack([grid, [[0.0, 0.0, 2.0]]])  # 2 above a grid corner
+    off, far = CloudGap.between(grid, off_everywhere), CloudGap.between(grid, one_far_point)
+    assert (off.squared, off.plain) == pytest.approx((2 * 0.05**2, 2 * 0.05))
+    assert (far.squared, far.plain) == pytest.approx((4.0 / 101, 2.0 / 101))
+    assert far.squared > off.squared and far.plain < off.plain  # squared picks the wrong one
+
+
+def test_cloud_distance_gives_both_distances_from_one_sampling():
+    mesh = box((2.0, 1.0, 1.0))
+    to_scan = CloudDistance(scan_of(mesh))
+    gap = to_scan.gap(mesh)
+    assert gap.squared == to_scan(mesh) and 0 < gap.squared < gap.plain < 0.1
+    assert to_scan.gap(None) == CloudGap(math.inf, math.inf)
 
 
 def test_select_best_with_no_valid_candidate_is_none():

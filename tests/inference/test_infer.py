@@ -130,12 +130,25 @@ def test_the_candidate_closest_to_the_input_wins(models, sandbox, cube_mesh):
     rec = judge_rows(model, item, rows)
     assert rec.best == 2 and rec.code == CUBE
     assert rec.candidates[0].status == "syntax_error" and rec.candidates[0].cd_input is None
-    distances = [c.cd_input for c in rec.candidates[1:]]
-    assert distances[1] == min(distances) and rec.cd_input == distances[1]
+    distances = [c.distance_input for c in rec.candidates[1:]]  # what picks: the mean distance both ways
+    assert distances[1] == min(distances) and rec.cd_input == rec.candidates[2].cd_input
+    assert rec.to_report()["candidates"][2]["distance_input"] == distances[1]
     # the ground truth plays no part: a cylinder ground truth does not change the choice
     item = model.encode_input(cube_mesh, 4, 0, ("cyl", results[1].to_trimesh()))
     rec = judge_rows(model, item, rows)
     assert rec.best == 2 and rec.truth.iou < 0.9
+
+
+def test_best_of_n_picks_by_the_mean_distance_not_the_squared_one():
+    from cad_recode.inference.judge import pick_best
+    from cad_recode.inference.results import Candidate
+
+    candidates = [Candidate(0, "a", 9, True, "syntax_error"),
+                  Candidate(1, "b", 9, True, "ok", cd_input=1.0, distance_input=30.0),
+                  Candidate(2, "c", 9, True, "ok", cd_input=2.0, distance_input=20.0),
+                  Candidate(3, "d", 9, True, "ok", cd_input=2.0, distance_input=20.0)]
+    assert pick_best(candidates) == 2  # the smaller mean distance, the first of equals
+    assert pick_best(candidates[:1]) is None
 
 
 def test_inference_samples_as_many_surface_points_as_training_did(models, sandbox, cube_mesh):

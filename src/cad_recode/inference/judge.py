@@ -1,7 +1,8 @@
 """From executed candidates to one Reconstruction: measure, pick, refine, compare.
 
 Best of N (design.md §2): every candidate ran in the sandbox; the valid one whose
-surface is closest (Chamfer) to the INPUT points wins. A ground truth, when
+surface is closest to the INPUT points wins, by the mean distance both ways (an L1
+Chamfer; :mod:`cad_recode.geometry.metrics` says why not the squared one). A ground truth, when
 given, is only measured afterwards, never used to choose. Each step is its own
 small function returning typed values; :func:`judge` composes them.
 """
@@ -15,7 +16,7 @@ from typing import Callable, Sequence
 import trimesh
 
 from cad_recode.errors import InputError
-from cad_recode.geometry.metrics import CloudDistance, compare_meshes, protocol_cd
+from cad_recode.geometry.metrics import CloudDistance, compare_meshes, protocol_cd, protocol_distance
 from cad_recode.inference.decoding import Decoding
 from cad_recode.inference.inputs import EncodedInput
 from cad_recode.inference.results import Candidate, Reconstruction, RefinementSummary, Timings, TruthComparison
@@ -30,7 +31,7 @@ Generated = tuple[str, int, bool]
 
 def measure_candidates(rows: Sequence[tuple[Generated, object]], first_seed: int,
                        to_input: CloudDistance) -> tuple[list[Candidate], list[trimesh.Trimesh | None]]:
-    """Each candidate's status and CD to the input (protocol scale); its mesh when valid."""
+    """Each candidate's status, CD and mean distance to the input (protocol scale); its mesh when valid."""
     candidates, meshes = [], []
     for k, ((code, tokens, finished), result) in enumerate(rows):
         candidate = Candidate(first_seed + k, code, tokens, finished, result.status.value, result.reason)
@@ -38,7 +39,8 @@ def measure_candidates(rows: Sequence[tuple[Generated, object]], first_seed: int
         if result.ok:
             try:
                 mesh = result.to_trimesh()
-                candidate.cd_input = protocol_cd(to_input(mesh, where=f"candidate {k}"))
+                gap = to_input.gap(mesh, where=f"candidate {k}")
+                candidate.cd_input, candidate.distance_input = protocol_cd(gap.squared), protocol_distance(gap.plain)
             except (ValueError, InputError) as err:  # degenerate tessellation: not a usable solid
                 mesh, candidate.status, candidate.reason = None, "invalid", str(err).splitlines()[0]
         candidates.append(candidate)
@@ -47,8 +49,9 @@ def measure_candidates(rows: Sequence[tuple[Generated, object]], first_seed: int
 
 
 def pick_best(candidates: Sequence[Candidate]) -> int | None:
-    """Index of the valid candidate closest to the input (the first on ties), or None."""
-    scored = [(c.cd_input, k) for k, c in enumerate(candidates) if c.cd_input is not None and math.isfinite(c.cd_input)]
+    """Index of the valid candidate closest to the input (mean distance; the first on ties), or None."""
+    scored = [(c.distance_input, k) for k, c in enumerate(candidates)
+              if c.distance_input is not None and math.isfinite(c.distance_input)]
     return min(scored)[1] if scored else None
 
 

@@ -31,10 +31,13 @@ class Candidate:
     status: str = ""
     reason: str = ""
     cd_input: float | None = None  # to the input points
+    # the mean distance to the input points both ways (x10^3, unit-cube scale): best of N's key
+    distance_input: float | None = None
     pose: str | None = None  # --pose auto: the orientation it was decoded under (None: the input as given)
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("seed", "status", "reason", "cd_input", "tokens", "finished") + (("pose",) if self.pose else ())
+        keys = ("seed", "status", "reason", "cd_input", "distance_input", "tokens", "finished") + (
+            ("pose",) if self.pose else ())
         return {k: getattr(self, k) for k in keys}
 
 

@@ -76,6 +76,7 @@ class CandidateRow:
     seed: int
     status: str
     cd_input: float | None
+    distance_input: float | None  # what picks the winner
     tokens: int
     finished: bool
     reason: str
@@ -209,7 +210,8 @@ class ReconstructionService:
         code = files["py"].read_text(encoding="utf-8")  # an invalid result's file says why at the top
         report = result.to_report()
         context = InputContext(stem, item.dense, result.transform, options.restore_units, shape.closed_mesh, report)
-        rows = [CandidateRow(c.seed, c.status, c.cd_input, c.tokens, c.finished, c.reason) for c in result.candidates]
+        rows = [CandidateRow(c.seed, c.status, c.cd_input, c.distance_input, c.tokens, c.finished, c.reason)
+                for c in result.candidates]
         outcome = Outcome(code, result.valid, result.reason, result.mesh, report,
                           _downloads(files), time.perf_counter() - started, rows)
         return outcome, context

@@ -21,7 +21,8 @@ SOLID_COLOR = (215, 140, 60, 255)
 SPHERE_RADIUS = 0.008
 """Of the cloud's largest extent: the spheres touch on a 2048-point part without hiding its shape."""
 Z_UP_TO_Y_UP = trimesh.transformations.rotation_matrix(-np.pi / 2, [1, 0, 0])
-CANDIDATE_HEADERS = ["seed", "status", "CD to input ×10³", "tokens", "finished", "reason"]
+CANDIDATE_HEADERS = ["seed", "status", "CD to input ×10³", "mean distance ×10³ (picks)", "tokens", "finished",
+                     "reason"]
 
 
 def points_glb(points: np.ndarray, path: Path, max_points: int = DISPLAY_POINTS, seed: int = 0) -> Path:
@@ -80,8 +81,12 @@ def metrics_markdown(outcome: Outcome) -> str:
 
 
 def candidate_rows(rows: list[CandidateRow]) -> list[list]:
-    return [[r.seed, r.status, None if r.cd_input is None else round(r.cd_input, 4), r.tokens, r.finished, r.reason]
+    return [[r.seed, r.status, _rounded(r.cd_input), _rounded(r.distance_input), r.tokens, r.finished, r.reason]
             for r in rows]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def status_markdown(outcome: Outcome, seconds: float, action: str) -> str:
