@@ -221,6 +221,9 @@ BAD_FILES = [
     ("scan.xyz", _write("0 0 0\n1 1 1\n2 2\n"), "line 3 has 2 values but line 1 has 3"),
     ("scan.npy", _save_npy(CLOUD[:2]), "only 2 point(s), at least 3 are needed"),
     ("scan.xyz", _write("1 2 3\n" * 10), "all points coincide (zero extent)"),
+    # past ~1e154 squared distances overflow: the neighbour search crashed with an IndexError
+    ("scan.xyz", _write("0 0 0\n1e200 0 0\n" + "1 2 3\n2 3 1\n" * 60),
+     "1 of 122 points lie beyond ±1e+12 (first at row 1: 1e+200 0 0)"),
     ("flat.off", _write("OFF\n3 1 0\n0 0 0\n1 0 0\n2 0 0\n3 0 1 2\n"), "zero surface area"),
     ("scan.xyz", _write("# nothing here\n\n"), "has no data rows"),
     ("scan.txt", _write("x y z\n0 0 0\n1 1 1\n2 0 1\n"),

@@ -14,6 +14,10 @@ import numpy as np
 
 from cad_recode.errors import InputError
 
+# Beyond this no part's coordinates lie (a 10 m part in nanometres is 1e10); past about 1e154 the
+# squared distances of every neighbour search overflow to inf, so the checks stop it here, with its row.
+MAX_COORDINATE = 1e12
+
 
 def validate_points(
     xyz, *, where: str = "point cloud", min_points: int = 1, require_extent: bool = True
@@ -21,7 +25,7 @@ def validate_points(
     """Return ``xyz`` as a float64 (N, 3) array, or raise one clear InputError.
 
     Checks, in order: shape (N, 3), not empty, at least ``min_points`` points,
-    all finite, and (if ``require_extent``) not all at one spot. ``where`` names
+    all finite, none beyond ``MAX_COORDINATE``, and (if ``require_extent``) not all at one spot. ``where`` names
     the file or object in the message.
     """
     arr = np.asarray(xyz)
@@ -45,6 +49,14 @@ def validate_points(
         raise InputError(
             f"{where}: {int(bad.sum())} of {len(arr)} points contain NaN or inf "
             f"(first at row {int(np.argmax(bad))}); remove or repair those rows"
+        )
+    far = np.abs(arr).max(axis=1) > MAX_COORDINATE
+    if far.any():
+        first = int(np.argmax(far))
+        raise InputError(
+            f"{where}: {int(far.sum())} of {len(arr)} points lie beyond ±{MAX_COORDINATE:.0e} (first at row {first}: "
+            f"{' '.join(f'{v:.3g}' for v in arr[first])}); no part is this large: check the units, "
+            "or remove stray points"
         )
     if require_extent and _max_extent(arr) == 0.0:
         raise InputError(
