@@ -30,7 +30,7 @@ from cad_recode.evaluate import describe_data, iter_ground_truth  # noqa: E402
 from cad_recode.geometry.metrics import CloudDistance  # noqa: E402
 from cad_recode.geometry.robustness import ROBUSTNESS_CONDITIONS, condition_by_name, condition_shape, shape_seed  # noqa: E402
 from cad_recode.inference import CADRecoder, Decoding  # noqa: E402
-from cad_recode.inference.judge import compare_with_truth  # noqa: E402
+from cad_recode.inference.judge import compare_with_truth, measure_candidates  # noqa: E402
 
 KEYS = ("squared", "plain")
 
@@ -41,23 +41,16 @@ def measure_shape(recoder, shape_id: str, mesh, args, decoding: Decoding) -> lis
     item = recoder.encode_input((shape_id, shaped.input), args.num_candidates, args.seed,
                                 (shape_id, shaped.truth), decoding)
     points = np.stack([draw.points for draw in item.draws])
-    generated = recoder.generate(points, decoding, seed=args.seed, group_size=args.num_candidates)
-    codes = [item.placed_back(k, code) for k, (code, _, _) in enumerate(generated)]
-    to_input = CloudDistance(item.dense, item.transform)
-    rows = []
-    for k, result in enumerate(recoder.sandbox.map(codes)):
-        row = {"valid": False}
-        if result.ok:
-            try:
-                candidate = result.to_trimesh()
-                gap = to_input.gap(candidate, where=f"candidate {k}")
-            except ValueError:
-                candidate = None
-            if candidate is not None and math.isfinite(gap.plain):
-                iou = compare_with_truth(candidate, item.ground_truth, shape_id).iou
-                row = {"valid": True, "squared": gap.squared, "plain": gap.plain, "iou": iou or 0.0}
-        rows.append(row)
-    return rows
+    generated = [(item.placed_back(k, code), tokens, finished) for k, (code, tokens, finished)
+                 in enumerate(recoder.generate(points, decoding, seed=args.seed, group_size=args.num_candidates))]
+    executed = recoder.sandbox.map([code for code, _, _ in generated])
+    # measured as best of N measures them: cd_input (squared) and distance_input (plain), both x10^3
+    candidates, meshes = measure_candidates(list(zip(generated, executed)), args.seed,
+                                            CloudDistance(item.dense, item.transform))
+    return [{"valid": False} if candidate_mesh is None else
+            {"valid": True, "squared": c.cd_input, "plain": c.distance_input,
+             "iou": compare_with_truth(candidate_mesh, item.ground_truth, shape_id).iou or 0.0}
+            for c, candidate_mesh in zip(candidates, meshes)]
 
 
 def picked_iou(candidates: list[dict], key: str) -> float:
