@@ -246,6 +246,20 @@ def test_a_noisy_scan_is_boxed_by_its_smoothed_points_and_the_report_says_so(mod
     assert report["input_noise"] is None and report["box"] == "as given" and "noisy scan" not in printed
 
 
+def test_a_scan_s_stray_points_are_dropped_before_its_box_and_the_report_counts_them(models, tmp_path, cube_mesh,
+                                                                                     capsys):
+    points = sample_surface(cube_mesh, n=8192, seed=0)
+    strays = np.array([[900.0, 0.0, 0.0], [0.0, -700.0, 300.0], [400.0, 400.0, 400.0]])
+    scan = tmp_path / "scan.xyz"
+    np.savetxt(scan, np.vstack([points[:4000], strays, points[4000:]]))
+    out = tmp_path / "scan.py"
+    assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(scan), "--output",
+                 str(out), "--no_png", *TOKENS]) == 0
+    report, printed = json.loads(out.with_suffix(".json").read_text()), capsys.readouterr().err
+    assert report["input_stray_points"] == 3 and "3 stray points apart from the surface dropped" in printed
+    assert abs(report["transform"]["scale"] * 80.0 / 2.0 - 1.0) < 1e-3  # the cube's own box, not the strays'
+
+
 def test_restore_units_maps_model_units_back_to_the_input(sandbox):
     """A program that fills the model's [-100, 100] cube lands exactly on the input's bounding box."""
     part = trimesh.creation.box(extents=(0.5, 0.3, 0.2))

@@ -65,16 +65,18 @@ def test_pose_auto_and_grammar_options_reach_the_report(client, web_server):
     assert "pose" in report
 
 
-def test_a_noisy_scan_says_so_in_the_metrics_and_the_report(client, web_server):
+def test_a_noisy_scan_with_strays_says_so_in_the_metrics_and_the_report(client, web_server):
     from cad_recode.geometry.sampling import sample_surface
 
     points = sample_surface(load_geometry(web_server.cube_stl), 8192, seed=0)
     scan = web_server.files / "noisy_cube.npy"
-    np.save(scan, points + np.random.default_rng(0).normal(0.0, 0.4, points.shape))  # 0.01 of the half-side
+    noisy = points + np.random.default_rng(0).normal(0.0, 0.4, points.shape)  # 0.01 of the half-side
+    np.save(scan, np.vstack([noisy, [[500.0, 0.0, 0.0], [0.0, 0.0, -400.0]]]))  # and two stray points
     _, _, _, _, metrics, _, downloads = reconstruct(client, scan)
     report = json.loads(files_by_suffix(downloads)[".json"].read_text())
     assert report["box"] == "smoothed points" and 0.003 < report["input_noise"] < 0.006
     assert f"a noisy scan (noise {report['input_noise']:.4f}): boxed by its smoothed points" in metrics
+    assert report["input_stray_points"] == 2 and "2 stray points apart from the surface dropped" in metrics
 
 
 def test_a_built_in_example_with_candidates_refinement_and_restored_units(client, web_server):

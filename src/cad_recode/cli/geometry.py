@@ -147,16 +147,19 @@ def cmd_points(args: argparse.Namespace) -> int:
 
     from cad_recode.geometry.loaders import load_geometry
     from cad_recode.geometry.sampling import to_model_points
+    from cad_recode.geometry.stray_points import without_stray_points
 
     if args.n < 1:
         raise UsageError(f"--n must be a positive number of points, got {args.n}")
     out = args.output or args.input.with_name(args.input.name + ".points.npy")
     check_writable(_check_suffix(out, (".npy",), "--output"))
-    model_points = to_model_points(load_geometry(args.input), n_points=args.n, seed=args.seed)
+    geometry, strays = without_stray_points(load_geometry(args.input))  # as infer reads a scan
+    model_points = to_model_points(geometry, n_points=args.n, seed=args.seed)
     with atomic_file(out) as tmp, open(tmp, "wb") as handle:
         np.save(handle, model_points.points)  # a handle: np.save would append .npy to a path
     points = model_points.points
-    print(f"wrote {out}: {points.shape[0]} points, {points.dtype}, in [{points.min():.3f}, {points.max():.3f}]")
+    print(f"wrote {out}: {points.shape[0]} points, {points.dtype}, in [{points.min():.3f}, {points.max():.3f}]"
+          + (f"; {strays} stray points apart from the surface dropped first" if strays else ""))
     print("transform (original = points / scale + center): " + json.dumps(model_points.transform.to_dict()))
     return 0
 

@@ -227,6 +227,8 @@ def _line(rec) -> str:
         text += f", pose {rec.winning_pose}"
     if rec.noisy_input:
         text += f", a noisy scan (noise {rec.input_noise:.4f}): boxed by its smoothed points"
+    if rec.input_stray_points:
+        text += f", {rec.input_stray_points} stray points apart from the surface dropped"
     text += f" ({rec.num_valid_candidates}/{len(rec.candidates)} candidates valid"
     if rec.refinement is not None:
         text += f"; {rec.refinement.describe()}"

@@ -18,10 +18,11 @@ import trimesh
 
 from cad_recode.defaults import MODEL_UNITS, NUM_SURFACE_POINTS
 from cad_recode.errors import InputError
-from cad_recode.geometry.normalize import Transform
+from cad_recode.geometry.normalize import Transform, validate_points
 from cad_recode.geometry.pose import DEFAULT_POSE_BUDGET, PosePlacement, posed_draws
 from cad_recode.geometry.sampling import ModelPoints, sample_surface, to_model_points
 from cad_recode.geometry.scan_noise import cloud_box
+from cad_recode.geometry.stray_points import without_stray_points
 
 
 @dataclass
@@ -41,6 +42,7 @@ class EncodedInput:
     placements: list[PosePlacement] | None = None
     mesh: trimesh.Trimesh | None = None  # the input itself when it is a mesh (input units), for the picture
     noise: float | None = None  # a point cloud's noise statistic (cad_recode.geometry.scan_noise); None for a mesh
+    stray_points: int = 0  # a point cloud's points dropped as strays (cad_recode.geometry.stray_points)
 
     def __post_init__(self) -> None:
         if self.transform is None:
@@ -102,8 +104,12 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
     """
     started = time.perf_counter()
     name, geometry = load_input(source)
+    is_cloud = not isinstance(geometry, trimesh.Trimesh)
+    if is_cloud:
+        geometry = validate_points(geometry, where="point cloud" if name == "points" else name, min_points=3)
+    geometry, strays = without_stray_points(geometry)  # a scan's strays would set its box and be FPS's first picks
     sizes = dict(n_points=num_point_tokens, n_surface=num_surface_points)
-    box = None if isinstance(geometry, trimesh.Trimesh) else cloud_box(geometry)  # fitted once for every draw
+    box = cloud_box(geometry) if is_cloud else None  # fitted once for every draw
     draws = [to_model_points(geometry, **sizes, seed=seed + k, transform=box.transform if box else None)
              for k in range(1 if pose == "auto" else num_candidates)]
     if box is None:
@@ -120,7 +126,7 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
         truth_name, truth = load_ground_truth(ground_truth, sandbox)
     mesh = geometry if isinstance(geometry, trimesh.Trimesh) else None
     return EncodedInput(name, draws, dense, truth, truth_name, encoded - started, time.perf_counter() - encoded,
-                        transform, placements, mesh, box.noise if box else None)
+                        transform, placements, mesh, box.noise if box else None, strays)
 
 
 def shape_input(name: str, sandbox) -> tuple[tuple[str, trimesh.Trimesh], tuple[str, trimesh.Trimesh]]:

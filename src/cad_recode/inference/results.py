@@ -121,6 +121,7 @@ class Reconstruction:
     input_cloud: np.ndarray | None = None  # the dense input cloud CD is measured to, input units (the picture)
     input_mesh: trimesh.Trimesh | None = None  # the input as given when it was a mesh, input units (the picture)
     input_noise: float | None = None  # a point cloud's noise statistic (None for a mesh); see scan_noise
+    input_stray_points: int = 0  # a point cloud's points dropped as strays before anything read it; see stray_points
 
     @property
     def noisy_input(self) -> bool:
@@ -179,6 +180,7 @@ class Reconstruction:
             "transform": self.transform.to_dict(),
             "input_noise": self.input_noise,
             "box": "smoothed points" if self.noisy_input else "as given",
+            "input_stray_points": self.input_stray_points,
             "pose": self.winning_pose,
             "decoding": self.decoding.to_dict(),
         }

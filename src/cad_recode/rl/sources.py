@@ -31,6 +31,7 @@ from cad_recode.errors import InputError, UsageError
 from cad_recode.geometry.normalize import Transform, fit_normalization
 from cad_recode.geometry.sampling import sample_surface, to_model_points
 from cad_recode.geometry.scan_noise import cloud_normalization
+from cad_recode.geometry.stray_points import drop_stray_points
 from cad_recode.rl.rewards import RewardTarget, closed_solid_problem
 
 Notice = Callable[[str], None]
@@ -83,8 +84,9 @@ def mesh_item(name: str, mesh: trimesh.Trimesh, num_surface_points: int, family:
 
 
 def _cloud_item(name: str, cloud: np.ndarray, num_surface_points: int) -> RLItem:
-    """A point cloud: normalized as inference does (a noisy scan by its smoothed box), reduced to
-    ``num_surface_points`` by the seeded choice inference uses."""
+    """A point cloud: without its stray points and normalized as inference does (a noisy scan by its
+    smoothed box), reduced to ``num_surface_points`` by the seeded choice inference uses."""
+    cloud = drop_stray_points(cloud).points
     points = cloud_normalization(cloud, where=name).apply(cloud)
     if len(points) > num_surface_points:
         keep = np.random.default_rng(0).choice(len(points), num_surface_points, replace=False)

@@ -72,6 +72,8 @@ def metrics_markdown(outcome: Outcome) -> str:
         parts.append(f"valid candidates: **{report['num_valid_candidates']}/{report['num_candidates']}**")
     if report.get("box") == "smoothed points":
         parts.append(f"a noisy scan (noise {_num(report.get('input_noise'))}): boxed by its smoothed points")
+    if report.get("input_stray_points"):
+        parts.append(f"{report['input_stray_points']} stray points apart from the surface dropped")
     refinement = report.get("refinement")
     if refinement:
         parts.append(describe_refinement(refinement["literals_changed"], refinement.get("structure_edits", []),

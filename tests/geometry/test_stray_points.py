@@ -1,0 +1,65 @@
+"""A scan's stray points are dropped before its box is fitted; a surface sample loses none."""
+
+import numpy as np
+import trimesh
+
+from cad_recode.geometry.normalize import fit_normalization
+from cad_recode.geometry.sampling import add_noise, sample_surface, to_model_points
+from cad_recode.geometry.stray_points import MIN_POINTS, drop_stray_points, without_stray_points
+
+PLATE = trimesh.creation.box(extents=(200.0, 120.0, 30.0))
+
+
+def plate_cloud(n: int = 8192, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    clean = sample_surface(PLATE, n, seed=seed)
+    return add_noise(clean, std=noise * 100.0, prob=1.0, rng=np.random.default_rng(seed))
+
+
+def with_strays(cloud: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The cloud with 12 lone points and a clump of 5 (a reflection) far off it, shuffled in; the strays' rows."""
+    rng = np.random.default_rng(seed)
+    lone = rng.uniform(-600.0, 600.0, (12, 3)) + np.array([0.0, 0.0, 400.0])  # all above the plate (z >= -200)
+    clump = np.array([500.0, -300.0, 50.0]) + rng.normal(0.0, 1.0, (5, 3))
+    merged = np.vstack([cloud, lone, clump])
+    order = rng.permutation(len(merged))
+    return merged[order], np.flatnonzero(order >= len(cloud))
+
+
+def test_lone_points_and_a_small_clump_off_the_surface_are_dropped_and_the_box_is_the_part_s():
+    cloud = plate_cloud()
+    scan, stray_rows = with_strays(cloud)
+    assert fit_normalization(scan).scale < 0.5 * fit_normalization(cloud).scale  # the strays' box, before
+    kept = drop_stray_points(scan)
+    assert kept.dropped == 17
+    assert np.array_equal(kept.points, np.delete(scan, stray_rows, axis=0))  # exactly the strays, order kept
+    assert fit_normalization(kept.points) == fit_normalization(cloud)
+
+
+def test_a_surface_sample_loses_nothing_clean_noisy_uneven_or_small():
+    uneven = plate_cloud(20000)
+    keep = np.random.default_rng(1).random(len(uneven)) < np.exp((uneven[:, 0] - 100.0) / 200.0 * np.log(10.0))
+    for cloud in (plate_cloud(), plate_cloud(2000), plate_cloud(noise=0.02), uneven[keep]):
+        kept = drop_stray_points(cloud)
+        assert kept.dropped == 0 and np.array_equal(kept.points, cloud)
+    few = plate_cloud(MIN_POINTS - 1)
+    few[0] = (1e4, 1e4, 1e4)
+    assert drop_stray_points(few).dropped == 0  # too few points to judge a gap by
+
+
+def test_the_vertices_of_a_cad_tessellation_are_not_read_as_strays(sandbox):
+    """A plate's 8 corners lie far from its holes' many vertices: several large components, so nothing goes."""
+    plate = sandbox.run("import cadquery as cq\nr=cq.Workplane('XY').box(200,150,20)"
+                        ".faces('>Z').workplane().rarray(100,60,2,2).hole(30)").to_trimesh()
+    vertices = np.asarray(plate.vertices)
+    assert len(vertices) >= MIN_POINTS
+    assert drop_stray_points(vertices).dropped == 0
+
+
+def test_repeated_points_leave_no_spacing_to_judge_and_meshes_pass_through():
+    repeated = np.vstack([np.zeros((150, 3)), [[1.0, 2.0, 3.0]] * 10, [[500.0, 0.0, 0.0]]])
+    assert drop_stray_points(repeated).dropped == 0
+    mesh, dropped = without_stray_points(PLATE)
+    assert mesh is PLATE and dropped == 0
+    scan, _ = with_strays(plate_cloud())
+    points, dropped = without_stray_points(scan)
+    assert dropped == 17 and to_model_points(points).transform == fit_normalization(plate_cloud())
