@@ -111,7 +111,7 @@ def test_bad_augmentation_settings_are_one_clear_error(field, value):
 
 
 def test_conditions_are_the_issue_targets_and_seeded():
-    assert CONDITION_NAMES == ("clean", "rotated", "noise_0.01", "noise_0.02", "missing_side")
+    assert CONDITION_NAMES == ("clean", "rotated", "noise_0.01", "noise_0.02", "missing_side", "stray_points")
     with pytest.raises(UsageError, match="choose one of: clean, rotated"):
         condition_by_name("rotate")
     assert shape_seed(0, "17") == shape_seed(0, "17") != shape_seed(0, "18")
@@ -147,3 +147,19 @@ def test_missing_side_condition_drops_a_third_of_the_surface():
     assert len(shaped.input) == pytest.approx(8192 * 2 / 3, abs=2)
     normalized = fit_normalization(np.asarray(mesh.bounds)).apply(shaped.input)
     assert not shaped.cut.removed(normalized).any()
+
+
+def test_stray_points_condition_strews_half_a_percent_around_the_clean_surface_and_infer_drops_them():
+    from cad_recode.geometry.stray_points import drop_stray_points
+
+    mesh = part()
+    shaped = condition_shape(mesh, condition_by_name("stray_points"), seed=4)
+    assert shaped.truth is mesh and shaped.input.shape == (8192 + 41, 3)
+    transform = fit_normalization(np.asarray(mesh.bounds))
+    normalized = transform.apply(shaped.input)
+    assert np.abs(normalized[:8192]).max() <= 1.0 + 1e-9 and 2.0 < np.abs(normalized[8192:]).max() <= 3.0
+    kept = drop_stray_points(shaped.input)
+    assert kept.dropped == 40  # one stray landed a few spacings off the part's surface: it stays
+    clean = fit_normalization(shaped.input[:8192])
+    assert fit_normalization(kept.points).scale == clean.scale  # the strays' box is 3x too wide, this one not
+    assert np.abs(fit_normalization(kept.points).center - clean.center).max() < 5.0  # of a 100-long part

@@ -252,12 +252,19 @@ def test_a_scan_s_stray_points_are_dropped_before_its_box_and_the_report_counts_
     strays = np.array([[900.0, 0.0, 0.0], [0.0, -700.0, 300.0], [400.0, 400.0, 400.0]])
     scan = tmp_path / "scan.xyz"
     np.savetxt(scan, np.vstack([points[:4000], strays, points[4000:]]))
-    out = tmp_path / "scan.py"
-    assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(scan), "--output",
-                 str(out), "--no_png", *TOKENS]) == 0
-    report, printed = json.loads(out.with_suffix(".json").read_text()), capsys.readouterr().err
+    reports = {}
+    for strays in ("drop", "keep"):
+        out = tmp_path / f"{strays}.py"
+        assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(scan), "--output",
+                     str(out), "--no_png", "--stray_points", strays, *TOKENS]) == 0
+        reports[strays] = json.loads(out.with_suffix(".json").read_text()), capsys.readouterr().err
+    report, printed = reports["drop"]
     assert report["input_stray_points"] == 3 and "3 stray points apart from the surface dropped" in printed
     assert abs(report["transform"]["scale"] * 80.0 / 2.0 - 1.0) < 1e-3  # the cube's own box, not the strays'
+    assert report["decoding"]["drop_stray_points"] is True
+    report, printed = reports["keep"]
+    assert report["input_stray_points"] == 0 and "stray points apart" not in printed
+    assert report["transform"]["scale"] == pytest.approx(2.0 / 1100.0)  # the strays span -700 to 400 in y
 
 
 def test_restore_units_maps_model_units_back_to_the_input(sandbox):

@@ -73,7 +73,8 @@ def register(subparsers) -> None:
     p.add_argument("--condition", choices=CONDITION_NAMES, default=CONDITION_NAMES[0],
                    help="robustness: perturb every input before inference, the same draw per shape on every rerun: "
                         "rotated (a random rotation of input and ground truth), noise_0.01 / noise_0.02 (Gaussian "
-                        "noise, std in normalized units), missing_side (a third of the surface cut away); "
+                        "noise, std in normalized units), missing_side (a third of the surface cut away), stray_points "
+                        "(0.5 %% more points strewn around the part); "
                         "default clean. summary.json records it")
     add_output_flag(p, folder=True, old="--out", default="eval_results", metavar="DIR", help="default eval_results")
     _add_decoding_arguments(p)
@@ -123,6 +124,9 @@ def _add_decoding_arguments(p) -> None:
                         "which pose won. none (default): the input as given")
     p.add_argument("--pose_budget", type=int, default=DEFAULT_POSE_BUDGET, metavar="P",
                    help=f"--pose auto: orientations tried, at most N of them (default {DEFAULT_POSE_BUDGET})")
+    p.add_argument("--stray_points", choices=("drop", "keep"), default="drop",
+                   help="drop (default): a point cloud's points off on their own, away from its surface, are dropped "
+                        "before its box is fitted (the report counts them); keep: every point is read as given")
     p.add_argument("--seed", type=int, default=0, help="first point-sampling seed (candidate k uses seed + k)")
     p.add_argument("--batch_size", type=int, default=1, help="inputs per generate call (each with N candidates)")
 
@@ -172,7 +176,7 @@ def _decoding(args):
     return Decoding(args.max_new_tokens, args.do_sample, args.temperature, args.top_p, **runaway,
                     refine_evaluations=args.refine, outline_fit=args.outline_fit == "on",
                     grammar=args.grammar == "on", pose=args.pose,
-                    pose_budget=args.pose_budget)
+                    pose_budget=args.pose_budget, drop_stray_points=args.stray_points == "drop")
 
 
 def _collect_inputs(items: list[str]) -> list[Path]:

@@ -12,7 +12,9 @@ measure against, in the same frame:
   that std in the input's normalized units (the one ``add_noise``), returned in
   the input's units; the ground truth is the clean mesh;
 - ``missing_side``: a dense surface sample without the third of the surface
-  furthest along a random signed axis (the one ``missing_side``).
+  furthest along a random signed axis (the one ``missing_side``);
+- ``stray_points``: a clean dense surface sample with 0.5 % more points strewn uniformly over
+  [-3, 3]^3 of the normalized frame (reflections, dust: mostly off the part, up to two of its sizes away).
 
 The seed of a shape comes from :func:`shape_seed` (the run's seed and the
 shape's id), so every condition and every rerun sees the same draw.
@@ -41,6 +43,7 @@ class EvalCondition:
     rotate: bool = False
     noise_std: float = 0.0  # normalized units
     missing_fraction: float = 0.0
+    stray_share: float = 0.0  # extra points strewn around the part, as a share of the surface sample
 
 
 CLEAN = EvalCondition("clean")
@@ -50,7 +53,9 @@ ROBUSTNESS_CONDITIONS = (
     EvalCondition("noise_0.01", noise_std=0.01),
     EvalCondition("noise_0.02", noise_std=0.02),
     EvalCondition("missing_side", missing_fraction=DEFAULT_MISSING_FRACTION),
+    EvalCondition("stray_points", stray_share=0.005),
 )
+STRAY_REACH = 3.0  # stray points lie in [-STRAY_REACH, STRAY_REACH]^3 of the normalized frame
 CONDITION_NAMES = tuple(c.name for c in ROBUSTNESS_CONDITIONS)
 
 
@@ -92,7 +97,7 @@ def condition_shape(
     rng = np.random.default_rng(seed)
     rotation = Rotation.random(random_state=rng).as_matrix() if condition.rotate else np.eye(3)
     truth = rotate_about_center(mesh, rotation) if condition.rotate else mesh
-    if condition.noise_std == 0 and condition.missing_fraction == 0:
+    if condition.noise_std == 0 and condition.missing_fraction == 0 and condition.stray_share == 0:
         return ConditionedShape(truth, truth, rotation)
     transform = fit_normalization(np.asarray(truth.bounds), where="ground truth mesh")
     dense = transform.apply(sample_surface(truth, n_surface, seed=seed))
@@ -101,4 +106,7 @@ def condition_shape(
         dense, cut = missing_side(dense, condition.missing_fraction, rng)
     if condition.noise_std > 0:
         dense = add_noise(dense, std=condition.noise_std, prob=1.0, rng=rng)
+    if condition.stray_share > 0:
+        strays = rng.uniform(-STRAY_REACH, STRAY_REACH, (max(1, round(condition.stray_share * len(dense))), 3))
+        dense = np.vstack([dense, strays])
     return ConditionedShape(transform.invert(dense), truth, rotation, cut)

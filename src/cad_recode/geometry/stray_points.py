@@ -4,14 +4,17 @@ The protocol normalizes by the bounding box, so one stray point 3 part-sizes awa
 a quarter of the frame, and farthest point sampling picks that point first. A scan's stray points
 (reflections, dust, a bit of the fixture) are dropped before anything else reads the cloud.
 
-A point is stray when it is not connected to the part's surface: points are joined to their
-:data:`NEIGHBOURS` nearest neighbours within :data:`GAP_FACTOR` times the cloud's median spacing (the
-distance to the 8th neighbour), and every component but the largest is stray. That is done only
-when the largest holds at least ``1 - MAX_STRAY_SHARE`` of the points: a surface sample of one part is
-one component at this spacing (measured: 0 points dropped from boxes, tubes, thin plates, plates with
-holes and L-plates, 2000 to 50 000 points, clean, under noise σ = 0.01 and 0.02 and with the density
-varied tenfold across the part), while the vertices of a CAD tessellation, which are no surface
-sample, fall apart into several large components (a plate's holes) and are left as they are.
+A point is stray when it is not connected to the part's surface. A point's spacing is its distance
+to its :data:`NEIGHBOURS`-th nearest neighbour; each point is joined to those neighbours that lie
+within :data:`GAP_FACTOR` times the smaller spacing of the two (local, so a sparse side of a scan
+joins at its own spacing, while a point off the surface is judged by the dense surface it is near),
+and every component but the largest is stray. That is done only when the largest holds at least
+``1 - MAX_STRAY_SHARE`` of the points: a surface sample of one part is one component (measured: 0
+points dropped from boxes, tubes, thin plates, plates with holes and L-plates, 2000 to 50 000 points,
+clean, under noise σ = 0.01 and 0.02 and with the density varied tenfold across the part), while the
+vertices of a CAD tessellation, which are no surface sample, fall apart into several large
+components (a plate's holes) and are left as they are. Of points strewn over three times the
+part's frame (eval's ``stray_points`` condition) only those within a few spacings of the surface stay.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 NEIGHBOURS = 8
-GAP_FACTOR = 8.0  # a gap this many spacings wide separates; tenfold density changes stay under it
+GAP_FACTOR = 3.0  # a gap this many (local) spacings wide separates
 MAX_STRAY_SHARE = 0.05  # more than this apart from the largest component: not a few strays, leave it
 MIN_POINTS = 100  # fewer points say too little about the spacing
 
@@ -59,10 +62,10 @@ def without_stray_points(geometry):
 
 def _stray_mask(points: np.ndarray) -> np.ndarray:
     distances, neighbours = cKDTree(points).query(points, k=NEIGHBOURS + 1)  # the first is the point itself
-    spacing = float(np.median(distances[:, -1]))
-    if spacing == 0.0:  # over half the points repeat one another: no spacing to judge gaps by
+    spacing = distances[:, -1]
+    if np.median(spacing) == 0.0:  # over half the points repeat one another: no spacing to judge gaps by
         return np.zeros(len(points), dtype=bool)
-    near = distances[:, 1:] <= GAP_FACTOR * spacing
+    near = distances[:, 1:] <= GAP_FACTOR * np.minimum(spacing[:, None], spacing[neighbours[:, 1:]])
     rows = np.repeat(np.arange(len(points)), NEIGHBOURS)[near.ravel()]
     cols = neighbours[:, 1:][near]
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(points), len(points)))

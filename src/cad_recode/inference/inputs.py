@@ -94,20 +94,23 @@ def load_ground_truth(truth, sandbox) -> tuple[str, trimesh.Trimesh]:
 
 def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surface_points: int,
                  seed: int = 0, ground_truth=None, sandbox=None, pose: str = "none",
-                 pose_budget: int = DEFAULT_POSE_BUDGET) -> EncodedInput:
+                 pose_budget: int = DEFAULT_POSE_BUDGET, drop_strays: bool = True) -> EncodedInput:
     """Load one input; its N point draws (seeds seed..seed+N-1), dense cloud and ground truth.
 
     The draws use the model's own ``num_point_tokens`` and ``num_surface_points`` (its
     config records them), so inference samples exactly as training did. ``pose="auto"``:
     the draws are spread over up to ``pose_budget`` orientations of the input
     (:func:`cad_recode.geometry.pose.posed_draws`); each records how to place its program back.
+    ``drop_strays``: a cloud's stray points are dropped first (:mod:`cad_recode.geometry.stray_points`).
     """
     started = time.perf_counter()
     name, geometry = load_input(source)
     is_cloud = not isinstance(geometry, trimesh.Trimesh)
     if is_cloud:
         geometry = validate_points(geometry, where="point cloud" if name == "points" else name, min_points=3)
-    geometry, strays = without_stray_points(geometry)  # a scan's strays would set its box and be FPS's first picks
+    strays = 0
+    if drop_strays:  # a scan's strays would set its box and be FPS's first picks
+        geometry, strays = without_stray_points(geometry)
     sizes = dict(n_points=num_point_tokens, n_surface=num_surface_points)
     box = cloud_box(geometry) if is_cloud else None  # fitted once for every draw
     draws = [to_model_points(geometry, **sizes, seed=seed + k, transform=box.transform if box else None)

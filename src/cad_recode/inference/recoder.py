@@ -180,7 +180,8 @@ class CADRecoder:
         decoding = decoding or Decoding()
         return encode_input(source, num_candidates, num_point_tokens=self.num_point_tokens,
                             num_surface_points=self.num_surface_points, seed=seed, ground_truth=ground_truth,
-                            sandbox=self.sandbox, pose=decoding.pose, pose_budget=decoding.pose_budget)
+                            sandbox=self.sandbox, pose=decoding.pose, pose_budget=decoding.pose_budget,
+                            drop_strays=decoding.drop_stray_points)
 
     def reconstruct(
         self,
