@@ -11,7 +11,8 @@ on one loaded model and one sandbox pool, so the cases differ only in their
 inputs. With refinement each case gives two figures: the programs as the model wrote them and
 the shipped (refined) ones. The clean case also gives the table by family. ``rotated`` turns
 every test shape (and its ground truth) by a random rotation, the same per shape on every
-rerun; ``rotated_pose`` is the same inputs with ``--pose auto``. The style sets are
+rerun; ``rotated_pose`` is the same inputs with ``--pose auto``. ``stray_points`` strews 0.5 % more
+points around each clean surface sample; ``stray_points_kept`` reads them all, as before strays were dropped. The style sets are
 ``benchmarks/data/style_set`` (``style``) and ``benchmarks/data/style_set_b`` (``style_b``, a second
 set written later as a holdout); both hand-written, never trained on.
 """
@@ -22,6 +23,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).parent))
 from benchinfo import machine_info, machine_line  # noqa: E402
@@ -30,16 +32,26 @@ from cad_recode.evaluate import evaluate  # noqa: E402
 from cad_recode.inference import CADRecoder, Decoding  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
-# case -> (condition, pose, the style set it reads, or None: the --data test split)
+
+
+class Case(NamedTuple):
+    condition: str
+    pose: str
+    style: Path | None  # the style set it reads, or None: the --data test split
+    drop_stray_points: bool = True
+
+
 CASES = {
-    "clean": ("clean", "none", None),
-    "style": ("clean", "none", DATA / "style_set"),
-    "style_b": ("clean", "none", DATA / "style_set_b"),
-    "rotated": ("rotated", "none", None),
-    "rotated_pose": ("rotated", "auto", None),
-    "noise_0.01": ("noise_0.01", "none", None),
-    "noise_0.02": ("noise_0.02", "none", None),
-    "missing_side": ("missing_side", "none", None),
+    "clean": Case("clean", "none", None),
+    "style": Case("clean", "none", DATA / "style_set"),
+    "style_b": Case("clean", "none", DATA / "style_set_b"),
+    "rotated": Case("rotated", "none", None),
+    "rotated_pose": Case("rotated", "auto", None),
+    "noise_0.01": Case("noise_0.01", "none", None),
+    "noise_0.02": Case("noise_0.02", "none", None),
+    "missing_side": Case("missing_side", "none", None),
+    "stray_points": Case("stray_points", "none", None),
+    "stray_points_kept": Case("stray_points", "none", None, drop_stray_points=False),  # before strays were dropped
 }
 
 
@@ -49,10 +61,11 @@ def figures(summary) -> dict:
 
 
 def run_case(recoder, name: str, args) -> dict:
-    condition, pose, style = CASES[name]
+    condition, pose, style, drop_strays = CASES[name]
     data = str(style) if style else args.data
     limit = None if style else (args.limit if name == "clean" else args.condition_limit)
-    decoding = Decoding(pose=pose, refine_evaluations=args.refine, outline_fit=args.outline_fit == "on")
+    decoding = Decoding(pose=pose, refine_evaluations=args.refine, outline_fit=args.outline_fit == "on",
+                        drop_stray_points=drop_strays)
     report = evaluate(recoder, data, split="test", num_candidates=args.num_candidates, limit=limit,
                       decoding=decoding, batch_size=args.batch_size, progress=False, condition=condition)
     row = {"case": name, "data": data, "condition": condition, "pose": pose, "shipped": figures(report.summary),
@@ -90,7 +103,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="the prepared broad dataset the model was trained on (its test split)")
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--limit", type=int, default=200, help="test shapes of the clean case")
-    p.add_argument("--condition_limit", type=int, default=100, help="test shapes of the rotated, noise and missing-side cases")
+    p.add_argument("--condition_limit", type=int, default=100, help="test shapes of the cases with a condition (rotated, noise, ...)")
     p.add_argument("--num_candidates", type=int, default=4)
     p.add_argument("--refine", type=int, default=120, help="sandbox runs of refinement (0: off)")
     p.add_argument("--outline_fit", choices=("on", "off"), default="on",
