@@ -2,9 +2,10 @@
 
 Three layers, all irreversible for the process (``no_new_privs`` is set first):
 
-* **Landlock** (:func:`restrict_writes`): the worker may create, write, rename or
-  remove files only beneath its own scratch directory (and write ``/dev/null``);
-  on kernels with Landlock ABI >= 6 it may not signal processes outside its own
+* **Landlock** (:func:`restrict_files`): the worker may create, write, rename or
+  remove files only beneath its own scratch directory (and write ``/dev/null``), and
+  read anything but the other workers' scratch directories (what the programs running
+  beside it write there: one ``map`` may hold programs from many sources); on kernels with Landlock ABI >= 6 it may not signal processes outside its own
   domain (the zygote, other workers) nor reach abstract unix sockets; with ABI >= 4
   it may not bind or connect TCP sockets. Landlock is skipped where the kernel has
   none (the bubblewrap layer still makes the filesystem read-only).
@@ -49,6 +50,7 @@ import os
 import platform
 import resource
 import signal
+import stat
 
 from cad_recode.geometry.sandbox_frames import MAX_EXPORT_BYTES
 
@@ -135,31 +137,54 @@ def landlock_abi() -> int:
         return 0
 
 
-def restrict_writes(scratch: str) -> int:
-    """Landlock: writes only beneath ``scratch`` (and to /dev/null); returns the ABI used (0: none)."""
+def restrict_files(scratch: str) -> int:
+    """Landlock: writes only beneath ``scratch`` (and to /dev/null), reads anywhere but beside ``scratch``
+    in its parent (the other workers' scratch directories); returns the ABI used (0: none)."""
     abi = landlock_abi()
     if abi < 1:
         return 0
     write = _WRITE_RIGHTS_V1 | (_REFER if abi >= 2 else 0) | (_TRUNCATE if abi >= 3 else 0) | (
         _IOCTL_DEV if abi >= 5 else 0)
-    attr = _RulesetAttr(write, (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0,
+    read = _READ_FILE | _READ_DIR
+    attr = _RulesetAttr(write | read, (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0,
                         (_SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL) if abi >= 6 else 0)
     size = ctypes.sizeof(_RulesetAttr) if abi >= 6 else (16 if abi >= 4 else 8)
     ruleset = _syscall(_SYS_LANDLOCK["create_ruleset"], ctypes.byref(attr), ctypes.c_size_t(size),
                        ctypes.c_uint32(0))
     try:
-        for path, rights in ((scratch, write), ("/dev/null", _WRITE_FILE | (_TRUNCATE if abi >= 3 else 0))):
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            try:
-                rule = _PathBeneath(rights, fd)
-                _syscall(_SYS_LANDLOCK["add_rule"], ctypes.c_int(ruleset),
-                         ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0))
-            finally:
-                os.close(fd)
+        rules = [(path, read) for path in readable_outside(os.path.dirname(scratch))]
+        rules += [(scratch, write | read), ("/dev/null", _WRITE_FILE | (_TRUNCATE if abi >= 3 else 0))]
+        for path, rights in rules:
+            _add_path_rule(ruleset, path, rights)
         _syscall(_SYS_LANDLOCK["restrict_self"], ctypes.c_int(ruleset), ctypes.c_uint32(0))
     finally:
         os.close(ruleset)
     return abi
+
+
+def readable_outside(scratch_root: str) -> list[str]:
+    """What covers every path but ``scratch_root``'s subtree: at each level from ``/`` down, the
+    entries beside the way to it (a rule on a directory covers all beneath it, so none may be on the way)."""
+    covering, here = [], "/"
+    for step in os.path.abspath(scratch_root).strip("/").split("/"):
+        covering += [os.path.join(here, name) for name in sorted(os.listdir(here)) if name != step]
+        here = os.path.join(here, step)
+    return covering
+
+
+def _add_path_rule(ruleset: int, path: str, rights: int) -> None:
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:  # a dangling link, or an entry gone since it was listed: nothing to read there
+        return
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            rights &= ~_READ_DIR  # directory rights on a file are refused (EINVAL)
+        rule = _PathBeneath(rights, fd)
+        _syscall(_SYS_LANDLOCK["add_rule"], ctypes.c_int(ruleset),
+                 ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(rule), ctypes.c_uint32(0))
+    finally:
+        os.close(fd)
 
 
 def limit_file_size() -> None:
@@ -203,7 +228,7 @@ def deny_syscalls() -> None:
 def confine_worker(scratch: str) -> dict:
     """Apply every layer to the calling process; returns what was applied (for the ready frame)."""
     set_no_new_privs()
-    landlock = restrict_writes(scratch)
+    landlock = restrict_files(scratch)
     limit_file_size()
     deny_syscalls()
     return {"landlock_abi": landlock, "seccomp": True}
