@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
 import numpy as np
 import pytest
 import trimesh
@@ -141,6 +144,36 @@ def test_step_without_shapes(tmp_path):
     path = tmp_path / "hollow.step"
     path.write_text(header + "DATA;\nENDSEC;\nEND-ISO-10303-21;\n")
     assert "the STEP file holds no shapes; export the part as a solid" in _error(path)
+
+
+def step_file(tmp_path):
+    import cadquery as cq
+
+    path = tmp_path / "part.step"
+    cq.exporters.export(cq.Workplane("XY").box(20, 30, 40), str(path))
+    return path
+
+
+def test_a_step_read_that_runs_too_long_is_stopped_with_one_clear_error(tmp_path, monkeypatch):
+    from cad_recode.geometry import loaders
+
+    path = step_file(tmp_path)
+    monkeypatch.setattr(loaders, "_STEP_READER", ("-c", "import time; time.sleep(60)"))  # OCCT stuck in a loop
+    monkeypatch.setattr(loaders, "STEP_READ_SECONDS", 1.0)
+    started = time.monotonic()
+    assert "reading the STEP file took over 1 s and was stopped; export the part alone" in _error(path)
+    assert time.monotonic() - started < 10.0
+
+
+def test_a_step_reader_that_crashes_is_one_clear_error_and_the_caller_lives_on(tmp_path, monkeypatch):
+    from cad_recode.geometry import loaders
+
+    path = step_file(tmp_path)
+    monkeypatch.setattr(loaders, "_STEP_READER", ("-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"))
+    message = _error(path)
+    assert f"{path}: the STEP reader stopped (signal {int(signal.SIGSEGV)}: no message)" in message
+    monkeypatch.undo()
+    assert len(load_geometry(path).faces) == 12  # the next file reads as usual
 
 
 def test_load_model_points(tmp_path, box):

@@ -21,8 +21,10 @@ Inputs may come from anyone (a folder to evaluate, a web upload), so reading one
 never costs far more than its size: an ``.npz`` array is refused past
 :data:`MAX_ARRAY_BYTES` before it is unpacked, text is parsed without an object
 per number, and a mesh's textures are never decoded. File names are shown with
-their control characters escaped. STEP files are read by OCCT in this process
-(not in the sandbox): only open STEP files you would open in a CAD program.
+their control characters escaped. STEP files are read by OCCT in a process of its own
+(:mod:`._step_reader`), with a memory limit and :data:`STEP_READ_SECONDS` to finish: a file that
+makes OCCT loop, balloon or crash costs one clear error, not the caller. It is not the sandbox:
+only open STEP files you would open in a CAD program.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -38,7 +43,6 @@ import trimesh
 
 from cad_recode.errors import InputError, escape_controls
 from cad_recode.geometry.normalize import validate_points
-from cad_recode.geometry.sandbox import ANGULAR_TOLERANCE, TESSELLATION_TOLERANCE
 from cad_recode.geometry.sampling import (
     NUM_POINT_TOKENS,
     NUM_SURFACE_POINTS,
@@ -48,6 +52,8 @@ from cad_recode.geometry.sampling import (
 
 POINT_CLOUD_SUFFIXES = (".npy", ".npz", ".xyz", ".txt", ".pts", ".ply")
 MESH_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb")
+STEP_READ_SECONDS = 300.0  # an assembly of thousands of faces reads in well under a minute
+_STEP_READER = ("-m", "cad_recode.geometry._step_reader")  # the arguments before STEP OUT.npz
 STEP_SUFFIXES = (".step", ".stp")
 SUPPORTED_SUFFIXES = tuple(dict.fromkeys(POINT_CLOUD_SUFFIXES + MESH_SUFFIXES + STEP_SUFFIXES))
 
@@ -123,7 +129,7 @@ def _read_numpy(path: Path) -> np.ndarray:
     try:
         loaded = np.load(path, allow_pickle=False)  # never unpickle: a cloud is plain numbers
     except Exception as exc:  # ValueError, EOFError, BadZipFile ... from a garbled file
-        raise _unreadable(path, what, exc) from None
+        raise unreadable(path, what, exc) from None
     if isinstance(loaded, np.ndarray):
         return loaded
     with loaded as archive:
@@ -142,7 +148,7 @@ def _read_numpy(path: Path) -> np.ndarray:
         try:
             return archive[name]
         except Exception as exc:
-            raise _unreadable(path, what, exc) from None
+            raise unreadable(path, what, exc) from None
 
 
 def _read_text(path: Path) -> np.ndarray:
@@ -151,7 +157,7 @@ def _read_text(path: Path) -> np.ndarray:
     try:
         text = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError) as exc:
-        raise _unreadable(path, "a text file of x y z rows", exc) from None
+        raise unreadable(path, "a text file of x y z rows", exc) from None
     text = _COMMENT.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).replace(",", " ")
     lines, widths = _row_widths(text)
     if not len(lines):
@@ -266,7 +272,7 @@ def _read_trimesh(path: Path) -> trimesh.Trimesh | trimesh.PointCloud:
         # never used, and decoding one (a 13000 x 13000 PNG in a 1.3 MB .glb) took 3 GB
         loaded = trimesh.load(path, process=False, skip_materials=True)
     except Exception as exc:  # trimesh raises many types for garbled files
-        raise _unreadable(path, f"a {path.suffix.lower()} mesh", exc) from None
+        raise unreadable(path, f"a {path.suffix.lower()} mesh", exc) from None
     if isinstance(loaded, trimesh.Scene):
         geoms = [g for g in loaded.geometry.values() if isinstance(g, (trimesh.Trimesh, trimesh.PointCloud))]
         if not geoms:
@@ -285,28 +291,28 @@ def _read_trimesh(path: Path) -> trimesh.Trimesh | trimesh.PointCloud:
 
 
 def _read_step(path: Path) -> trimesh.Trimesh:
-    import cadquery as cq  # heavy; only STEP needs it. A STEP file is data, not code.
+    """The STEP file's shapes as one mesh, read by :mod:`._step_reader` in a process of its own."""
+    from cad_recode.geometry import _step_reader
 
-    try:
-        shapes = cq.importers.importStep(str(path)).vals()
-    except Exception as exc:
-        raise _unreadable(path, "a STEP file", exc) from None
-    shapes = [s for s in shapes if isinstance(s, cq.Shape)]
-    if not shapes:
-        raise InputError(f"{path}: the STEP file holds no shapes; export the part as a solid")
-    shape = shapes[0] if len(shapes) == 1 else cq.Compound.makeCompound(shapes)
-    try:
-        vertices, triangles = shape.tessellate(TESSELLATION_TOLERANCE, ANGULAR_TOLERANCE)
-    except Exception as exc:
-        raise _unreadable(path, "a STEP file that can be meshed", exc) from None
-    if not triangles:
-        raise InputError(f"{path}: the STEP file has no faces to mesh (wires or points only); export a solid")
+    with tempfile.TemporaryDirectory(prefix="cad_recode_step_") as scratch:
+        out = Path(scratch) / "mesh.npz"
+        try:
+            done = subprocess.run([sys.executable, *_STEP_READER, str(path), str(out)],
+                                  capture_output=True, text=True, errors="replace", timeout=STEP_READ_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise InputError(f"{path}: reading the STEP file took over {STEP_READ_SECONDS:.0f} s and was stopped; "
+                             "export the part alone, or as a mesh (.stl)") from None
+        said = done.stderr.strip().splitlines()[-1:] or [""]
+        if done.returncode == _step_reader.INPUT_ERROR:
+            raise InputError(said[0])
+        if done.returncode != 0:
+            how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
+            raise InputError(f"{path}: the STEP reader stopped ({how}: {' '.join(said[0].split())[:120] or 'no message'}); "
+                             "the file may be damaged or too large, or export the part as a mesh (.stl)")
+        with np.load(out) as arrays:
+            vertices, faces = arrays["vertices"], arrays["faces"]
     # process=True merges the per-face copies of shared vertices: a closed solid stays watertight.
-    return trimesh.Trimesh(
-        vertices=np.array([v.toTuple() for v in vertices], dtype=np.float64),
-        faces=np.array(triangles, dtype=np.int64),
-        process=True,
-    )
+    return trimesh.Trimesh(vertices=vertices, faces=faces, process=True)
 
 
 def _check_mesh(mesh: trimesh.Trimesh, path: Path) -> trimesh.Trimesh:
@@ -321,7 +327,7 @@ def _check_mesh(mesh: trimesh.Trimesh, path: Path) -> trimesh.Trimesh:
     return mesh
 
 
-def _unreadable(path: Path, what: str, exc: BaseException) -> InputError:
+def unreadable(path: Path, what: str, exc: BaseException) -> InputError:
     detail = " ".join(str(exc).split())[:120] or type(exc).__name__
     if isinstance(exc, ImportError):  # a reader's optional fallback is missing: not what is wrong with the file
         detail = "not a valid file of this type"
