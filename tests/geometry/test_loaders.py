@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import time
 
 import numpy as np
@@ -154,11 +156,20 @@ def step_file(tmp_path):
     return path
 
 
+def fake_step_reader(then: str):
+    """A StepReader whose process says it is ready, then runs ``then`` (Python) on the first request."""
+    from cad_recode.geometry._step_reader import StepReader
+
+    script = ("import os, signal, sys, time\nos.write(int(sys.argv[1]), b'{\"ready\": true}\\n')\n"
+              f"sys.stdin.readline()\n{then}\n")
+    return StepReader([sys.executable, "-c", script])
+
+
 def test_a_step_read_that_runs_too_long_is_stopped_with_one_clear_error(tmp_path, monkeypatch):
     from cad_recode.geometry import loaders
 
     path = step_file(tmp_path)
-    monkeypatch.setattr(loaders, "_STEP_READER", ("-c", "import time; time.sleep(60)"))  # OCCT stuck in a loop
+    monkeypatch.setattr(loaders, "_step_reader", fake_step_reader("time.sleep(60)"))  # OCCT stuck in a loop
     monkeypatch.setattr(loaders, "STEP_READ_SECONDS", 1.0)
     started = time.monotonic()
     assert "reading the STEP file took over 1 s and was stopped; export the part alone" in _error(path)
@@ -169,11 +180,23 @@ def test_a_step_reader_that_crashes_is_one_clear_error_and_the_caller_lives_on(t
     from cad_recode.geometry import loaders
 
     path = step_file(tmp_path)
-    monkeypatch.setattr(loaders, "_STEP_READER", ("-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"))
-    message = _error(path)
-    assert f"{path}: the STEP reader stopped (signal {int(signal.SIGSEGV)}: no message)" in message
+    monkeypatch.setattr(loaders, "_step_reader", fake_step_reader("os.kill(os.getpid(), signal.SIGSEGV)"))
+    assert f"{path}: the STEP reader stopped (signal {int(signal.SIGSEGV)}); the file may be damaged" in _error(path)
     monkeypatch.undo()
     assert len(load_geometry(path).faces) == 12  # the next file reads as usual
+
+
+def test_step_files_are_read_by_one_process_that_stays_and_errors_leave_it_serving(tmp_path):
+    from cad_recode.geometry import loaders
+
+    path = step_file(tmp_path)
+    load_geometry(path)
+    reader = loaders._step_reader._process.pid
+    garbled = tmp_path / "garbled.step"
+    garbled.write_bytes(b"\x00not a STEP file\n" * 4)
+    assert "could not be read as a STEP file" in _error(garbled)
+    assert len(load_geometry(path).faces) == 12
+    assert loaders._step_reader._process.pid == reader and reader != os.getpid()
 
 
 def test_load_model_points(tmp_path, box):

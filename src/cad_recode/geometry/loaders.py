@@ -21,10 +21,10 @@ Inputs may come from anyone (a folder to evaluate, a web upload), so reading one
 never costs far more than its size: an ``.npz`` array is refused past
 :data:`MAX_ARRAY_BYTES` before it is unpacked, text is parsed without an object
 per number, and a mesh's textures are never decoded. File names are shown with
-their control characters escaped. STEP files are read by OCCT in a process of its own
-(:mod:`._step_reader`), with a memory limit and :data:`STEP_READ_SECONDS` to finish: a file that
-makes OCCT loop, balloon or crash costs one clear error, not the caller. It is not the sandbox:
-only open STEP files you would open in a CAD program.
+their control characters escaped. STEP files are read by OCCT in a process of their own
+(:mod:`._step_reader`, kept for the next file), with a memory limit and :data:`STEP_READ_SECONDS` a
+file: one that makes OCCT loop, balloon or crash costs one clear error, not the caller. It is not
+the sandbox: only open STEP files you would open in a CAD program.
 """
 
 from __future__ import annotations
@@ -32,9 +32,7 @@ from __future__ import annotations
 import io
 import os
 import re
-import subprocess
-import sys
-import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -53,7 +51,8 @@ from cad_recode.geometry.sampling import (
 POINT_CLOUD_SUFFIXES = (".npy", ".npz", ".xyz", ".txt", ".pts", ".ply")
 MESH_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb")
 STEP_READ_SECONDS = 300.0  # an assembly of thousands of faces reads in well under a minute
-_STEP_READER = ("-m", "cad_recode.geometry._step_reader")  # the arguments before STEP OUT.npz
+_step_reader = None  # the StepReader of this process, made on the first STEP file
+_step_reader_made = threading.Lock()
 STEP_SUFFIXES = (".step", ".stp")
 SUPPORTED_SUFFIXES = tuple(dict.fromkeys(POINT_CLOUD_SUFFIXES + MESH_SUFFIXES + STEP_SUFFIXES))
 
@@ -292,25 +291,16 @@ def _read_trimesh(path: Path) -> trimesh.Trimesh | trimesh.PointCloud:
 
 def _read_step(path: Path) -> trimesh.Trimesh:
     """The STEP file's shapes as one mesh, read by :mod:`._step_reader` in a process of its own."""
-    from cad_recode.geometry import _step_reader
+    from cad_recode.geometry._step_reader import StepReader, StepReadError
 
-    with tempfile.TemporaryDirectory(prefix="cad_recode_step_") as scratch:
-        out = Path(scratch) / "mesh.npz"
-        try:
-            done = subprocess.run([sys.executable, *_STEP_READER, str(path), str(out)],
-                                  capture_output=True, text=True, errors="replace", timeout=STEP_READ_SECONDS)
-        except subprocess.TimeoutExpired:
-            raise InputError(f"{path}: reading the STEP file took over {STEP_READ_SECONDS:.0f} s and was stopped; "
-                             "export the part alone, or as a mesh (.stl)") from None
-        said = done.stderr.strip().splitlines()[-1:] or [""]
-        if done.returncode == _step_reader.INPUT_ERROR:
-            raise InputError(said[0])
-        if done.returncode != 0:
-            how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
-            raise InputError(f"{path}: the STEP reader stopped ({how}: {' '.join(said[0].split())[:120] or 'no message'}); "
-                             "the file may be damaged or too large, or export the part as a mesh (.stl)")
-        with np.load(out) as arrays:
-            vertices, faces = arrays["vertices"], arrays["faces"]
+    global _step_reader
+    with _step_reader_made:
+        if _step_reader is None:
+            _step_reader = StepReader()
+    try:
+        vertices, faces = _step_reader.read(path, STEP_READ_SECONDS)
+    except StepReadError as err:
+        raise InputError(str(err)) from None
     # process=True merges the per-face copies of shared vertices: a closed solid stays watertight.
     return trimesh.Trimesh(vertices=vertices, faces=faces, process=True)
 
