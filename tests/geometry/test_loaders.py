@@ -40,13 +40,20 @@ def test_suffix_lists():
 # --- good point clouds -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("columns", [3, 6])
+@pytest.mark.parametrize("columns", [3, 4, 6, 9, 12])
 def test_npy(tmp_path, columns):
+    """x y z, then intensity, normals, colours ...: what scanners write beside the points is dropped."""
     path = tmp_path / "scan.npy"
-    np.save(path, np.hstack([CLOUD, NORMALS])[:, :columns])
+    np.save(path, np.hstack([CLOUD, NORMALS, 255 * np.abs(NORMALS), NORMALS])[:, :columns])
     out = load_geometry(path)
     assert out.dtype == np.float64 and out.shape == (40, 3)
     np.testing.assert_array_equal(out, CLOUD)
+
+
+def test_text_cloud_with_colours_and_intensity(tmp_path):
+    path = tmp_path / "scan.txt"
+    path.write_text("".join(f"{x} {y} {z} 200 30 40 0.7\n" for x, y, z in CLOUD))
+    np.testing.assert_allclose(load_geometry(path), CLOUD)
 
 
 def test_npy_float32_and_upper_case_suffix(tmp_path):
@@ -272,8 +279,8 @@ BAD_FILES = [
     ("scan.xyz", _write("0 0 0\n1 1 1\nnan 2 2\n3 0 1\n"), "contain NaN or inf (first at row 2)"),
     ("part.obj", _nan_mesh, "contain NaN or inf"),
     *[("scan.npy", _save_npy(np.zeros(shape)), f"got shape {shape}; save the points as an N x 3 array")
-      for shape in [(40, 2), (40, 4), (40,), (2, 20, 3)]],
-    ("scan.txt", _write("1 2 3 4\n5 6 7 8\n9 10 11 12\n"), "got shape (3, 4)"),
+      for shape in [(40, 2), (40, 13), (40,), (2, 20, 3)]],
+    ("scan.txt", _write("1 2\n5 6\n9 10\n"), "got shape (3, 2)"),
     ("scan.xyz", _write("0 0 0\n1 1 1\n2 2\n"), "line 3 has 2 values but line 1 has 3"),
     ("scan.npy", _save_npy(CLOUD[:2]), "only 2 point(s), at least 3 are needed"),
     ("scan.xyz", _write("1 2 3\n" * 10), "all points coincide (zero extent)"),

@@ -6,9 +6,10 @@ kind of bad input raises its own one-line :class:`InputError` that names the
 file and says how to fix it. :func:`load_model_points` goes straight on to the
 model's 256 normalized points.
 
-Point clouds: ``.npy`` / ``.npz`` (N x 3, or N x 6 with normals; in an ``.npz``
+Point clouds: ``.npy`` / ``.npz`` (N x 3, or up to N x 12 with x y z first and per-point values
+after them, normals, colours or a scanner's intensity, which are dropped; in an ``.npz``
 the array named ``points``, ``xyz`` or ``pc``, or the only array), text
-``.xyz`` / ``.txt`` / ``.pts`` (3 or 6 numbers a line, separated by spaces or
+``.xyz`` / ``.txt`` / ``.pts`` (3 to 12 numbers a line, x y z first, separated by spaces or
 commas, ``#`` or ``//`` comments; a ``.pts`` may start with a point-count line),
 and ``.ply`` without faces. Meshes: ``.stl`` ``.obj`` ``.ply`` ``.off`` ``.glb``
 through trimesh (a scene is concatenated into one mesh). STEP: ``.step`` /
@@ -50,6 +51,9 @@ from cad_recode.geometry.sampling import (
 
 POINT_CLOUD_SUFFIXES = (".npy", ".npz", ".xyz", ".txt", ".pts", ".ply")
 MESH_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb")
+# x y z, then what scanners and CloudCompare write beside them (normals, r g b (a), intensity):
+# more columns than this are not a point list
+MAX_CLOUD_COLUMNS = 12
 STEP_READ_SECONDS = 300.0  # an assembly of thousands of faces reads in well under a minute
 _step_reader = None  # the StepReader of this process, made on the first STEP file
 _step_reader_made = threading.Lock()
@@ -172,7 +176,7 @@ def _read_text(path: Path) -> np.ndarray:
         row = uneven[0]
         raise InputError(
             f"{path}: line {lines[row] + 1} has {widths[row]} values but line {lines[0] + 1} has {widths[0]}; "
-            "every row needs the same 3 (x y z) or 6 (x y z nx ny nz) columns"
+            "every row needs the same columns (x y z first)"
         )
     return values.reshape(-1, int(widths[0]))
 
@@ -217,16 +221,14 @@ def _numbers(text: str, expected: int, path: Path) -> np.ndarray:
 
 
 def _check_cloud(arr: np.ndarray, path: Path) -> np.ndarray:
-    """(N, 3) or (N, 6) numeric -> validated float64 (N, 3); normals dropped."""
+    """(N, 3..MAX_CLOUD_COLUMNS) numeric, x y z first -> validated float64 (N, 3); the other columns dropped."""
     arr = np.asarray(arr)
-    if arr.ndim == 2 and arr.shape[1] == 6:
-        arr = arr[:, :3]
-    if arr.ndim != 2 or arr.shape[1] != 3:
+    if arr.ndim != 2 or not 3 <= arr.shape[1] <= MAX_CLOUD_COLUMNS:
         raise InputError(
-            f"{path}: expected N x 3 (x y z) or N x 6 (x y z nx ny nz) values, got shape {arr.shape}; "
-            "save the points as an N x 3 array"
+            f"{path}: expected N x 3 (x y z) values, or up to N x {MAX_CLOUD_COLUMNS} with x y z first (then "
+            f"normals, colours or intensity), got shape {arr.shape}; save the points as an N x 3 array"
         )
-    return validate_points(arr, where=str(path), min_points=3)
+    return validate_points(arr[:, :3], where=str(path), min_points=3)
 
 
 # --- meshes ----------------------------------------------------------------------------------
