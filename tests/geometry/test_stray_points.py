@@ -1,11 +1,12 @@
-"""A scan's stray points are dropped before its box is fitted; a surface sample loses none."""
+"""A scan's stray points (a scanned mesh's islands) are dropped before its box is fitted; a surface sample
+and a CAD mesh lose nothing."""
 
 import numpy as np
 import trimesh
 
 from cad_recode.geometry.normalize import fit_normalization
 from cad_recode.geometry.sampling import add_noise, sample_surface, to_model_points
-from cad_recode.geometry.stray_points import MIN_POINTS, drop_stray_points, without_stray_points
+from cad_recode.geometry.stray_points import MIN_POINTS, drop_mesh_islands, drop_stray_points, without_stray_points
 
 PLATE = trimesh.creation.box(extents=(200.0, 120.0, 30.0))
 
@@ -55,11 +56,38 @@ def test_the_vertices_of_a_cad_tessellation_are_not_read_as_strays(sandbox):
     assert drop_stray_points(vertices).dropped == 0
 
 
-def test_repeated_points_leave_no_spacing_to_judge_and_meshes_pass_through():
+def test_repeated_points_leave_no_spacing_to_judge():
     repeated = np.vstack([np.zeros((150, 3)), [[1.0, 2.0, 3.0]] * 10, [[500.0, 0.0, 0.0]]])
     assert drop_stray_points(repeated).dropped == 0
-    mesh, dropped = without_stray_points(PLATE)
-    assert mesh is PLATE and dropped == 0
     scan, _ = with_strays(plate_cloud())
     points, dropped = without_stray_points(scan)
     assert dropped == 17 and to_model_points(points).transform == fit_normalization(plate_cloud())
+
+
+def test_a_scanned_mesh_s_floating_islands_beyond_the_part_are_dropped_and_the_box_is_the_part_s():
+    debris = [trimesh.creation.icosphere(radius=r, subdivisions=2) for r in (3.0, 1.0)]
+    debris[0].apply_translation((600.0, 0.0, 0.0))  # far off: it would set the box
+    debris[1].apply_translation((-150.0, 90.0, 0.0))  # just beyond the plate's corner
+    inside = trimesh.creation.icosphere(radius=2.0, subdivisions=1)  # a small body within the plate's box
+    scan = trimesh.util.concatenate([PLATE, *debris, inside])
+    assert sum(len(d.faces) for d in debris) > len(PLATE.faces)  # islands of many faces but little area
+    kept, dropped = drop_mesh_islands(scan)
+    assert dropped == 2
+    assert len(kept.faces) == len(PLATE.faces) + len(inside.faces)
+    np.testing.assert_allclose(kept.bounds, PLATE.bounds)
+    points, islands = without_stray_points(scan)
+    assert islands == 2 and len(points.faces) == len(kept.faces)
+
+
+def test_a_cad_mesh_keeps_every_face_merged_or_one_face_per_component(sandbox):
+    """CadQuery tessellates face by face (no shared vertices), with a flange beyond the tube's own box; a solid,
+    its vertices merged, is one component: nothing goes."""
+    tube = sandbox.run("import cadquery as cq\nr=cq.Workplane('XY').circle(10).circle(8).extrude(400)"
+                       ".faces('>Z').workplane().circle(30).extrude(3)").to_trimesh()
+    for mesh in (tube, trimesh.Trimesh(tube.vertices, tube.faces, process=True)):
+        kept, dropped = drop_mesh_islands(mesh)
+        assert kept is mesh and dropped == 0
+    two_bodies = trimesh.util.concatenate([PLATE, trimesh.creation.box(extents=(200.0, 120.0, 30.0)).apply_translation(
+        (0.0, 0.0, 100.0))])
+    kept, dropped = drop_mesh_islands(two_bodies)
+    assert kept is two_bodies and dropped == 0  # neither holds 95 % of the area

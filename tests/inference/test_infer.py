@@ -267,6 +267,19 @@ def test_a_scan_s_stray_points_are_dropped_before_its_box_and_the_report_counts_
     assert report["transform"]["scale"] == pytest.approx(2.0 / 1100.0)  # the strays span -700 to 400 in y
 
 
+def test_a_scanned_mesh_s_island_is_dropped_before_its_box_and_the_report_counts_it(models, tmp_path, cube_mesh,
+                                                                                    capsys):
+    island = trimesh.creation.icosphere(radius=2.0).apply_translation((500.0, 0.0, 0.0))
+    scan = tmp_path / "scan.stl"
+    trimesh.util.concatenate([cube_mesh, island]).export(scan)
+    out = tmp_path / "scan.py"
+    assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(scan), "--output",
+                 str(out), "--no_png", *TOKENS]) == 0
+    report, printed = json.loads(out.with_suffix(".json").read_text()), capsys.readouterr().err
+    assert report["input_stray_islands"] == 1 and "1 mesh islands beyond the part dropped" in printed
+    assert abs(report["transform"]["scale"] * 80.0 / 2.0 - 1.0) < 1e-6  # the cube's own box
+
+
 def test_restore_units_maps_model_units_back_to_the_input(sandbox):
     """A program that fills the model's [-100, 100] cube lands exactly on the input's bounding box."""
     part = trimesh.creation.box(extents=(0.5, 0.3, 0.2))

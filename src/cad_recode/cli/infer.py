@@ -125,8 +125,9 @@ def _add_decoding_arguments(p) -> None:
     p.add_argument("--pose_budget", type=int, default=DEFAULT_POSE_BUDGET, metavar="P",
                    help=f"--pose auto: orientations tried, at most N of them (default {DEFAULT_POSE_BUDGET})")
     p.add_argument("--stray_points", choices=("drop", "keep"), default="drop",
-                   help="drop (default): a point cloud's points off on their own, away from its surface, are dropped "
-                        "before its box is fitted (the report counts them); keep: every point is read as given")
+                   help="drop (default): a point cloud's points off on their own, away from its surface (a mesh's "
+                        "islands beyond its main body), are dropped before its box is fitted (the report counts "
+                        "them); keep: the input is read as given")
     p.add_argument("--seed", type=int, default=0, help="first point-sampling seed (candidate k uses seed + k)")
     p.add_argument("--batch_size", type=int, default=1, help="inputs per generate call (each with N candidates)")
 
@@ -233,6 +234,8 @@ def _line(rec) -> str:
         text += f", a noisy scan (noise {rec.input_noise:.4f}): boxed by its smoothed points"
     if rec.input_stray_points:
         text += f", {rec.input_stray_points} stray points apart from the surface dropped"
+    if rec.input_stray_islands:
+        text += f", {rec.input_stray_islands} mesh islands beyond the part dropped"
     text += f" ({rec.num_valid_candidates}/{len(rec.candidates)} candidates valid"
     if rec.refinement is not None:
         text += f"; {rec.refinement.describe()}"

@@ -39,8 +39,8 @@ class Decoding:
     # (cad_recode.geometry.pose) and placed back by a final line; "none": the input as given
     pose: str = "none"
     pose_budget: int = DEFAULT_POSE_BUDGET
-    # a point cloud's points off on their own, away from its surface, are dropped before anything reads
-    # the cloud (cad_recode.geometry.stray_points); False: every point is read as given
+    # a point cloud's points off on their own, away from its surface, and a mesh's islands beyond its
+    # main body are dropped before anything reads the input (cad_recode.geometry.stray_points); False: as given
     drop_stray_points: bool = True
 
     def __post_init__(self):

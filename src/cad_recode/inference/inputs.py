@@ -43,6 +43,7 @@ class EncodedInput:
     mesh: trimesh.Trimesh | None = None  # the input itself when it is a mesh (input units), for the picture
     noise: float | None = None  # a point cloud's noise statistic (cad_recode.geometry.scan_noise); None for a mesh
     stray_points: int = 0  # a point cloud's points dropped as strays (cad_recode.geometry.stray_points)
+    stray_islands: int = 0  # a mesh's islands beyond its main body dropped (the same module)
 
     def __post_init__(self) -> None:
         if self.transform is None:
@@ -101,16 +102,17 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
     config records them), so inference samples exactly as training did. ``pose="auto"``:
     the draws are spread over up to ``pose_budget`` orientations of the input
     (:func:`cad_recode.geometry.pose.posed_draws`); each records how to place its program back.
-    ``drop_strays``: a cloud's stray points are dropped first (:mod:`cad_recode.geometry.stray_points`).
+    ``drop_strays``: a cloud's stray points, a mesh's islands beyond its main body, are dropped first
+    (:mod:`cad_recode.geometry.stray_points`).
     """
     started = time.perf_counter()
     name, geometry = load_input(source)
     is_cloud = not isinstance(geometry, trimesh.Trimesh)
     if is_cloud:
         geometry = validate_points(geometry, where="point cloud" if name == "points" else name, min_points=3)
-    strays = 0
-    if drop_strays:  # a scan's strays would set its box and be FPS's first picks
-        geometry, strays = without_stray_points(geometry)
+    dropped = 0
+    if drop_strays:  # a scan's strays (a scanned mesh's islands) would set its box, and FPS picks strays first
+        geometry, dropped = without_stray_points(geometry)
     sizes = dict(n_points=num_point_tokens, n_surface=num_surface_points)
     box = cloud_box(geometry) if is_cloud else None  # fitted once for every draw
     draws = [to_model_points(geometry, **sizes, seed=seed + k, transform=box.transform if box else None)
@@ -129,7 +131,8 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
         truth_name, truth = load_ground_truth(ground_truth, sandbox)
     mesh = geometry if isinstance(geometry, trimesh.Trimesh) else None
     return EncodedInput(name, draws, dense, truth, truth_name, encoded - started, time.perf_counter() - encoded,
-                        transform, placements, mesh, box.noise if box else None, strays)
+                        transform, placements, mesh, box.noise if box else None,
+                        stray_points=dropped if is_cloud else 0, stray_islands=0 if is_cloud else dropped)
 
 
 def shape_input(name: str, sandbox) -> tuple[tuple[str, trimesh.Trimesh], tuple[str, trimesh.Trimesh]]:

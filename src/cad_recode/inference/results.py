@@ -122,6 +122,7 @@ class Reconstruction:
     input_mesh: trimesh.Trimesh | None = None  # the input as given when it was a mesh, input units (the picture)
     input_noise: float | None = None  # a point cloud's noise statistic (None for a mesh); see scan_noise
     input_stray_points: int = 0  # a point cloud's points dropped as strays before anything read it; see stray_points
+    input_stray_islands: int = 0  # a mesh's islands beyond its main body, dropped likewise
 
     @property
     def noisy_input(self) -> bool:
@@ -181,6 +182,7 @@ class Reconstruction:
             "input_noise": self.input_noise,
             "box": "smoothed points" if self.noisy_input else "as given",
             "input_stray_points": self.input_stray_points,
+            "input_stray_islands": self.input_stray_islands,
             "pose": self.winning_pose,
             "decoding": self.decoding.to_dict(),
         }

@@ -74,6 +74,8 @@ def metrics_markdown(outcome: Outcome) -> str:
         parts.append(f"a noisy scan (noise {_num(report.get('input_noise'))}): boxed by its smoothed points")
     if report.get("input_stray_points"):
         parts.append(f"{report['input_stray_points']} stray points apart from the surface dropped")
+    if report.get("input_stray_islands"):
+        parts.append(f"{report['input_stray_islands']} mesh islands beyond the part dropped")
     refinement = report.get("refinement")
     if refinement:
         parts.append(describe_refinement(refinement["literals_changed"], refinement.get("structure_edits", []),
