@@ -11,8 +11,9 @@ on one loaded model and one sandbox pool, so the cases differ only in their
 inputs. With refinement each case gives two figures: the programs as the model wrote them and
 the shipped (refined) ones. The clean case also gives the table by family. ``rotated`` turns
 every test shape (and its ground truth) by a random rotation, the same per shape on every
-rerun; ``rotated_pose`` is the same inputs with ``--pose auto``. ``stray_points`` strews 0.5 % more
-points around each clean surface sample; ``stray_points_kept`` reads them all, as before strays were dropped. The style sets are
+rerun; ``rotated_pose`` is the same inputs with ``--pose auto``. ``clean_cloud`` hands inference the clean
+surface sample as a point cloud (what the noise, missing-side and stray cases start from);
+``stray_points`` strews 0.5 % more points around it; ``stray_points_kept`` reads them all, as before strays were dropped. The style sets are
 ``benchmarks/data/style_set`` (``style``) and ``benchmarks/data/style_set_b`` (``style_b``, a second
 set written later as a holdout); both hand-written, never trained on.
 """
@@ -50,6 +51,7 @@ CASES = {
     "noise_0.01": Case("noise_0.01", "none", None),
     "noise_0.02": Case("noise_0.02", "none", None),
     "missing_side": Case("missing_side", "none", None),
+    "clean_cloud": Case("clean_cloud", "none", None),
     "stray_points": Case("stray_points", "none", None),
     "stray_points_kept": Case("stray_points", "none", None, drop_stray_points=False),  # before strays were dropped
 }

@@ -111,7 +111,8 @@ def test_bad_augmentation_settings_are_one_clear_error(field, value):
 
 
 def test_conditions_are_the_issue_targets_and_seeded():
-    assert CONDITION_NAMES == ("clean", "rotated", "noise_0.01", "noise_0.02", "missing_side", "stray_points")
+    assert CONDITION_NAMES == ("clean", "rotated", "noise_0.01", "noise_0.02", "missing_side", "clean_cloud",
+                               "stray_points")
     with pytest.raises(UsageError, match="choose one of: clean, rotated"):
         condition_by_name("rotate")
     assert shape_seed(0, "17") == shape_seed(0, "17") != shape_seed(0, "18")
@@ -163,3 +164,11 @@ def test_stray_points_condition_strews_half_a_percent_around_the_clean_surface_a
     clean = fit_normalization(shaped.input[:8192])
     assert fit_normalization(kept.points).scale == clean.scale  # the strays' box is 3x too wide, this one not
     assert np.abs(fit_normalization(kept.points).center - clean.center).max() < 5.0  # of a 100-long part
+
+
+def test_clean_cloud_condition_is_the_surface_sample_the_other_clouds_start_from():
+    mesh = part()
+    cloud = condition_shape(mesh, condition_by_name("clean_cloud"), seed=4)
+    strays = condition_shape(mesh, condition_by_name("stray_points"), seed=4)
+    assert cloud.truth is mesh and cloud.input.shape == (8192, 3)
+    np.testing.assert_allclose(strays.input[:8192], cloud.input)

@@ -73,8 +73,9 @@ def register(subparsers) -> None:
     p.add_argument("--condition", choices=CONDITION_NAMES, default=CONDITION_NAMES[0],
                    help="robustness: perturb every input before inference, the same draw per shape on every rerun: "
                         "rotated (a random rotation of input and ground truth), noise_0.01 / noise_0.02 (Gaussian "
-                        "noise, std in normalized units), missing_side (a third of the surface cut away), stray_points "
-                        "(0.5 %% more points strewn around the part); "
+                        "noise, std in normalized units), missing_side (a third of the surface cut away), clean_cloud "
+                        "(the clean surface sample as a point cloud), stray_points (0.5 %% more points strewn "
+                        "around it); "
                         "default clean. summary.json records it")
     add_output_flag(p, folder=True, old="--out", default="eval_results", metavar="DIR", help="default eval_results")
     _add_decoding_arguments(p)

@@ -13,6 +13,8 @@ measure against, in the same frame:
   the input's units; the ground truth is the clean mesh;
 - ``missing_side``: a dense surface sample without the third of the surface
   furthest along a random signed axis (the one ``missing_side``);
+- ``clean_cloud``: the clean dense surface sample alone, as a point cloud: what the conditions
+  below change, where ``clean`` hands inference the mesh itself;
 - ``stray_points``: a clean dense surface sample with 0.5 % more points strewn uniformly over
   [-3, 3]^3 of the normalized frame (reflections, dust: mostly off the part, up to two of its sizes away).
 
@@ -44,6 +46,7 @@ class EvalCondition:
     noise_std: float = 0.0  # normalized units
     missing_fraction: float = 0.0
     stray_share: float = 0.0  # extra points strewn around the part, as a share of the surface sample
+    cloud: bool = False  # the input is a dense surface sample even without the defects above
 
 
 CLEAN = EvalCondition("clean")
@@ -53,6 +56,7 @@ ROBUSTNESS_CONDITIONS = (
     EvalCondition("noise_0.01", noise_std=0.01),
     EvalCondition("noise_0.02", noise_std=0.02),
     EvalCondition("missing_side", missing_fraction=DEFAULT_MISSING_FRACTION),
+    EvalCondition("clean_cloud", cloud=True),
     EvalCondition("stray_points", stray_share=0.005),
 )
 STRAY_REACH = 3.0  # stray points lie in [-STRAY_REACH, STRAY_REACH]^3 of the normalized frame
@@ -97,7 +101,7 @@ def condition_shape(
     rng = np.random.default_rng(seed)
     rotation = Rotation.random(random_state=rng).as_matrix() if condition.rotate else np.eye(3)
     truth = rotate_about_center(mesh, rotation) if condition.rotate else mesh
-    if condition.noise_std == 0 and condition.missing_fraction == 0 and condition.stray_share == 0:
+    if not (condition.cloud or condition.noise_std or condition.missing_fraction or condition.stray_share):
         return ConditionedShape(truth, truth, rotation)
     transform = fit_normalization(np.asarray(truth.bounds), where="ground truth mesh")
     dense = transform.apply(sample_surface(truth, n_surface, seed=seed))
