@@ -42,6 +42,10 @@ def test_a_surface_sample_loses_nothing_clean_noisy_uneven_or_small():
     for cloud in (plate_cloud(), plate_cloud(2000), plate_cloud(noise=0.02), uneven[keep]):
         kept = drop_stray_points(cloud)
         assert kept.dropped == 0 and np.array_equal(kept.points, cloud)
+    apart = plate_cloud()  # a piece of the surface that a scan's missing side cut off, within the part's box
+    piece = sample_surface(trimesh.creation.box(extents=(20.0, 20.0, 1.0)), 150, seed=2) + (0.0, 0.0, 5.0)
+    kept = drop_stray_points(np.vstack([apart, piece]))
+    assert kept.dropped == 0
     few = plate_cloud(MIN_POINTS - 1)
     few[0] = (1e4, 1e4, 1e4)
     assert drop_stray_points(few).dropped == 0  # too few points to judge a gap by
