@@ -50,3 +50,11 @@ class ProgramFailed(InputError):
     """
 
     exit_code = 1
+
+
+def unreadable(path, what: str, exc: BaseException) -> InputError:
+    """The InputError for a file at ``path`` that its reader could not parse as ``what``."""
+    detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+    if isinstance(exc, ImportError):  # a reader's optional fallback is missing: not what is wrong with the file
+        detail = "not a valid file of this type"
+    return InputError(f"{path}: could not be read as {what} ({detail}); check the file is not truncated or garbled")

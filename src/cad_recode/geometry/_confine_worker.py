@@ -5,8 +5,9 @@ Three layers, all irreversible for the process (``no_new_privs`` is set first):
 * **Landlock** (:func:`restrict_files`): the worker may create, write, rename or
   remove files only beneath its own scratch directory (and write ``/dev/null``), and
   read anything but the other workers' scratch directories (what the programs running
-  beside it write there: one ``map`` may hold programs from many sources); on kernels with Landlock ABI >= 6 it may not signal processes outside its own
-  domain (the zygote, other workers) nor reach abstract unix sockets; with ABI >= 4
+  beside it write there: one ``map`` may hold programs from many sources); on kernels
+  with Landlock ABI >= 6 it may not signal processes outside its own domain (the
+  zygote, other workers) nor reach abstract unix sockets; with ABI >= 4
   it may not bind or connect TCP sockets. Landlock is skipped where the kernel has
   none (the bubblewrap layer still makes the filesystem read-only).
 * **a file size limit** (:func:`limit_file_size`): ``RLIMIT_FSIZE`` of

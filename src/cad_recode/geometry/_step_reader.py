@@ -73,8 +73,7 @@ class StepReader:
         if self._process is not None:
             self._process.kill()
             self._process.wait()
-            for stream in (self._process.stdin,):
-                stream.close()
+            self._process.stdin.close()
             os.close(self._replies)
             self._process, self._replies, self._pending = None, -1, b""
 
@@ -124,8 +123,7 @@ def read_step_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(vertices, faces) of the STEP file's shapes, tessellated as the sandbox tessellates solids (in this process)."""
     import cadquery as cq
 
-    from cad_recode.errors import InputError
-    from cad_recode.geometry.loaders import unreadable
+    from cad_recode.errors import InputError, unreadable
     from cad_recode.geometry.sandbox import ANGULAR_TOLERANCE, TESSELLATION_TOLERANCE
 
     try:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from cad_recode.errors import InputError, escape_controls
+from cad_recode.errors import InputError, escape_controls, unreadable
 from cad_recode.geometry.normalize import validate_points
 from cad_recode.geometry.sampling import (
     NUM_POINT_TOKENS,
@@ -317,10 +317,3 @@ def _check_mesh(mesh: trimesh.Trimesh, path: Path) -> trimesh.Trimesh:
             f"{path}: the mesh has zero surface area (degenerate triangles); re-export a proper surface"
         )
     return mesh
-
-
-def unreadable(path: Path, what: str, exc: BaseException) -> InputError:
-    detail = " ".join(str(exc).split())[:120] or type(exc).__name__
-    if isinstance(exc, ImportError):  # a reader's optional fallback is missing: not what is wrong with the file
-        detail = "not a valid file of this type"
-    return InputError(f"{path}: could not be read as {what} ({detail}); check the file is not truncated or garbled")
