@@ -54,11 +54,11 @@ MESH_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb")
 # x y z, then what scanners and CloudCompare write beside them (normals, r g b (a), intensity):
 # more columns than this are not a point list
 MAX_CLOUD_COLUMNS = 12
+STEP_SUFFIXES = (".step", ".stp")
+SUPPORTED_SUFFIXES = tuple(dict.fromkeys(POINT_CLOUD_SUFFIXES + MESH_SUFFIXES + STEP_SUFFIXES))
 STEP_READ_SECONDS = 300.0  # an assembly of thousands of faces reads in well under a minute
 _step_reader = None  # the StepReader of this process, made on the first STEP file
 _step_reader_made = threading.Lock()
-STEP_SUFFIXES = (".step", ".stp")
-SUPPORTED_SUFFIXES = tuple(dict.fromkeys(POINT_CLOUD_SUFFIXES + MESH_SUFFIXES + STEP_SUFFIXES))
 
 _NPZ_KEYS = ("points", "xyz", "pc")
 MAX_ARRAY_BYTES = 1 << 30  # an unpacked .npz array: 44 million float64 points, far past what sampling needs
