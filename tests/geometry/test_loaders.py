@@ -164,12 +164,13 @@ def step_file(tmp_path):
 
 
 def fake_step_reader(then: str):
-    """A StepReader whose process says it is ready, then runs ``then`` (Python) on the first request."""
+    """A StepReader (confined like the real one) whose process says it is ready, then runs ``then`` (Python)
+    on the first request."""
     from cad_recode.geometry._step_reader import StepReader
 
     script = ("import os, signal, sys, time\nos.write(int(sys.argv[1]), b'{\"ready\": true}\\n')\n"
               f"sys.stdin.readline()\n{then}\n")
-    return StepReader([sys.executable, "-c", script])
+    return StepReader(["-c", script])
 
 
 def test_a_step_read_that_runs_too_long_is_stopped_with_one_clear_error(tmp_path, monkeypatch):

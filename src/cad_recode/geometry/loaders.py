@@ -24,8 +24,10 @@ never costs far more than its size: an ``.npz`` array is refused past
 per number, and a mesh's textures are never decoded. File names are shown with
 their control characters escaped. STEP files are read by OCCT in a process of their own
 (:mod:`._step_reader`, kept for the next file), with a memory limit and :data:`STEP_READ_SECONDS` a
-file: one that makes OCCT loop, balloon or crash costs one clear error, not the caller. It is not
-the sandbox: only open STEP files you would open in a CAD program.
+file: one that makes OCCT loop, balloon or crash costs one clear error, not the caller. Where the
+sandbox's OS layer works, that process runs inside it and is sent the file's bytes, never its path: a
+file crafted against OCCT's parser finds no network, none of the caller's files and nothing to write
+but its own scratch.
 """
 
 from __future__ import annotations
