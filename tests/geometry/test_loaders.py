@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,6 +206,19 @@ def test_step_files_are_read_by_one_process_that_stays_and_errors_leave_it_servi
     assert "could not be read as a STEP file" in _error(garbled)
     assert len(load_geometry(path).faces) == 12
     assert loaders._step_reader._process.pid == reader and reader != os.getpid()
+
+
+def test_without_the_os_layer_the_reader_runs_unconfined_and_removes_its_scratch_when_closed(tmp_path):
+    from cad_recode.geometry._step_reader import StepReader
+
+    reader = StepReader(confine=False)
+    try:
+        vertices, faces = reader.read(step_file(tmp_path), timeout=120)
+        scratch = Path(reader._host_scratch)
+        assert len(faces) == 12 and scratch.is_dir() and not any(scratch.iterdir())  # each file removed once read
+    finally:
+        reader.close()
+    assert not scratch.exists()
 
 
 def test_load_model_points(tmp_path, box):

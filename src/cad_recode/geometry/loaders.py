@@ -32,6 +32,7 @@ but its own scratch.
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import re
@@ -301,6 +302,7 @@ def _read_step(path: Path) -> trimesh.Trimesh:
     with _step_reader_made:
         if _step_reader is None:
             _step_reader = StepReader()
+            atexit.register(_step_reader.close)  # the unconfined reader's scratch is on the host's disk
     try:
         vertices, faces = _step_reader.read(path, STEP_READ_SECONDS)
     except StepReadError as err:
