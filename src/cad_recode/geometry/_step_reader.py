@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cad_recode.errors import escape_controls
 from cad_recode.geometry._confine_worker import WORKER_FILE_BYTES
 
 MEMORY_BYTES = 8 << 30  # address space: the interpreter with CadQuery takes about 1.5 GiB of it
@@ -95,10 +96,10 @@ class StepReader:
             self._start()
             deadline = time.monotonic() + timeout
             try:
-                self._send((json.dumps({"name": str(path), "bytes": size}) + "\n").encode(), path, deadline)
+                self._send((json.dumps({"name": str(path), "bytes": size}) + "\n").encode(), path, size, deadline)
                 reply = self._reply(deadline)
                 if "error" in reply:
-                    raise StepReadError(str(reply["error"]))
+                    raise StepReadError(escape_controls(str(reply["error"])))
                 mesh = self._mesh(reply, deadline)
             except _TimedOut:
                 self.close()
@@ -162,9 +163,9 @@ class StepReader:
         return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=env, pass_fds=(reply_fd,))
 
-    def _send(self, header: bytes, path: Path, deadline: float) -> None:
-        """Write the request and the file's bytes, never blocking past ``deadline`` whatever the reader does;
-        when the reader stops reading (it died), the reply says how."""
+    def _send(self, header: bytes, path: Path, size: int, deadline: float) -> None:
+        """Write the request and the file's first ``size`` bytes (the count the request announced), never blocking
+        past ``deadline`` whatever the reader does; when the reader stops reading (it died), the reply says how."""
         stdin = self._process.stdin.fileno()
         with open(path, "rb") as source, selectors.DefaultSelector() as selector:
             selector.register(stdin, selectors.EVENT_WRITE)
@@ -179,8 +180,12 @@ class StepReader:
                         continue
                     except OSError:
                         return
-                if not pending:
-                    pending = memoryview(source.read(_CHUNK))
+                if not pending and size:
+                    pending = memoryview(source.read(min(size, _CHUNK)))
+                    size -= len(pending)
+                    if not pending:  # the file shrank since its size was taken: the reader would wait for the rest
+                        self.close()
+                        raise StepReadError(f"{path}: the file changed while it was read; read it again")
 
     def _fill(self, n: int, deadline: float) -> bool:
         """Read until ``n`` bytes are pending; False when the process ended first."""

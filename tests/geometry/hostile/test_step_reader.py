@@ -109,3 +109,18 @@ def test_the_real_reader_runs_confined_and_reads_a_part_sent_down_the_pipe(tmp_p
     finally:
         reader.close()
     assert len(load_geometry(path).faces) == 12
+
+
+def test_a_readers_error_reaches_the_user_with_its_control_characters_escaped(tmp_path):
+    part = tmp_path / "part.step"
+    part.write_bytes(b"ISO-10303-21;\n")
+    forged = json.dumps({"error": "fine\r\x1b[2Kpart.step: read OK"}).encode() + b"\n"
+    script = ("import os, sys\nout = int(sys.argv[1])\nos.write(out, b'{\"ready\": true}\\n')\n"
+              f"sys.stdin.buffer.readline()\nos.write(out, {forged!r})\n")
+    reader = StepReader(["-c", script])
+    try:
+        with pytest.raises(StepReadError) as caught:
+            reader.read(part, timeout=30)
+    finally:
+        reader.close()
+    assert str(caught.value) == "fine\\x0d\\x1b[2Kpart.step: read OK"
