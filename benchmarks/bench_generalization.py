@@ -14,8 +14,9 @@ every test shape (and its ground truth) by a random rotation, the same per shape
 rerun; ``rotated_pose`` is the same inputs with ``--pose auto``. ``clean_cloud`` hands inference the clean
 surface sample as a point cloud (what the noise, missing-side and stray cases start from);
 ``stray_points`` strews 0.5 % more points around it; ``stray_points_kept`` reads them all, as before strays were dropped. The style sets are
-``benchmarks/data/style_set`` (``style``) and ``benchmarks/data/style_set_b`` (``style_b``, a second
-set written later as a holdout); both hand-written, never trained on.
+``benchmarks/data/style_set`` (``style``), ``benchmarks/data/style_set_b`` (``style_b``, a second
+set written later as a holdout) and ``benchmarks/data/style_set_c`` (``style_c``: what the generator never
+writes, fillets, chamfers, revolves, shells and the like); all hand-written, never trained on.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ CASES = {
     "clean": Case("clean", "none", None),
     "style": Case("clean", "none", DATA / "style_set"),
     "style_b": Case("clean", "none", DATA / "style_set_b"),
+    "style_c": Case("clean", "none", DATA / "style_set_c"),
     "rotated": Case("rotated", "none", None),
     "rotated_pose": Case("rotated", "auto", None),
     "noise_0.01": Case("noise_0.01", "none", None),

@@ -54,3 +54,25 @@ def test_a_style_set_is_written_in_other_styles_and_builds_valid_solids(name, sa
 def test_the_second_set_shares_no_program_with_the_first():
     first = {p.read_text() for p in (DATA / "style_set" / "test").glob("*.py")}
     assert not [p.name for p in (DATA / "style_set_b" / "test").glob("*.py") if p.read_text() in first]
+
+
+BEYOND_THE_FAMILIES = (".fillet(", ".chamfer(", ".cskHole(", ".cboreHole(", ".shell(", ".revolve(", ".mirror(",
+                       ".spline(", ".intersect(", "cq.Assembly(", "show_object(", "exporters.export(", "def ",
+                       "from cadquery import")
+
+
+def test_the_third_set_holds_what_the_generator_never_writes_and_builds_valid_solids(sandbox):
+    root = DATA / "style_set_c"
+    labels = read_family_labels(root)
+    assert len(labels) >= 20 and sorted(labels) == sorted(find_programs(root)["test"])
+    assert set(labels.values()) == set(FAMILIES)  # every family, by the nearest one
+    assert "never trained on" in json.loads((root / "manifest.json").read_text())["purpose"]
+    ids = sorted(labels)
+    codes = [(root / pid).read_text() for pid in ids]
+    for form in BEYOND_THE_FAMILIES:
+        assert any(form in code for code in codes), form
+    for pid, code, result in zip(ids, codes, sandbox.map(codes, profile="cadquery")):
+        assert solid_problem(result) == "", (pid, result.reason)
+        assert result.num_faces > 2, pid
+    earlier = {p.read_text() for name in STYLE_SETS for p in (DATA / name / "test").glob("*.py")}
+    assert not [pid for pid, code in zip(ids, codes) if code in earlier]
