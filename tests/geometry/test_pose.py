@@ -14,6 +14,7 @@ from cad_recode.geometry.normalize import Transform
 from cad_recode.geometry.pose import (
     CUBE_GROUP_SIZE,
     MODEL_UNITS,
+    TURNED_BOX_RATIO,
     PoseCandidate,
     PosePlacement,
     angle_to_cube_group,
@@ -24,6 +25,7 @@ from cad_recode.geometry.pose import (
     posed_draws,
     posed_model_points,
     rotation_axis_angle,
+    turned_ratio,
 )
 from cad_recode.geometry.sampling import sample_surface, to_model_points
 from cad_recode.geometry.shapes import example_program
@@ -200,3 +202,21 @@ def test_a_flat_cloud_still_gets_candidates():
     flat = np.random.default_rng(0).uniform(-1, 1, size=(500, 3)) * [1.0, 0.5, 0.0]
     candidates = pose_candidates(flat, budget=3)
     assert candidates[0].name == "input" and len(candidates) == 3
+
+
+def test_a_part_whose_axes_are_the_frame_s_reads_as_aligned_and_a_turned_one_as_turned():
+    bar = trimesh.creation.box(extents=(100.0, 20.0, 20.0))
+    aligned = sample_surface(bar, 8192, seed=0)
+    assert turned_ratio(aligned) == pytest.approx(1.0, abs=1e-6)
+    assert turned_ratio(aligned * 1e-3 + 5.0) == pytest.approx(1.0, abs=1e-6)  # units and place do not matter
+    turn = Rotation.from_euler("z", 20, degrees=True).as_matrix()
+    assert turned_ratio(aligned @ turn.T) == pytest.approx((100 * np.cos(np.radians(20)) + 20 * np.sin(np.radians(20)))
+                                                           * (100 * np.sin(np.radians(20)) + 20 * np.cos(np.radians(20)))
+                                                           / 2000, rel=0.01)
+    cube = sample_surface(trimesh.creation.box(extents=(50.0, 50.0, 50.0)), 8192, seed=1)
+    slightly = Rotation.from_euler("z", 2, degrees=True).as_matrix()
+    assert 1.0 < turned_ratio(cube @ slightly.T) < TURNED_BOX_RATIO < turned_ratio(cube @ turn.T)
+    cylinder = sample_surface(trimesh.creation.cylinder(radius=30.0, height=80.0, sections=64), 8192, seed=2)
+    assert turned_ratio(cylinder) < TURNED_BOX_RATIO  # a round part's turn about its own axis is no turn
+    flat = np.column_stack([np.random.default_rng(0).uniform(-1, 1, (500, 2)), np.zeros(500)])
+    assert turned_ratio(flat) == 1.0 and turned_ratio(np.zeros((10, 3))) == 1.0

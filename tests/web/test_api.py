@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import trimesh
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -77,6 +78,21 @@ def test_a_noisy_scan_with_strays_says_so_in_the_metrics_and_the_report(client, 
     assert report["box"] == "smoothed points" and 0.003 < report["input_noise"] < 0.006
     assert f"a noisy scan (noise {report['input_noise']:.4f}): boxed by its smoothed points" in metrics
     assert report["input_stray_points"] == 2 and "2 stray points apart from the surface dropped" in metrics
+    assert report["looks_turned"] is False and "looks turned" not in metrics  # noise alone does not turn a part
+
+
+def test_a_part_that_arrived_turned_gets_a_hint_to_try_other_orientations(client, web_server):
+    from scipy.spatial.transform import Rotation
+
+    bar = trimesh.creation.box(extents=(120.0, 30.0, 20.0))
+    bar.vertices = np.asarray(bar.vertices) @ Rotation.from_euler("z", 30, degrees=True).as_matrix().T
+    source = web_server.files / "turned_bar.stl"
+    bar.export(source)
+    _, _, _, _, metrics, _, downloads = reconstruct(client, source)
+    report = json.loads(files_by_suffix(downloads)[".json"].read_text())
+    assert report["looks_turned"] is True
+    assert (f"the part looks turned from the axes (its box is {report['input_turned']:.2f}× its tightest): "
+            "tick “try other orientations”") in metrics
 
 
 def test_a_built_in_example_with_candidates_refinement_and_restored_units(client, web_server):

@@ -237,6 +237,9 @@ def _line(rec) -> str:
         text += f", {rec.input_stray_points} stray points apart from the surface dropped"
     if rec.input_stray_islands:
         text += f", {rec.input_stray_islands} mesh islands beyond the part dropped"
+    if rec.looks_turned:
+        text += (f", the part looks turned from the axes (its box is {rec.input_turned:.2f}x its tightest): "
+                 "try --pose auto")
     text += f" ({rec.num_valid_candidates}/{len(rec.candidates)} candidates valid"
     if rec.refinement is not None:
         text += f"; {rec.refinement.describe()}"

@@ -56,7 +56,12 @@ from cad_recode.geometry.sampling import (
 DEFAULT_POSE_BUDGET = 4
 """Pose candidates tried by ``--pose auto`` unless told otherwise."""
 CUBE_GROUP_SIZE = 24
-"""The model's program units per normalized unit ([-1, 1]^3 is written as [-100, 100]^3)."""
+"""The rotations of the cube group: the orientations a frame can take with its axes on the same lines."""
+TURNED_BOX_RATIO = 1.10
+"""An input whose box in the given axes is this much larger than its tightest box looks turned (a cube turned
+by about 3 degrees). On the broad test split (200 shapes, 8192 surface points): 1.00 for every clean shape, at
+most 1.06 under Gaussian noise sigma = 0.02, at least 1.31 under a random rotation (on the model's 64 points:
+up to 1.05 clean and 1.10 noisy, hence the dense points)."""
 
 # Two base frames closer than this (modulo the cube group) give the same candidates: keep one.
 SAME_FRAME_DEGREES = 2.0
@@ -267,6 +272,22 @@ def _oriented(axes: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 def _box_volume(points: np.ndarray) -> float:
     return float(np.prod(points.max(axis=0) - points.min(axis=0)))
+
+
+def turned_ratio(points) -> float:
+    """How much larger the box of ``points`` (N, 3) in the given axes is than their tightest box: 1.0 for a
+    part whose axes are the frame's (or a flat one); above :data:`TURNED_BOX_RATIO` it looks turned."""
+    centred = np.asarray(points, dtype=np.float64) - np.mean(points, axis=0)
+    size = float(np.ptp(centred, axis=0).max()) if len(centred) else 0.0
+    if size == 0.0:
+        return 1.0
+    centred /= size  # the local search's tolerances are absolute
+    given = _box_volume(centred)
+    try:
+        tightest = _box_volume(centred @ bounding_box_frame(centred).T)
+    except (QhullError, ValueError):  # flat or collinear: no solid hull
+        return 1.0
+    return given / min(tightest, given) if given > 0 else 1.0
 
 
 def base_frames(points: np.ndarray) -> list[tuple[str, np.ndarray]]:

@@ -19,7 +19,7 @@ import trimesh
 from cad_recode.defaults import MODEL_UNITS, NUM_SURFACE_POINTS
 from cad_recode.errors import InputError
 from cad_recode.geometry.normalize import Transform, validate_points
-from cad_recode.geometry.pose import DEFAULT_POSE_BUDGET, PosePlacement, posed_draws
+from cad_recode.geometry.pose import DEFAULT_POSE_BUDGET, PosePlacement, posed_draws, turned_ratio
 from cad_recode.geometry.sampling import ModelPoints, sample_surface, to_model_points
 from cad_recode.geometry.scan_noise import cloud_box
 from cad_recode.geometry.stray_points import without_stray_points
@@ -44,6 +44,7 @@ class EncodedInput:
     noise: float | None = None  # a point cloud's noise statistic (cad_recode.geometry.scan_noise); None for a mesh
     stray_points: int = 0  # a point cloud's points dropped as strays (cad_recode.geometry.stray_points)
     stray_islands: int = 0  # a mesh's islands beyond its main body dropped (the same module)
+    turned: float | None = None  # read as given: its box over its tightest box (pose.turned_ratio); None under auto
 
     def __post_init__(self) -> None:
         if self.transform is None:
@@ -121,10 +122,12 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
         dense = sample_surface(geometry, NUM_SURFACE_POINTS, seed=seed)  # the protocol's density for CD
     else:
         dense = np.asarray(geometry, dtype=np.float64)
-    transform, placements = draws[0].transform, None
+    transform, placements, turned = draws[0].transform, None, None
     if pose == "auto":
         posed = posed_draws(geometry, dense, transform, num_candidates, budget=pose_budget, seed=seed, **sizes)
         draws, placements = [p.points for p in posed], [p.placement for p in posed]
+    else:  # a hint for a part that arrived turned: the model writes parts in the frame's axes
+        turned = turned_ratio(dense[:: max(1, len(dense) // NUM_SURFACE_POINTS)])  # the model's 64 points: too few
     encoded = time.perf_counter()
     truth, truth_name = (None, None)
     if ground_truth is not None:
@@ -132,7 +135,8 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
     mesh = geometry if isinstance(geometry, trimesh.Trimesh) else None
     return EncodedInput(name, draws, dense, truth, truth_name, encoded - started, time.perf_counter() - encoded,
                         transform, placements, mesh, box.noise if box else None,
-                        stray_points=dropped if is_cloud else 0, stray_islands=0 if is_cloud else dropped)
+                        stray_points=dropped if is_cloud else 0, stray_islands=0 if is_cloud else dropped,
+                        turned=turned)
 
 
 def shape_input(name: str, sandbox) -> tuple[tuple[str, trimesh.Trimesh], tuple[str, trimesh.Trimesh]]:
