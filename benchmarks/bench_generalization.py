@@ -11,7 +11,10 @@ on one loaded model and one sandbox pool, so the cases differ only in their
 inputs. With refinement each case gives two figures: the programs as the model wrote them and
 the shipped (refined) ones. The clean case also gives the table by family. ``rotated`` turns
 every test shape (and its ground truth) by a random rotation, the same per shape on every
-rerun; ``rotated_pose`` is the same inputs with ``--pose auto``. ``clean_cloud`` hands inference the clean
+rerun, read as given (``--pose none``); ``rotated_pose`` is the same inputs with ``--pose auto`` and
+``rotated_default`` with the default ``--pose if_turned``. The test split's other cases read the input
+as given: no clean, noisy or cut test part looks turned, so ``if_turned`` reads them exactly so (the
+style sets hold parts drawn turned on purpose, so they run under the default). ``clean_cloud`` hands inference the clean
 surface sample as a point cloud (what the noise, missing-side and stray cases start from);
 ``stray_points`` strews 0.5 % more points around it; ``stray_points_kept`` reads them all, as before strays were dropped. The style sets are
 ``benchmarks/data/style_set`` (``style``), ``benchmarks/data/style_set_b`` (``style_b``, a second
@@ -45,11 +48,12 @@ class Case(NamedTuple):
 
 CASES = {
     "clean": Case("clean", "none", None),
-    "style": Case("clean", "none", DATA / "style_set"),
-    "style_b": Case("clean", "none", DATA / "style_set_b"),
-    "style_c": Case("clean", "none", DATA / "style_set_c"),
+    "style": Case("clean", "if_turned", DATA / "style_set"),  # parts drawn turned on purpose: the default
+    "style_b": Case("clean", "if_turned", DATA / "style_set_b"),
+    "style_c": Case("clean", "if_turned", DATA / "style_set_c"),
     "rotated": Case("rotated", "none", None),
     "rotated_pose": Case("rotated", "auto", None),
+    "rotated_default": Case("rotated", "if_turned", None),
     "noise_0.01": Case("noise_0.01", "none", None),
     "noise_0.02": Case("noise_0.02", "none", None),
     "missing_side": Case("missing_side", "none", None),

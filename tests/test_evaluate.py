@@ -210,8 +210,9 @@ def test_a_ground_truth_that_is_not_utf8_is_skipped_for_that_reason(recoder, tmp
 
 
 def test_conditions_perturb_the_input_and_are_recorded(recoder, programs, tmp_path):
-    """rotated turns input and truth (the cube comes back axis-aligned unless --pose auto); noise and a cut side still
-    give the memorizer's cube; summary.json says which condition it measured."""
+    """rotated turns input and truth (read as given, the cube comes back axis-aligned; the default if_turned and
+    --pose auto try the pose candidates); noise and a cut side still give the memorizer's cube; summary.json says
+    which condition it measured."""
     def run(condition: str, decoding=DECODING, n: int = 1):
         out = tmp_path / condition / decoding.pose
         report = evaluate(recoder, programs, num_candidates=n, limit=1, out_dir=out, decoding=decoding,
@@ -220,9 +221,10 @@ def test_conditions_perturb_the_input_and_are_recorded(recoder, programs, tmp_pa
         return report.rows[0]
 
     assert run("clean")["iou"] == pytest.approx(1.0, abs=1e-6)
-    assert run("rotated")["iou"] < 0.9
-    posed = Decoding(max_new_tokens=art.MAX_NEW_TOKENS, pose="auto", pose_budget=2)
-    assert run("rotated", posed, n=2)["iou"] >= 0.95
+    assert run("rotated", Decoding(max_new_tokens=art.MAX_NEW_TOKENS, pose="none"))["iou"] < 0.9
+    for pose in ("auto", "if_turned"):
+        posed = Decoding(max_new_tokens=art.MAX_NEW_TOKENS, pose=pose, pose_budget=2)
+        assert run("rotated", posed, n=2)["iou"] >= 0.95
     for condition in ("noise_0.02", "missing_side"):
         row = run(condition)
         assert row["valid"] and row["iou"] > 0.9  # the memorizer still writes its cube

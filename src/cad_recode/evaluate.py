@@ -410,7 +410,7 @@ class GenerationMetrics:
             recoder = CADRecoder(base, self.tokenizer, device=base.get_input_embeddings().weight.device,
                                  sandbox=self.sandbox)
             reconstructions = recoder.reconstruct_many(
-                self.shapes, n, ground_truths=self.shapes, decoding=Decoding(self.cfg.max_new_tokens),
+                self.shapes, n, ground_truths=self.shapes, decoding=Decoding(self.cfg.max_new_tokens, pose="none"),  # axis-aligned shapes: skip the turn check
                 batch_size=max(1, self.cfg.per_device_eval_batch_size // n),
             )
         finally:

@@ -267,32 +267,36 @@ def test_a_scan_s_stray_points_are_dropped_before_its_box_and_the_report_counts_
     assert report["transform"]["scale"] == pytest.approx(2.0 / 1100.0)  # the strays span -700 to 400 in y
 
 
-def test_a_part_that_arrived_turned_gets_a_hint_to_try_pose_auto(models, tmp_path, capsys):
+def test_a_part_that_arrived_turned_is_decoded_in_other_orientations_and_as_given_gets_a_hint(models, tmp_path,
+                                                                                                capsys):
     from scipy.spatial.transform import Rotation
 
     bar = trimesh.creation.box(extents=(120.0, 30.0, 20.0))
     turned = bar.copy()
     turned.vertices = np.asarray(bar.vertices) @ Rotation.from_euler("zx", [25, 10], degrees=True).as_matrix().T
-    reports = {}
     for name, mesh in (("aligned", bar), ("turned", turned)):
-        source, out = tmp_path / f"{name}.stl", tmp_path / f"{name}.py"
-        mesh.export(source)
-        assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(source), "--output",
-                     str(out), "--no_png", *TOKENS]) == 0
-        reports[name] = json.loads(out.with_suffix(".json").read_text()), capsys.readouterr().err
-    report, printed = reports["turned"]
-    assert report["looks_turned"] is True and report["input_turned"] > 1.3
+        mesh.export(tmp_path / f"{name}.stl")
+
+    def infer(name: str, *flags: str) -> tuple[dict, str]:
+        out = tmp_path / f"{name}{'_'.join(flags)}.py"
+        assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(tmp_path / f"{name}.stl"),
+                     "--output", str(out), "--no_png", "--num_candidates", "2", *flags, *TOKENS]) == 0
+        return json.loads(out.with_suffix(".json").read_text()), capsys.readouterr().err
+
+    report, printed = infer("turned")  # the default, if_turned
+    assert report["decoding"]["pose"] == "if_turned" and report["looks_turned"] and report["input_turned"] > 1.3
+    assert report["pose"] and all(c["pose"] for c in report["candidates"])  # decoded under the pose candidates
+    assert f"pose {report['pose']} (the part looked turned: its box is {report['input_turned']:.2f}x its " \
+           "tightest)" in printed and "try --pose auto" not in printed
+    report, printed = infer("turned", "--pose", "none")
+    assert report["looks_turned"] and report["pose"] is None
     assert f"the part looks turned from the axes (its box is {report['input_turned']:.2f}x its tightest): " \
            "try --pose auto" in printed
-    report, printed = reports["aligned"]
+    report, printed = infer("aligned")
     assert report["looks_turned"] is False and report["input_turned"] == pytest.approx(1.0, abs=1e-3)
-    assert "looks turned" not in printed
-    assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(tmp_path / "turned.stl"),
-                 "--output", str(tmp_path / "posed.py"), "--no_png", "--pose", "auto", "--num_candidates", "2",
-                 *TOKENS]) == 0
-    report = json.loads((tmp_path / "posed.json").read_text())
-    assert report["input_turned"] is None and report["looks_turned"] is False  # it tried other orientations
-    assert "looks turned" not in capsys.readouterr().err
+    assert report["pose"] is None and "turned" not in printed  # as given, exactly as --pose none
+    report, printed = infer("turned", "--pose", "auto")
+    assert report["input_turned"] is None and report["looks_turned"] is False and report["pose"]
 
 
 def test_a_scanned_mesh_s_island_is_dropped_before_its_box_and_the_report_counts_it(models, tmp_path, cube_mesh,

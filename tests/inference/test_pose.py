@@ -54,9 +54,17 @@ def test_pose_auto_recovers_a_rotated_cube(models, sandbox, cube_mesh, rotated_c
     # T0, the input's own normalization, puts the input points into [-1, 1]^3
     assert np.abs(rec.input_points).max() <= 1.0 + 1e-9
 
-    as_given = reconstruct(models, sandbox, rotated_cube)
+    as_given = reconstruct(models, sandbox, rotated_cube, pose="none")
     assert as_given.valid and as_given.winning_pose is None and "pose" not in as_given.to_report()["candidates"][0]
     assert mesh_iou(rotate_about_center(as_given.mesh, TURN.T), cube_mesh) < 0.9  # the pose is what made it match
+    assert as_given.looks_turned
+
+    by_default = reconstruct(models, sandbox, rotated_cube, pose_budget=2)  # "if_turned": it looks turned
+    assert by_default.looks_turned and by_default.to_report()["decoding"]["pose"] == "if_turned"
+    assert by_default.winning_pose is not None and mesh_iou(rotate_about_center(by_default.mesh, TURN.T), cube_mesh) >= 0.95
+    upright = reconstruct(models, sandbox, cube_mesh)
+    assert not upright.looks_turned and upright.winning_pose is None and upright.code == reconstruct(
+        models, sandbox, cube_mesh, pose="none").code  # an upright part is read exactly as with --pose none
 
 
 def test_pose_flags_on_infer(models, tmp_path, rotated_cube, capsys):
@@ -72,7 +80,7 @@ def test_pose_flags_on_infer(models, tmp_path, rotated_cube, capsys):
 
 
 def test_bad_pose_settings_say_so():
-    with pytest.raises(UsageError, match="pose must be one of none, auto"):
+    with pytest.raises(UsageError, match="pose must be one of if_turned, none, auto"):
         Decoding(pose="sideways")
     with pytest.raises(UsageError, match="pose_budget must be a positive integer"):
         Decoding(pose="auto", pose_budget=0)

@@ -81,7 +81,7 @@ def test_a_noisy_scan_with_strays_says_so_in_the_metrics_and_the_report(client, 
     assert report["looks_turned"] is False and "looks turned" not in metrics  # noise alone does not turn a part
 
 
-def test_a_part_that_arrived_turned_gets_a_hint_to_try_other_orientations(client, web_server):
+def test_a_part_that_arrived_turned_is_decoded_in_other_orientations_too(client, web_server):
     from scipy.spatial.transform import Rotation
 
     bar = trimesh.creation.box(extents=(120.0, 30.0, 20.0))
@@ -90,9 +90,10 @@ def test_a_part_that_arrived_turned_gets_a_hint_to_try_other_orientations(client
     bar.export(source)
     _, _, _, _, metrics, _, downloads = reconstruct(client, source)
     report = json.loads(files_by_suffix(downloads)[".json"].read_text())
-    assert report["looks_turned"] is True
-    assert (f"the part looks turned from the axes (its box is {report['input_turned']:.2f}× its tightest): "
-            "tick “try other orientations”") in metrics
+    assert report["looks_turned"] is True and report["decoding"]["pose"] == "if_turned" and report["pose"]
+    assert (f"the part looked turned from the axes (its box is {report['input_turned']:.2f}× its tightest): "
+            f"decoded in other orientations too, pose {report['pose']} won") in metrics
+    assert report["valid"]
 
 
 def test_a_built_in_example_with_candidates_refinement_and_restored_units(client, web_server):

@@ -13,10 +13,10 @@ from pathlib import Path
 from cad_recode import defaults
 from cad_recode.cli.flags import add_output_flag, add_sandbox_flags
 from cad_recode.errors import UsageError
-from cad_recode.geometry.pose import DEFAULT_POSE_BUDGET
+from cad_recode.geometry.pose import DEFAULT_POSE_BUDGET, TURNED_BOX_RATIO
 from cad_recode.geometry.robustness import CONDITION_NAMES
 from cad_recode.inference.refine import DEFAULT_MAX_EVALUATIONS as DEFAULT_REFINE_EVALUATIONS
-from cad_recode.inference.decoding import POSE_MODES
+from cad_recode.inference.decoding import POSE_MODES, Decoding
 from cad_recode.model.constrained import DEFAULT_GRAMMAR, GRAMMAR_HELP
 
 
@@ -118,11 +118,13 @@ def _add_decoding_arguments(p) -> None:
                         "its through holes, on each base plane) and refine that instead when it is clearly closer "
                         "than the model's winner (default on; the report keeps the model's program)")
     p.add_argument("--grammar", choices=("on", "off"), default="on" if DEFAULT_GRAMMAR else "off", help=GRAMMAR_HELP)
-    p.add_argument("--pose", choices=POSE_MODES, default="none",
+    p.add_argument("--pose", choices=POSE_MODES, default=Decoding.pose,
                    help="auto: decode the input under up to --pose_budget orientations (the input's frame, its "
                         "minimum box and principal axes, then their axis turns), the N candidates spread over "
                         "them; the winner is placed back by a final line of its program and the report says "
-                        "which pose won. none (default): the input as given")
+                        "which pose won. if_turned (default): auto for an input whose box in its own axes is over "
+                        f"{TURNED_BOX_RATIO:.2f}x its tightest (it looks turned), else as given. none: the input "
+                        "as given")
     p.add_argument("--pose_budget", type=int, default=DEFAULT_POSE_BUDGET, metavar="P",
                    help=f"--pose auto: orientations tried, at most N of them (default {DEFAULT_POSE_BUDGET})")
     p.add_argument("--stray_points", choices=("drop", "keep"), default="drop",
@@ -168,8 +170,6 @@ def _quiet_loading() -> None:
 
 
 def _decoding(args):
-    from cad_recode.inference import Decoding
-
     if args.num_candidates < 1:
         raise UsageError(f"--num_candidates must be >= 1, got {args.num_candidates}")
     runaway = {} if args.runaway_factor is None else {"runaway_factor": args.runaway_factor}
@@ -237,9 +237,11 @@ def _line(rec) -> str:
         text += f", {rec.input_stray_points} stray points apart from the surface dropped"
     if rec.input_stray_islands:
         text += f", {rec.input_stray_islands} mesh islands beyond the part dropped"
-    if rec.looks_turned:
+    if rec.looks_turned and rec.winning_pose is None:  # read as given (--pose none)
         text += (f", the part looks turned from the axes (its box is {rec.input_turned:.2f}x its tightest): "
                  "try --pose auto")
+    elif rec.looks_turned:
+        text += f" (the part looked turned: its box is {rec.input_turned:.2f}x its tightest)"
     text += f" ({rec.num_valid_candidates}/{len(rec.candidates)} candidates valid"
     if rec.refinement is not None:
         text += f"; {rec.refinement.describe()}"

@@ -11,7 +11,7 @@ from cad_recode.model.constrained import DEFAULT_GRAMMAR
 from cad_recode.model.runaway import DEFAULT_RUNAWAY_FACTOR
 
 
-POSE_MODES = ("none", "auto")
+POSE_MODES = ("if_turned", "none", "auto")
 
 
 @dataclass
@@ -36,8 +36,9 @@ class Decoding:
     # constrain every token to the program grammar (cad_recode.model.constrained): programs always parse
     grammar: bool = DEFAULT_GRAMMAR
     # "auto": the N candidates are decoded under up to pose_budget orientations of the input
-    # (cad_recode.geometry.pose) and placed back by a final line; "none": the input as given
-    pose: str = "none"
+    # (cad_recode.geometry.pose) and placed back by a final line; "none": the input as given;
+    # "if_turned": "auto" for an input that looks turned (pose.TURNED_BOX_RATIO), else "none"
+    pose: str = "if_turned"
     pose_budget: int = DEFAULT_POSE_BUDGET
     # a point cloud's points off on their own, away from its surface, and a mesh's islands beyond its
     # main body are dropped before anything reads the input (cad_recode.geometry.stray_points); False: as given

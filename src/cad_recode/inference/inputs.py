@@ -19,7 +19,13 @@ import trimesh
 from cad_recode.defaults import MODEL_UNITS, NUM_SURFACE_POINTS
 from cad_recode.errors import InputError
 from cad_recode.geometry.normalize import Transform, validate_points
-from cad_recode.geometry.pose import DEFAULT_POSE_BUDGET, PosePlacement, posed_draws, turned_ratio
+from cad_recode.geometry.pose import (
+    DEFAULT_POSE_BUDGET,
+    TURNED_BOX_RATIO,
+    PosePlacement,
+    posed_draws,
+    turned_ratio,
+)
 from cad_recode.geometry.sampling import ModelPoints, sample_surface, to_model_points
 from cad_recode.geometry.scan_noise import cloud_box
 from cad_recode.geometry.stray_points import without_stray_points
@@ -44,7 +50,7 @@ class EncodedInput:
     noise: float | None = None  # a point cloud's noise statistic (cad_recode.geometry.scan_noise); None for a mesh
     stray_points: int = 0  # a point cloud's points dropped as strays (cad_recode.geometry.stray_points)
     stray_islands: int = 0  # a mesh's islands beyond its main body dropped (the same module)
-    turned: float | None = None  # read as given: its box over its tightest box (pose.turned_ratio); None under auto
+    turned: float | None = None  # its box over its tightest box (pose.turned_ratio); None under pose "auto"
 
     def __post_init__(self) -> None:
         if self.transform is None:
@@ -103,6 +109,8 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
     config records them), so inference samples exactly as training did. ``pose="auto"``:
     the draws are spread over up to ``pose_budget`` orientations of the input
     (:func:`cad_recode.geometry.pose.posed_draws`); each records how to place its program back.
+    ``pose="if_turned"``: the same for an input that looks turned (:func:`~cad_recode.geometry.pose.turned_ratio`
+    over :data:`~cad_recode.geometry.pose.TURNED_BOX_RATIO`), else the input as given.
     ``drop_strays``: a cloud's stray points, a mesh's islands beyond its main body, are dropped first
     (:mod:`cad_recode.geometry.stray_points`).
     """
@@ -116,18 +124,21 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
         geometry, dropped = without_stray_points(geometry)
     sizes = dict(n_points=num_point_tokens, n_surface=num_surface_points)
     box = cloud_box(geometry) if is_cloud else None  # fitted once for every draw
-    draws = [to_model_points(geometry, **sizes, seed=seed + k, transform=box.transform if box else None)
-             for k in range(1 if pose == "auto" else num_candidates)]
     if box is None:
         dense = sample_surface(geometry, NUM_SURFACE_POINTS, seed=seed)  # the protocol's density for CD
     else:
         dense = np.asarray(geometry, dtype=np.float64)
-    transform, placements, turned = draws[0].transform, None, None
+    turned = None
+    if pose != "auto":  # the model writes parts in the frame's axes: does this one look turned from them?
+        turned = turned_ratio(dense[:: max(1, len(dense) // NUM_SURFACE_POINTS)])  # the model's 64 points: too few
+        if pose == "if_turned":
+            pose = "auto" if turned > TURNED_BOX_RATIO else "none"
+    draws = [to_model_points(geometry, **sizes, seed=seed + k, transform=box.transform if box else None)
+             for k in range(1 if pose == "auto" else num_candidates)]
+    transform, placements = draws[0].transform, None
     if pose == "auto":
         posed = posed_draws(geometry, dense, transform, num_candidates, budget=pose_budget, seed=seed, **sizes)
         draws, placements = [p.points for p in posed], [p.placement for p in posed]
-    else:  # a hint for a part that arrived turned: the model writes parts in the frame's axes
-        turned = turned_ratio(dense[:: max(1, len(dense) // NUM_SURFACE_POINTS)])  # the model's 64 points: too few
     encoded = time.perf_counter()
     truth, truth_name = (None, None)
     if ground_truth is not None:

@@ -195,13 +195,14 @@ class CADRecoder:
         do_sample: bool = False,
         temperature: float | None = None,
         top_p: float | None = None,
-        pose: str = "none",
+        pose: str = Decoding.pose,
         pose_budget: int = Decoding.pose_budget,
     ) -> Reconstruction:
         """One input (path, mesh or (N, 3) array) -> :class:`Reconstruction`; see the module docstring.
 
         ``ground_truth``: a mesh, a path (mesh/STEP/.py program) or ``("name", mesh)``, only measured.
-        ``pose="auto"``: the candidates are decoded under up to ``pose_budget`` orientations (see :class:`Decoding`).
+        ``pose="auto"``: the candidates are decoded under up to ``pose_budget`` orientations (see :class:`Decoding`);
+        ``"if_turned"`` (the default) only when the input looks turned, ``"none"``: as given.
         """
         return self.reconstruct_many(
             [points_or_path], num_candidates, ground_truths=[ground_truth], restore_units=restore_units, seed=seed,

@@ -152,7 +152,8 @@ def build_app(service: ReconstructionService, settings: ServeSettings, work_root
                 budget = gr.Slider(10, 1000, value=DEFAULT_REFINE_BUDGET, step=10,
                                    label="refinement budget (sandbox runs)")
                 restore_units = gr.Checkbox(False, label="restore the input's units and position")
-                pose_auto = gr.Checkbox(False, label="try other orientations (pose auto: for a scan in any pose)")
+                pose_auto = gr.Checkbox(False, label="always try other orientations (pose auto; a part that "
+                                                     "looks turned gets them anyway)")
                 grammar = gr.Checkbox(DEFAULT_GRAMMAR, label="grammar: programs always parse")
                 run = gr.Button("Reconstruct", variant="primary", elem_id="reconstruct")
                 status = gr.Markdown(label="status", elem_id="status")

@@ -186,7 +186,7 @@ class ReconstructionService:
         rec, n = self.recoder, options.num_candidates
         budget = options.refine_budget if options.refine else 0
         decoding = Decoding(self.settings.max_new_tokens, refine_evaluations=budget, grammar=options.grammar,
-                            pose="auto" if options.pose_auto else "none")
+                            pose="auto" if options.pose_auto else "if_turned")
         progress(0.05, "sampling the input points")
         truth = ("input mesh", shape.closed_mesh) if shape.closed_mesh is not None else None
         item = rec.encode_input((shape.name, shape.geometry), n, seed=0, ground_truth=truth, decoding=decoding)

@@ -77,8 +77,8 @@ def metrics_markdown(outcome: Outcome) -> str:
     if report.get("input_stray_islands"):
         parts.append(f"{report['input_stray_islands']} mesh islands beyond the part dropped")
     if report.get("looks_turned"):
-        parts.append(f"the part looks turned from the axes (its box is {report['input_turned']:.2f}× its "
-                     "tightest): tick “try other orientations”")
+        parts.append(f"the part looked turned from the axes (its box is {report['input_turned']:.2f}× its "
+                     f"tightest): decoded in other orientations too, pose {report.get('pose')} won")
     refinement = report.get("refinement")
     if refinement:
         parts.append(describe_refinement(refinement["literals_changed"], refinement.get("structure_edits", []),
