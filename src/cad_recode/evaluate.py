@@ -409,8 +409,9 @@ class GenerationMetrics:
         try:
             recoder = CADRecoder(base, self.tokenizer, device=base.get_input_embeddings().weight.device,
                                  sandbox=self.sandbox)
+            upright = Decoding(self.cfg.max_new_tokens, pose="none")  # validation shapes: skip the turn check
             reconstructions = recoder.reconstruct_many(
-                self.shapes, n, ground_truths=self.shapes, decoding=Decoding(self.cfg.max_new_tokens, pose="none"),  # axis-aligned shapes: skip the turn check
+                self.shapes, n, ground_truths=self.shapes, decoding=upright,
                 batch_size=max(1, self.cfg.per_device_eval_batch_size // n),
             )
         finally:

@@ -123,11 +123,11 @@ class Reconstruction:
     input_noise: float | None = None  # a point cloud's noise statistic (None for a mesh); see scan_noise
     input_stray_points: int = 0  # a point cloud's points dropped as strays before anything read it; see stray_points
     input_stray_islands: int = 0  # a mesh's islands beyond its main body, dropped likewise
-    input_turned: float | None = None  # read as given: its box over its tightest box (pose.turned_ratio)
+    input_turned: float | None = None  # its box over its tightest box (pose.turned_ratio); None under pose "auto"
 
     @property
     def looks_turned(self) -> bool:
-        """Read as given, the input's axes are not the frame's: ``--pose auto`` is worth trying."""
+        """The input's axes are not the frame's (``if_turned`` then tried the pose candidates)."""
         from cad_recode.geometry.pose import TURNED_BOX_RATIO
 
         return self.input_turned is not None and self.input_turned > TURNED_BOX_RATIO
