@@ -18,13 +18,18 @@ Two profiles share one OS boundary (see :mod:`cad_recode.geometry.confinement`):
     ``try``, ``show_object``/``debug``/``log``, imports of ``math``, ``numpy``,
     ``random``, ``itertools``, ``functools``, ``operator``, ``collections`` and of
     ``cadquery`` (its public names plus ``selectors``, ``exporters`` and ``func``).
-    Its Python-level rules only keep the obvious doors shut (no ``_``-prefixed
-    attributes, no ``exec``/``eval``/``open``/``getattr``, no ``wrapped``, VTK,
-    ``fontPath`` or file readers); the OS layer is its boundary. Default for
-    ``exec``, ``compare``, ground-truth programs and programs edited in the web app.
+    Its Python-level rules keep the doors to the interpreter shut (no ``_``-prefixed
+    attributes, no ``exec``/``eval``/``open``/``getattr``, none of the library
+    functions that read an attribute by its name or run a string, no ``wrapped``
+    or ``toOCC``, VTK, ``fontPath`` or file readers); the OS layer is its boundary.
+    Default for ``exec``, ``compare``, ground-truth programs and programs edited in
+    the web app.
 
-In both profiles the real ``math`` module is never handed out: programs get a
-read-only copy (:class:`ReadOnlyModule`), as they get a read-only view of cadquery.
+No profile hands out a real module: programs get read-only copies of a module's
+public names (:class:`ReadOnlyModule`), with the submodules of
+:data:`VIEW_SUBMODULES` as copies of their own and the names of :data:`WITHHELD_NAMES`
+left out. So ``numpy.testing.runstring`` (it runs a string with the real builtins),
+``random._os`` and ``from cadquery import occ_impl`` are not there to reach.
 """
 
 from __future__ import annotations
@@ -92,6 +97,20 @@ CADQUERY_MODULES = ("cadquery", "math", "numpy", "random", "itertools", "functoo
 """Top-level modules a ``cadquery``-profile program may import (``cadquery.x``: see :data:`CADQUERY_SUBMODULES`)."""
 CADQUERY_SUBMODULES = ("selectors", "exporters", "func")
 
+VIEW_SUBMODULES = {
+    "cadquery": CADQUERY_SUBMODULES,
+    "numpy": ("linalg", "random", "fft", "polynomial"),  # not testing (runstring), f2py, lib, ctypeslib
+    "collections": ("abc",),
+}
+"""The submodules a module's view holds (as views of their own); a view holds no other module."""
+
+WITHHELD_NAMES = {
+    # each reads or writes an attribute named by a string, which the static check cannot see
+    "operator": frozenset({"attrgetter", "methodcaller"}),
+    "functools": frozenset({"update_wrapper", "wraps"}),
+}
+"""Public names left out of a module's view."""
+
 CADQUERY_BUILTIN_NAMES = STRICT_BUILTIN_NAMES + (
     "str", "repr", "set", "frozenset", "map", "filter", "isinstance", "issubclass", "slice", "chr", "ord",
     "complex", "hasattr", "iter", "next", "callable", "print", "object", "super", "property",
@@ -111,7 +130,8 @@ FORBIDDEN_NAMES = frozenset({
 """Names no profile may use: they reach the interpreter, files, or attributes by string."""
 
 CADQUERY_FORBIDDEN_ATTRIBUTES = frozenset({
-    "wrapped", "toVtkPolyData", "toVtk", "vtk", "tofile", "fromfile", "ctypes", "ctypeslib", "mro",
+    "wrapped", "toOCC", "attrgetter", "methodcaller", "update_wrapper", "wraps", "runstring", "rundocs",
+    "toVtkPolyData", "toVtk", "vtk", "tofile", "fromfile", "ctypes", "ctypeslib", "mro",
     "format", "format_map", "system", "popen", "fontPath", "memmap", "DataSource", "lib", "genfromtxt",
     "fromregex",
 })
@@ -126,28 +146,33 @@ FORBIDDEN_KEYWORDS = frozenset({"fontPath"})
 class ReadOnlyModule(types.ModuleType):
     """A module object whose attributes cannot be set or deleted: what ``import math`` gives a program.
 
-    A module (not a plain object) so that ``from m import *`` and ``dir(m)`` work as usual.
+    A module (not a plain object) so that ``from m import *`` and ``dir(m)`` work as usual. Its
+    ``__name__`` is not the module's: ``from m import x``, when the view lacks ``x``, falls back to
+    ``sys.modules["<__name__>.x"]``, which would hand out the real submodule ``m.x``.
     """
 
     def __init__(self, name: str, items: dict):
-        super().__init__(name)
+        super().__init__(f"{name} (sandbox view)")
+        super().__setattr__("_shown_name", name)
         for key, value in items.items():
             super().__setattr__(key, value)
 
     def __setattr__(self, name, value):
-        raise AttributeError(f"module '{self.__name__}' is read-only in the sandbox")
+        raise AttributeError(f"module '{self._shown_name}' is read-only in the sandbox")
 
     def __delattr__(self, name):
-        raise AttributeError(f"module '{self.__name__}' is read-only in the sandbox")
+        raise AttributeError(f"module '{self._shown_name}' is read-only in the sandbox")
 
     def __getattr__(self, name: str):  # only called for names the module lacks
-        raise AttributeError(f"{self.__name__}.{name} is not available in the sandbox")
+        raise AttributeError(f"{self._shown_name}.{name} is not available in the sandbox")
 
 
 def read_only_copy(module: types.ModuleType, names=None, extra: dict | None = None) -> ReadOnlyModule:
-    """A :class:`ReadOnlyModule` holding ``module``'s public non-module names (or just ``names``)."""
+    """A :class:`ReadOnlyModule` holding ``module``'s public non-module names (or just ``names``),
+    less its :data:`WITHHELD_NAMES`, plus ``extra``."""
+    withheld = WITHHELD_NAMES.get(module.__name__, frozenset())
     chosen = names if names is not None else [n for n in dir(module) if not n.startswith("_")]
-    items = {n: getattr(module, n) for n in chosen if hasattr(module, n)}
+    items = {n: getattr(module, n) for n in chosen if n not in withheld and hasattr(module, n)}
     items = {n: v for n, v in items.items() if not isinstance(v, types.ModuleType)}
     items.update(extra or {})
     return ReadOnlyModule(module.__name__, items)

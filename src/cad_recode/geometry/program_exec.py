@@ -88,14 +88,22 @@ def execute_program(
                                f"{exception_text(exc).partition(': ')[2] or 'None'})", elapsed()))
     except BaseException as exc:  # anything the program raises is a result, not our failure
         return Outcome(failure(ExecStatus.ERROR, exception_text(exc) + _line_of(exc), elapsed()))
-    changed = tamper.changed() if tamper is not None else ""
-    if changed:
-        return Outcome(failure(ExecStatus.ERROR, f"the program modified the sandbox ({changed}); programs may "
-                               "not change cadquery, math or builtins", elapsed()), tampered=changed)
+    # Picking the shape may still run the program's code (a subclass's methods), so the tamper check
+    # comes after it; what is measured is a fresh cadquery object on the OCCT shape (see _as_shape).
     try:
         shape, problem = _select_shape(namespace, tree)
-        if shape is None:
-            return Outcome(failure(ExecStatus.NO_SOLID, problem, elapsed()))
+        status = ExecStatus.NO_SOLID
+    except (ProgramTimeout, MemoryError):
+        raise
+    except Exception as exc:  # OCCT failures on a broken shape, or not a CadQuery shape
+        shape, status, problem = None, ExecStatus.INVALID, f"cannot evaluate the shape: {exception_text(exc)}"
+    changed = tamper.changed(occt=profile is Profile.CADQUERY) if tamper is not None else ""
+    if changed:
+        return Outcome(failure(ExecStatus.ERROR, f"the program modified the sandbox ({changed}); programs may "
+                               "not change cadquery, OCCT's classes, math or builtins", elapsed()), tampered=changed)
+    if shape is None:
+        return Outcome(failure(status, problem, elapsed()))
+    try:
         result, shape = _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, start)
         return Outcome(result, shape if result.ok else None)
     except (ProgramTimeout, MemoryError):
@@ -161,15 +169,19 @@ def _select_shape(namespace: dict, tree: ast.Module):
 
 
 def _as_shape(value):
-    """The shape a result value stands for (Shape, Workplane, Assembly), else None."""
+    """The shape a result value stands for (Shape, Workplane, Assembly), else None.
+
+    Always a new cadquery object made here from an OCCT shape (:func:`genuine_shape`), never the
+    program's own object: a subclass of ``cq.Solid`` could answer ``Volume`` or ``isValid`` itself.
+    """
     import cadquery as cq
 
     if isinstance(value, cq.Shape):
-        return value
+        return genuine_shape(value)
     if isinstance(value, cq.Workplane):
         return _workplane_shape(value)
     if isinstance(value, cq.Assembly):
-        return value.toCompound()
+        return genuine_shape(cq.Assembly.toCompound(value))
     return None
 
 
@@ -177,12 +189,29 @@ def _workplane_shape(wp):
     import cadquery as cq
 
     try:
-        return wp.findSolid()
+        return genuine_shape(cq.Workplane.findSolid(wp))
     except ValueError:
-        shapes = [v for v in wp.vals() if isinstance(v, cq.Shape)]
+        shapes = [genuine_shape(v) for v in cq.Workplane.vals(wp) if isinstance(v, cq.Shape)]
         if len(shapes) == 1:
             return shapes[0]
         return cq.Compound.makeCompound(shapes)  # no solid: reported as invalid by _measure
+
+
+def genuine_shape(shape):
+    """``cq.Shape.cast`` of ``shape``'s OCCT shape, whose type must be OCCT's own; ``TypeError`` otherwise."""
+    import cadquery as cq
+
+    handle = shape.wrapped
+    if type(handle) not in _occt_shape_types():
+        raise TypeError(f"the result is not a CadQuery shape (its OCCT shape is a {type(handle).__name__})")
+    return cq.Shape.cast(handle)
+
+
+def _occt_shape_types() -> frozenset:
+    from OCP import TopoDS
+
+    return frozenset(getattr(TopoDS, f"TopoDS_{kind}") for kind in (
+        "Shape", "Solid", "CompSolid", "Compound", "Shell", "Face", "Wire", "Edge", "Vertex"))
 
 
 def _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, start) -> tuple[ExecResult, object]:

@@ -1,15 +1,18 @@
 """The globals a program runs with, per profile, fresh for every program; and the tamper check.
 
-Every program gets a new globals dict, a new builtins table, read-only views of
-``cadquery`` and ``math`` (:class:`~cad_recode.geometry.profiles.ReadOnlyModule`)
-and an ``__import__`` that hands out only its profile's modules. The views are
-built once per process (they hold only references) and cannot be modified.
+Every program gets a new globals dict, a new builtins table and an ``__import__``
+that hands out only its profile's modules, each as a read-only view
+(:class:`~cad_recode.geometry.profiles.ReadOnlyModule`: public names, no real
+module inside). The views are built once per process (they hold only references)
+and cannot be modified.
 
-A strict worker serves several programs, so after each it checks that nothing
-it shares with the next program was changed (:class:`TamperCheck`: the class
-dictionaries of cadquery's classes, the real ``math`` and ``builtins`` modules);
-a change fails the program and retires the worker. ``cadquery``-profile programs
-run one per process, so nothing they change can outlive them.
+After each program, before its shape is measured, the worker checks that nothing
+the measuring code or the next program relies on was changed (:class:`TamperCheck`:
+the class dictionaries of cadquery's classes, the real ``math`` and ``builtins``
+modules, and for the ``cadquery`` profile OCCT's classes too); a change fails the
+program and retires the worker. ``cadquery``-profile programs run one per process,
+so nothing they change can outlive them, but a patched ``Shape.Volume`` or
+``gp_Pnt.XYZ`` would otherwise be measured with.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import math
 
 from cad_recode.geometry.profiles import (
     CADQUERY_BUILTIN_NAMES, CADQUERY_MODULES, CADQUERY_SUBMODULES, STRICT_BUILTIN_NAMES, STRICT_CADQUERY_NAMES,
-    Profile, ReadOnlyModule, builtins_table, read_only_copy,
+    VIEW_SUBMODULES, Profile, ReadOnlyModule, builtins_table, read_only_copy,
 )
 
 
@@ -37,21 +40,17 @@ _views: dict[str, ReadOnlyModule] = {}
 def _view(name: str) -> ReadOnlyModule:
     """A read-only view of module ``name`` as a program sees it (built once)."""
     if name not in _views:
-        import cadquery
+        import importlib
 
-        if name == "math":
-            _views[name] = read_only_copy(math)
-        elif name == "cadquery/strict":
-            _views[name] = read_only_copy(cadquery, sorted(STRICT_CADQUERY_NAMES))
-        elif name == "cadquery":
-            subs = {sub: _view(f"cadquery.{sub}") for sub in CADQUERY_SUBMODULES}
-            _views[name] = read_only_copy(cadquery, extra=subs)
-        else:  # cadquery.<submodule>, as the package exposes it (cadquery.exporters is occ_impl.exporters)
-            import importlib
-
-            sub = name.partition(".")[2]
-            module = getattr(cadquery, sub, None) or importlib.import_module(name)
-            _views[name] = read_only_copy(module)
+        if name == "cadquery/strict":
+            _views[name] = read_only_copy(importlib.import_module("cadquery"), sorted(STRICT_CADQUERY_NAMES))
+        else:
+            parent, _, sub = name.rpartition(".")
+            # a submodule as its package exposes it (cadquery.exporters is occ_impl.exporters)
+            module = getattr(importlib.import_module(parent), sub, None) if parent else None
+            module = module or importlib.import_module(name)
+            subs = {s: _view(f"{name}.{s}") for s in VIEW_SUBMODULES.get(name, ())}
+            _views[name] = read_only_copy(module, extra=subs)
     return _views[name]
 
 
@@ -67,14 +66,7 @@ def _cadquery_import(name, globals=None, locals=None, fromlist=(), level=0):
     top, _, rest = name.partition(".")
     if level != 0 or top not in CADQUERY_MODULES or (rest and (top != "cadquery" or rest not in CADQUERY_SUBMODULES)):
         raise ImportError(f"import of '{name}' is not allowed in the sandbox")
-    if top == "math":
-        return _view("math")
-    if top == "cadquery":
-        return _view(name) if (rest and fromlist) else _view("cadquery")
-    import importlib
-
-    module = importlib.import_module(name)  # one process per program: nothing it changes survives
-    return module
+    return _view(name) if (rest and fromlist) else _view(top)
 
 
 def program_globals(profile: Profile) -> dict:
@@ -96,14 +88,24 @@ def program_globals(profile: Profile) -> dict:
 
 def warm_views() -> None:
     """Build every view now (in the zygote, so workers share them)."""
-    for name in ("math", "cadquery/strict", "cadquery"):
+    for name in ("cadquery/strict", *CADQUERY_MODULES):
         _view(name)
+
+
+OCCT_MODULES = ("gp", "TopoDS", "TopLoc", "TopAbs", "TopExp", "TopTools", "Bnd", "BRepBndLib", "Poly", "BRep",
+                "BRepCheck", "GProp", "BRepGProp", "BRepMesh", "BRepAlgoAPI", "BRepBuilderAPI", "BRepTools",
+                "BOPAlgo", "ShapeFix", "ShapeUpgrade", "StlAPI", "STEPControl", "IFSelect", "Interface",
+                "TColgp", "TColStd")
+"""OCP modules whose classes measuring and exporting a shape call from Python. A ``cadquery``-profile
+program can reach some of them (``type(v.toPnt())`` is ``gp_Pnt``) and patch their methods."""
 
 
 class TamperCheck:
     """Fingerprints of what programs share within a worker; :meth:`changed` names the first difference."""
 
     def __init__(self):
+        import importlib
+
         import cadquery
 
         self.targets: dict[str, object] = {"math": math, "builtins": builtins}
@@ -112,15 +114,27 @@ class TamperCheck:
             if isinstance(value, type):
                 for klass in value.__mro__[:-1]:  # not object
                     self.targets.setdefault(f"cadquery.{klass.__qualname__}", klass)
-        self.prints = {name: self._fingerprint(t) for name, t in self.targets.items()}
+        self.occt_targets: dict[str, object] = {}
+        for module_name in OCCT_MODULES:
+            module = importlib.import_module(f"OCP.{module_name}")
+            for name in dir(module):
+                value = getattr(module, name)
+                if isinstance(value, type):
+                    self.occt_targets.setdefault(f"OCP.{module_name}.{name}", value)
+        self.prints = {name: self._fingerprint(t) for name, t in {**self.targets, **self.occt_targets}.items()}
 
     @staticmethod
     def _fingerprint(target) -> dict:
         return {key: id(value) for key, value in vars(target).items()}
 
-    def changed(self) -> str:
-        """'' when nothing changed, else 'cadquery.Shape.Volume' (the first changed attribute)."""
-        for name, target in self.targets.items():
+    def changed(self, occt: bool = False) -> str:
+        """'' when nothing changed, else 'cadquery.Shape.Volume' (the first changed attribute).
+
+        ``occt``: check OCCT's classes too (about 6 ms): for the ``cadquery`` profile, whose programs
+        can reach them; a strict program names no attribute that leads to one.
+        """
+        targets = {**self.targets, **self.occt_targets} if occt else self.targets
+        for name, target in targets.items():
             now = self._fingerprint(target)
             if now != self.prints[name]:
                 keys = sorted(k for k in set(now) | set(self.prints[name]) if now.get(k) != self.prints[name].get(k))

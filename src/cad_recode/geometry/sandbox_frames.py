@@ -94,8 +94,11 @@ def _bbox(value) -> tuple[float, float, float] | None:
 
 
 def parse_result(header: dict, blob: bytearray, token: str, max_triangles: int,
-                 exports_asked: tuple[str, ...]) -> tuple[ExecResult, dict[str, bytes]]:
-    """The :class:`ExecResult` and exported files of a result frame; :class:`ProtocolViolation` if inconsistent."""
+                 exports_asked: tuple[str, ...], mesh_asked: bool = True) -> tuple[ExecResult, dict[str, bytes]]:
+    """The :class:`ExecResult` and exported files of a result frame; :class:`ProtocolViolation` if inconsistent.
+
+    ``mesh_asked``: the job asked for a mesh, so an ok result must carry one (and is checked against it).
+    """
     try:
         if header.get("token") != token:
             raise ProtocolViolation("the result is not for the job that was sent")
@@ -128,11 +131,12 @@ def parse_result(header: dict, blob: bytearray, token: str, max_triangles: int,
     for kind, size in sizes.items():
         exports[kind] = bytes(blob[offset: offset + size])
         offset += size
-    _check_consistent(result, exports, exports_asked)
+    _check_consistent(result, exports, exports_asked, mesh_asked)
     return result, exports
 
 
-def _check_consistent(result: ExecResult, exports: dict[str, bytes], exports_asked: tuple[str, ...]) -> None:
+def _check_consistent(result: ExecResult, exports: dict[str, bytes], exports_asked: tuple[str, ...],
+                      mesh_asked: bool) -> None:
     if not result.ok:
         if result.vertices is not None or exports:
             raise ProtocolViolation("a failed result carries a mesh or files")
@@ -142,6 +146,8 @@ def _check_consistent(result: ExecResult, exports: dict[str, bytes], exports_ask
         raise ProtocolViolation("an ok result without a valid solid's figures")
     if set(exports) != set(exports_asked):
         raise ProtocolViolation("an ok result without the files that were asked for")
+    if mesh_asked and result.vertices is None:
+        raise ProtocolViolation("an ok result without the mesh that was asked for")
     for kind, data in exports.items():
         if not _parses(kind, data):
             raise ProtocolViolation(f"the {kind} file does not parse")
