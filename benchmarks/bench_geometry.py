@@ -10,6 +10,9 @@ Figures (targets from issues 2 and 13):
   (bubblewrap + Landlock + seccomp), strict profile -- vs the same programs run
   in this process without a sandbox -> overhead ratio (target <= 1.3x);
 - programs/s with 2 workers vs 1 worker (target >= 1.7x; needs 2 idle cores);
+- programs/s through the same 1-worker pool under the ``cadquery`` profile (a fresh
+  process per program, then its shape measured as BREP bytes by another fresh one)
+  -> the strict / cadquery ratio;
 - CD + IoU pairs/s under the protocol (8192 samples, manifold3d booleans), on
   near pairs (a shape and its 5 %-stretched self, like a good prediction and
   its target) and on unrelated pairs (nearest-neighbour search is slower there).
@@ -117,7 +120,7 @@ def warm_pool(pool: Sandbox, workers: int, code: str) -> None:
 
 
 def measure(codes: list[str], repeats: int, metric_pairs: int) -> dict:
-    timings: dict[str, list[float]] = {"in_process": [], "sandbox_1": [], "sandbox_2": []}
+    timings: dict[str, list[float]] = {"in_process": [], "sandbox_1": [], "sandbox_2": [], "cadquery_1": []}
     startup: dict[str, float] = {}
     pools: dict[str, Sandbox] = {}
     confined = False
@@ -133,6 +136,7 @@ def measure(codes: list[str], repeats: int, metric_pairs: int) -> dict:
             "in_process": lambda: run_unsandboxed(codes),
             "sandbox_1": lambda: pools["sandbox_1"].map(codes),
             "sandbox_2": lambda: pools["sandbox_2"].map(codes),
+            "cadquery_1": lambda: pools["sandbox_1"].map(codes, profile="cadquery"),
         }
         results: dict[str, list] = {}
         for _ in range(repeats):
@@ -156,6 +160,7 @@ def measure(codes: list[str], repeats: int, metric_pairs: int) -> dict:
         "os_confinement": confined,
         "overhead_sandbox_1_vs_in_process": rates["in_process"] / rates["sandbox_1"],
         "speedup_2_vs_1_workers": rates["sandbox_2"] / rates["sandbox_1"],
+        "strict_vs_cadquery_profile": rates["sandbox_1"] / rates["cadquery_1"],
         "statuses": statuses,
         # Per program: the sandbox must not change what a program does (a timeout under load would).
         "same_outcome_all_modes": all(len({r.status for r in trio}) == 1 for trio in zip(*results.values())),
@@ -224,6 +229,8 @@ def markdown(report: dict) -> str:
         f"| sandbox, 2 workers | {rates['sandbox_2']:.1f} programs/s | |",
         f"| sandbox overhead (in-process / 1 worker) | {r['overhead_sandbox_1_vs_in_process']:.2f}x | <= 1.3x |",
         f"| 2 workers / 1 worker | {r['speedup_2_vs_1_workers']:.2f}x | >= 1.7x |",
+        f"| sandbox, 1 worker, `cadquery` profile | {rates['cadquery_1']:.1f} programs/s | |",
+        f"| strict / `cadquery` profile, 1 worker | {r['strict_vs_cadquery_profile']:.2f}x | report |",
         f"| CD + IoU, near pairs (shape vs 5 % stretched self, {r['metric_pairs']}) | "
         f"{r['metric_pairs_per_s']['near']:.1f} pairs/s | report |",
         f"| CD + IoU, unrelated pairs (neighbouring programs) | "

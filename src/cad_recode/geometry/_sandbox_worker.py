@@ -15,7 +15,8 @@ A worker, on the two pipes it was handed:
    :mod:`cad_recode.geometry._confine_worker`), sets ``RLIMIT_AS`` (its size + the
    allowance) and sends ``{"kind": "ready", ...}``;
 2. then, for each ``run`` request: runs the program under a ``SIGALRM`` timer and
-   ``RLIMIT_CPU``, writes exactly one ``result`` frame (with the request's token),
+   ``RLIMIT_CPU`` (or, for a ``measure`` request, reads a shape from the BREP bytes
+   after the header and measures it), writes exactly one ``result`` frame (with the request's token),
    drops everything the program made, and either sends ``{"kind": "idle"}`` or,
    when retiring, exits with code 0. It retires after a ``cadquery``-profile
    program, after any program that ran and failed, after a program that changed
@@ -108,21 +109,33 @@ class _Limits:
             pass
 
 
-def _run_request(request: dict, limits: _Limits, tamper, scratch: str) -> tuple[ExecResult, dict, str]:
-    """(result, exported files by kind, what the program tampered with) for one request."""
-    from cad_recode.geometry.program_exec import ProgramTimeout, execute_program, export_shape
+def _run_request(request: dict, blob: bytes, limits: _Limits, tamper, scratch: str) -> tuple[ExecResult, dict, str]:
+    """(result, exported files by kind, what the program tampered with) for one request.
+
+    A ``measure`` request carries a shape's BREP bytes (``blob``) instead of a program: the second
+    stage of a ``cadquery``-profile program, whose first stage sent the shape as a "BREP" export.
+    """
+    from cad_recode.geometry.program_exec import (
+        ProgramTimeout, execute_program, export_shape, measure_brep, shape_to_brep,
+    )
 
     timeout = float(request["timeout"])
     start = time.perf_counter()
     exports: dict[str, bytes] = {}
+    options = dict(tessellate=bool(request["tessellate"]), tolerance=float(request["tolerance"]),
+                   angular_tolerance=float(request["angular_tolerance"]), max_triangles=int(request["max_triangles"]))
     try:
         try:
             limits.arm(timeout, float(request["cpu_seconds"]))
-            outcome = execute_program(
-                request["code"], tessellate=bool(request["tessellate"]), tolerance=float(request["tolerance"]),
-                angular_tolerance=float(request["angular_tolerance"]), check=bool(request["check"]),
-                profile=request["profile"], max_triangles=int(request["max_triangles"]), tamper=tamper)
+            if request.get("stage") == "measure":
+                outcome = measure_brep(blob, **options)
+            else:
+                outcome = execute_program(request["code"], check=bool(request["check"]), profile=request["profile"],
+                                          tamper=tamper, **options)
             for kind in request["exports"] if outcome.result.ok else ():
+                if kind == "BREP":
+                    exports[kind] = shape_to_brep(outcome.shape)
+                    continue
                 path = os.path.join(scratch, f"export.{kind.lower()}")
                 export_shape(outcome.shape, path, kind, float(request["tolerance"]),
                              float(request["angular_tolerance"]))
@@ -255,13 +268,13 @@ def _serve(proto_in: int, proto_out: int, config: dict, scratch_root: str, tampe
             return 0
         request = json.loads(body[:head_len])
         try:
-            result, exports, tampered = _run_request(request, limits, tamper, scratch)
+            result, exports, tampered = _run_request(request, body[head_len:], limits, tamper, scratch)
         except MemoryError:  # even labelling the failure ran out of memory
             result, exports, tampered = ExecResult(ExecStatus.MEMORY, "program exceeded the memory limit"), {}, ""
         served += 1
         retire = bool(tampered) or retires_after(served, most, result.status, request["profile"])
         _write_all(proto_out, result_to_frame(result, request["token"], exports, retire=retire))
-        del result, exports, request
+        del result, exports, request, body
         gc.collect()  # the program's objects die here, while its result is not yet trusted
         _clear_scratch(scratch)
         if retire:

@@ -17,11 +17,15 @@ Two profiles share one OS boundary (see :mod:`cad_recode.geometry.confinement`):
     Ordinary CadQuery as people write it: loops, functions, classes, lambdas,
     ``try``, ``show_object``/``debug``/``log``, imports of ``math``, ``numpy``,
     ``random``, ``itertools``, ``functools``, ``operator``, ``collections`` and of
-    ``cadquery`` (its public names plus ``selectors``, ``exporters`` and ``func``).
-    Its Python-level rules keep the doors to the interpreter shut (no ``_``-prefixed
-    attributes, no ``exec``/``eval``/``open``/``getattr``, none of the library
-    functions that read an attribute by its name or run a string, no ``wrapped``
-    or ``toOCC``, VTK, ``fontPath`` or file readers); the OS layer is its boundary.
+    ``cadquery`` (its public names plus ``selectors``, ``exporters`` and ``func``), and the
+    submodules of :data:`VIEW_SUBMODULES` (``numpy.linalg``, ``collections.abc``, ...).
+    Its Python-level rules shut the doors to the interpreter that reviews found (no
+    ``_``-prefixed attributes, no ``exec``/``eval``/``open``/``getattr``, none of the
+    library functions that read an attribute by its name or run a string, no ``wrapped``
+    or ``toOCC``, VTK, ``fontPath`` or file readers), but ordinary Python has more (a
+    numpy object array over raw memory): they are a fence. The OS layer bounds what
+    such a program reaches, and measuring its shape in a second process bounds what it
+    can claim (:mod:`cad_recode.geometry.sandbox`).
     Default for ``exec``, ``compare``, ground-truth programs and programs edited in
     the web app.
 
@@ -94,20 +98,22 @@ STRICT_BUILTIN_NAMES = (
 # ----------------------------------------------------------------------------- cadquery profile lists
 
 CADQUERY_MODULES = ("cadquery", "math", "numpy", "random", "itertools", "functools", "operator", "collections")
-"""Top-level modules a ``cadquery``-profile program may import (``cadquery.x``: see :data:`CADQUERY_SUBMODULES`)."""
-CADQUERY_SUBMODULES = ("selectors", "exporters", "func")
+"""Top-level modules a ``cadquery``-profile program may import (their submodules: :data:`VIEW_SUBMODULES`)."""
 
 VIEW_SUBMODULES = {
-    "cadquery": CADQUERY_SUBMODULES,
+    "cadquery": ("selectors", "exporters", "func"),
     "numpy": ("linalg", "random", "fft", "polynomial"),  # not testing (runstring), f2py, lib, ctypeslib
     "collections": ("abc",),
 }
-"""The submodules a module's view holds (as views of their own); a view holds no other module."""
+"""The submodules a module's view holds (as views of their own), and the only ones a program may
+import (``from numpy.linalg import norm``); a view holds no other module."""
 
 WITHHELD_NAMES = {
     # each reads or writes an attribute named by a string, which the static check cannot see
     "operator": frozenset({"attrgetter", "methodcaller"}),
     "functools": frozenset({"update_wrapper", "wraps"}),
+    # numpy's test() runs pytest on whatever test file a program wrote into its scratch directory
+    **{name: frozenset({"test"}) for name in ("numpy", "numpy.linalg", "numpy.random", "numpy.fft", "numpy.polynomial")},
 }
 """Public names left out of a module's view."""
 

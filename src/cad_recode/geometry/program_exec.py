@@ -68,7 +68,9 @@ def execute_program(
         tree = parse_program(code)
         if check:
             check_tree(tree, profile)
-        compiled = compile(tree, "<program>", "exec")
+        # dont_inherit: this module's `from __future__ import annotations` would turn the program's
+        # annotations into strings, which typing.get_type_hints (singledispatch's register) evaluates
+        compiled = compile(tree, "<program>", "exec", dont_inherit=True)
     except ProgramRejected as exc:
         return Outcome(failure(ExecStatus.REJECTED, str(exc), elapsed()))
     except SyntaxError as exc:
@@ -110,6 +112,41 @@ def execute_program(
         raise
     except Exception as exc:  # OCCT failures on a broken shape
         return Outcome(failure(ExecStatus.INVALID, f"cannot evaluate the shape: {exception_text(exc)}", elapsed()))
+
+
+def measure_brep(
+    data: bytes, *, tessellate: bool = True, tolerance: float = TESSELLATION_TOLERANCE,
+    angular_tolerance: float = ANGULAR_TOLERANCE, max_triangles: int = DEFAULT_MAX_TRIANGLES,
+) -> Outcome:
+    """Read a shape from OCCT's BREP bytes and measure it, as :func:`execute_program` measures a program's.
+
+    The second stage of a ``cadquery``-profile program: it runs in a worker that never ran the program,
+    so nothing the program did to its own process (patched classes, a finalizer that patches them
+    later, a forged frame) reaches what is measured. The bytes are untrusted data, parsed by OCCT.
+    """
+    import io
+
+    import cadquery as cq
+
+    start = time.perf_counter()
+    elapsed = lambda: time.perf_counter() - start  # noqa: E731
+    try:
+        shape = cq.Shape.importBrep(io.BytesIO(data))
+        result, shape = _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, start)
+        return Outcome(result, shape if result.ok else None)
+    except (ProgramTimeout, MemoryError):
+        raise
+    except Exception as exc:  # OCCT failures on broken bytes or a broken shape
+        return Outcome(failure(ExecStatus.INVALID, f"cannot evaluate the shape: {exception_text(exc)}", elapsed()))
+
+
+def shape_to_brep(shape) -> bytes:
+    """OCCT's BREP text of ``shape``: exact, and what :func:`measure_brep` reads."""
+    import io
+
+    buffer = io.BytesIO()
+    shape.exportBrep(buffer)
+    return buffer.getvalue()
 
 
 def export_shape(shape, path: str, kind: str, tolerance: float, angular_tolerance: float) -> None:

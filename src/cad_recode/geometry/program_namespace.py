@@ -21,7 +21,7 @@ import builtins
 import math
 
 from cad_recode.geometry.profiles import (
-    CADQUERY_BUILTIN_NAMES, CADQUERY_MODULES, CADQUERY_SUBMODULES, STRICT_BUILTIN_NAMES, STRICT_CADQUERY_NAMES,
+    CADQUERY_BUILTIN_NAMES, CADQUERY_MODULES, STRICT_BUILTIN_NAMES, STRICT_CADQUERY_NAMES,
     VIEW_SUBMODULES, Profile, ReadOnlyModule, builtins_table, read_only_copy,
 )
 
@@ -64,7 +64,7 @@ def _strict_import(name, globals=None, locals=None, fromlist=(), level=0):
 
 def _cadquery_import(name, globals=None, locals=None, fromlist=(), level=0):
     top, _, rest = name.partition(".")
-    if level != 0 or top not in CADQUERY_MODULES or (rest and (top != "cadquery" or rest not in CADQUERY_SUBMODULES)):
+    if level != 0 or top not in CADQUERY_MODULES or (rest and rest not in VIEW_SUBMODULES.get(top, ())):
         raise ImportError(f"import of '{name}' is not allowed in the sandbox")
     return _view(name) if (rest and fromlist) else _view(top)
 

@@ -13,7 +13,12 @@ Defences, outermost first
    layer cannot start, :class:`Sandbox` raises :class:`OsSandboxUnavailable` with how
    to install it, unless the caller passes ``unsafe_no_os_sandbox=True``.
 2. **No state between programs.** A ``cadquery``-profile program runs alone in a
-   fresh process forked from the zygote. A strict worker serves at most
+   fresh process forked from the zygote, and is measured in another: its worker sends
+   only its shape, as BREP bytes, which another worker (one that never ran a
+   ``cadquery``-profile program: each retires after its one) measures and exports (:meth:`Sandbox._measure_elsewhere`), so a program that took
+   over its own process can choose the shape but not the figures reported for it
+   (ordinary Python has too many doors for the profile's rules to be the boundary).
+   A strict worker serves at most
    ``programs_per_worker`` programs, each with fresh globals, builtins and read-only
    module views; a program that changed anything shared (checked after each),
    raised, failed or timed out retires its worker. The parent applies the same rule
@@ -268,6 +273,11 @@ class Sandbox:
             else:
                 request.update(timeout=timeout, cpu_seconds=cpu, token=secrets.token_hex(16))
                 pending.append(_Job(i, request, timeout, paths))
+        two_stage = [job for job in pending if job.request["profile"] == Profile.CADQUERY.value]
+        asked = {job.index: (dict(job.request), job.paths) for job in two_stage}
+        for job in two_stage:  # the first stage: run the program, send its shape back as BREP bytes
+            job.request.update(tessellate=False, exports=["BREP"])
+            job.paths = {}
         bar = None
         if progress and pending:
             from tqdm.auto import tqdm
@@ -276,11 +286,31 @@ class Sandbox:
                        unit="prog", initial=len(requests) - len(pending))
         with self._lock:
             try:
-                self._drive(pending, results, bar)
+                self._drive(pending, results, None if two_stage else bar)
+                if two_stage:
+                    self._measure_elsewhere(two_stage, asked, results, bar)
             finally:
                 if bar is not None:
                     bar.close()
         return results  # type: ignore[return-value]
+
+    def _measure_elsewhere(self, first: list[_Job], asked: dict[int, tuple[dict, dict]], results: list,
+                           bar) -> None:
+        """The second stage of ``cadquery``-profile programs: each shape, as the BREP bytes its first stage
+        sent, is measured (and exported) by a worker that never ran a cadquery-profile program. Whatever the program
+        did to its own process, a forged frame included, can then only choose the shape that is measured."""
+        measure: deque[_Job] = deque()
+        for job in first:
+            if results[job.index].ok and job.brep is not None:
+                request, paths = asked[job.index]
+                request.update(stage="measure", code="", token=secrets.token_hex(16))
+                measure.append(_Job(job.index, request, job.timeout, paths, blob=job.brep))
+            elif bar is not None:
+                bar.update(1)
+        ran_for = {job.index: results[job.index].seconds for job in measure}
+        self._drive(measure, results, bar)
+        for index, seconds in ran_for.items():
+            results[index].seconds += seconds
 
     def _drive(self, pending: deque[_Job], results: list, bar, until_ready: bool = False) -> None:
         """Event loop: feed idle workers, collect frames, settle results, enforce deadlines, replace workers."""
@@ -341,6 +371,7 @@ class Sandbox:
         """The worker's pending result, now trusted; its files written (atomically) where the caller asked."""
         result, exports = w.pending
         w.pending = None
+        w.job.brep = exports.get("BREP") if result.ok else None
         from cad_recode.atomic import atomic_file
 
         for kind, path in (w.job.paths.items() if result.ok else ()):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -26,7 +26,10 @@ FRAME_HEAD = struct.Struct("!II")
 MAX_HEADER_BYTES = 1 << 20
 MAX_EXPORT_BYTES = 256 << 20
 """Most bytes of one exported STEP or STL file a worker may send."""
-EXPORT_KINDS = ("STEP", "STL")
+MAX_BREP_BYTES = 64 << 20
+"""Most bytes of the BREP a ``cadquery``-profile program's first stage may send (a part with thousands
+of faces takes a few MB; every such job has room for one, so the cap bounds what the parent buffers)."""
+EXPORT_KINDS = ("STEP", "STL", "BREP")  # BREP: a cadquery-profile program's shape, for the worker that measures it
 _MESH_VOLUME_TOLERANCE = 0.25  # relative; a coarse tessellation of a curved part is a few % off
 KEEPS_WORKER = (ExecStatus.OK, ExecStatus.REJECTED, ExecStatus.SYNTAX)  # statuses after which a worker may go on
 
@@ -49,10 +52,15 @@ def encode_frame(header: dict, *blobs: bytes | memoryview) -> list[bytes | memor
     return [FRAME_HEAD.pack(len(head), sum(len(b) for b in blobs)), head, *blobs]
 
 
-def frame_limits(max_triangles: int, exports: int) -> tuple[int, int]:
-    """(most header bytes, most blob bytes) a frame may have while a job with ``exports`` files asked is
-    out (no job: 0); the parent buffers no more than this of a frame before it reads it."""
-    return MAX_HEADER_BYTES, 24 * 4 * max_triangles + exports * MAX_EXPORT_BYTES
+def frame_limits(max_triangles: int, exports: Sequence[str], mesh: bool = True) -> tuple[int, int]:
+    """(most header bytes, most blob bytes) a frame may have while a job that asked for the files
+    ``exports`` (and a mesh, or not) is out; the parent buffers no more than this of a frame before it reads it."""
+    files = sum(_export_cap(kind) for kind in exports)
+    return MAX_HEADER_BYTES, (24 * 4 * max_triangles if mesh else 0) + files
+
+
+def _export_cap(kind: str) -> int:
+    return MAX_BREP_BYTES if kind == "BREP" else MAX_EXPORT_BYTES
 
 
 def result_to_frame(result: ExecResult, token: str, exports: dict[str, bytes], **extra: Any) -> list:
@@ -111,7 +119,7 @@ def parse_result(header: dict, blob: bytearray, token: str, max_triangles: int,
             raise ProtocolViolation("counts are not non-negative integers")
         sizes = header["exports"]
         if not isinstance(sizes, dict) or not set(sizes) <= set(exports_asked) or not all(
-                isinstance(n, int) and 0 <= n <= MAX_EXPORT_BYTES for n in sizes.values()):
+                isinstance(n, int) and 0 <= n <= _export_cap(kind) for kind, n in sizes.items()):
             raise ProtocolViolation("exports that were not asked for, or too large")
         result = ExecResult(status, printable_line(reason), None, None, num_faces, _number(header, "volume"),
                             _number(header, "area"), _bbox(header["bbox_min"]), _bbox(header["bbox_max"]),
@@ -170,6 +178,8 @@ def _check_mesh(result: ExecResult) -> None:
 
 
 def _parses(kind: str, data: bytes) -> bool:
+    if kind == "BREP":  # the measuring worker reads it with OCCT: this only catches a wrong kind of file
+        return data.lstrip().startswith(b"CASCADE Topology V")
     if kind == "STEP":
         return data.lstrip().startswith(b"ISO-10303-21;") and b"END-ISO-10303-21;" in data[-4096:]
     if len(data) >= 84 and len(data) == 84 + 50 * int.from_bytes(data[80:84], "little"):

@@ -81,7 +81,7 @@ class Loop:
         for w in list(self.sb._workers):
             if w.ready and w.job is None and not w.ended and self.pending:
                 job = self.pending.popleft()
-                if _send(w, job.request):
+                if _send(w, job.request, job.blob):
                     w.job, w.deadline = job, now + job.timeout + KILL_GRACE
                 else:  # the program never started: give it to the next worker
                     self.pending.appendleft(job)
@@ -202,7 +202,8 @@ class Loop:
         alive = True
         # a frame's cap is its job's: a job that asked for no files gets no room for them (a frame declared
         # at the largest cap made the parent hold 1.15 GB for a job that could send 48 MB)
-        max_head, max_blob = frame_limits(self.sb.max_triangles, len(w.job.request["exports"])) if w.job \
+        max_head, max_blob = frame_limits(self.sb.max_triangles, w.job.request["exports"],
+                                          w.job.request["tessellate"]) if w.job \
             else (MAX_HEADER_BYTES, 0)
         try:
             chunk = os.read(w.results, max(1 << 16, _frame_remaining(w.buffer)))
@@ -238,12 +239,12 @@ class Loop:
         return frames, alive
 
 
-def _send(w: _Worker, request: dict) -> bool:
+def _send(w: _Worker, request: dict, blob: bytes = b"") -> bool:
     """Write the request without blocking past :data:`SEND_TIMEOUT`: a worker that stopped reading its
     requests (a program that took it over) must not hang the parent, which holds the sandbox's lock."""
     try:
         os.set_blocking(w.requests, False)
-        frame = b"".join(bytes(part) for part in encode_frame({"kind": "run", **request}))
+        frame = b"".join(bytes(part) for part in encode_frame({"kind": "run", **request}, blob))
         _make_room(w.requests, len(frame))
         view, deadline = memoryview(frame), time.monotonic() + SEND_TIMEOUT
         while view:

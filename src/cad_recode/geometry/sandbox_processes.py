@@ -25,6 +25,8 @@ class _Job:
     request: dict
     timeout: float
     paths: dict[str, Path] = field(default_factory=dict)  # export kind -> where the parent writes it
+    blob: bytes = b""  # sent after the request's header: a measure job's BREP bytes
+    brep: bytes | None = None  # what a cadquery-profile program's first stage sent, for its measure job
 
 
 @dataclass

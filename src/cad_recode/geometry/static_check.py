@@ -34,7 +34,7 @@ import builtins
 import re
 
 from cad_recode.geometry.profiles import (
-    CADQUERY_FORBIDDEN_ATTRIBUTES, CADQUERY_MODULES, CADQUERY_SUBMODULES, FORBIDDEN_KEYWORDS, FORBIDDEN_NAMES,
+    CADQUERY_FORBIDDEN_ATTRIBUTES, CADQUERY_MODULES, FORBIDDEN_KEYWORDS, FORBIDDEN_NAMES, VIEW_SUBMODULES,
     STRICT_ATTRIBUTES, STRICT_BUILTIN_NAMES, STRICT_CADQUERY_NAMES, STRICT_KEYWORDS, STRICT_MATH_NAMES, Profile, as_profile,
 )
 
@@ -246,9 +246,17 @@ def _cadquery_problem(node: ast.AST) -> tuple[str | None, bool]:
         return (None if node.name in SPECIAL_METHODS else _name_problem(node.name, dunder_only=True)), True
     if isinstance(node, ast.Attribute):
         return _cadquery_attribute(node.attr), True
+    if _has_string_annotation(node):
+        return "string annotations are not allowed (typing evaluates them as code the check cannot see)", True
     if isinstance(node, ast.keyword) and node.arg and (node.arg.startswith("__") or node.arg in FORBIDDEN_KEYWORDS):
         return f"keyword '{node.arg}' is not allowed", True
     return None, True
+
+
+def _has_string_annotation(node: ast.AST) -> bool:
+    annotations = [getattr(node, "annotation", None), getattr(node, "returns", None)]  # ast.arg, AnnAssign; defs
+    return any(isinstance(inner, ast.Constant) and isinstance(inner.value, str)
+               for annotation in annotations if isinstance(annotation, ast.AST) for inner in ast.walk(annotation))
 
 
 def _cadquery_attribute(attr: str) -> str | None:
@@ -266,7 +274,7 @@ def _imported_name_problem(module: str, name: str) -> str | None:
 
 def _cadquery_module(name: str) -> str | None:
     top, _, rest = name.partition(".")
-    if top in CADQUERY_MODULES and (not rest or (top == "cadquery" and rest in CADQUERY_SUBMODULES)):
+    if top in CADQUERY_MODULES and (not rest or rest in VIEW_SUBMODULES.get(top, ())):
         return None
-    return f"import of '{name}' is not allowed (only {', '.join(CADQUERY_MODULES)}, " \
-           f"and cadquery.{{{','.join(CADQUERY_SUBMODULES)}}})"
+    submodules = ", ".join(f"{top}.{{{','.join(subs)}}}" for top, subs in VIEW_SUBMODULES.items())
+    return f"import of '{name}' is not allowed (only {', '.join(CADQUERY_MODULES)}, and {submodules})"

@@ -1,9 +1,17 @@
-"""A program that writes its own result frame (or garbage) into the worker's channel is not believed."""
+"""A program that writes its own result frame (or garbage) into the worker's channel is not believed.
+
+A ``cadquery``-profile program is measured in two stages: it runs in one worker, which sends its
+shape back as BREP bytes, and a fresh worker that never ran it measures those. A program that takes
+over its worker (here with the static check off; the review that led to this found ways with it on)
+can then only choose the shape, never the figures reported for it.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -43,3 +51,84 @@ def test_step_export_asked_for_is_written_by_the_parent(pool, tmp_path):
     step = tmp_path / "part.step"
     result = pool.run("import cadquery as cq\nr = cq.Workplane().box(1, 2, 3)\n", step_path=step)
     assert result.ok and step.read_bytes().startswith(b"ISO-10303-21;")
+
+
+# Takes over its worker, answers its own job with a well-formed "ok" claiming a volume of 4242 (the shape it
+# hands over is a 1 x 2 x 3 box) and exits cleanly, as an honest worker would.
+FORGE_AND_EXIT = REACH_OS + (
+    "sys = o['sys']\n"
+    "json, io, cq = sys.modules['json'], sys.modules['io'], sys.modules['cadquery']\n"
+    "F = sys.modules['cad_recode.geometry.sandbox_frames']\n"
+    "found, f = {}, sys._getframe()\n"
+    "while f is not None:\n"
+    "    found.update({k: v for k, v in f.f_locals.items() if k in ('proto_out', 'request') and k not in found})\n"
+    "    f = f.f_back\n"
+    "brep = io.BytesIO()\n"
+    "cq.Workplane().box(1, 2, 3).val().exportBrep(brep)\n"
+    "brep = brep.getvalue()\n"
+    "head = json.dumps({'kind': 'result', 'token': found['request']['token'], 'status': 'ok', 'reason': '',"
+    " 'num_faces': 6, 'volume': 4242.0, 'area': 6.0, 'bbox_min': [0, 0, 0], 'bbox_max': [1, 1, 1], 'seconds': 0,"
+    " 'nv': 0, 'nf': 0, 'exports': {'BREP': len(brep)}, 'retire': True}).encode()\n"
+    "o['write'](found['proto_out'], F.FRAME_HEAD.pack(len(head), len(brep)) + head + brep)\n"
+    "o['_exit'](0)\n"
+)
+
+# With the static check on (a second review's find): a finalizer, re-armed at every collection, patches
+# cadquery's Shape once the `wrapped` getter (run while the shape is picked, before the tamper check) has
+# timed the next collection to land inside the measuring. The solid built is a 300-sided prism, volume 0.785.
+PATCH_WHILE_MEASURED = """import cadquery as cq
+st = {'phase': 0, 'fired': 0}
+keep = []
+fake = cq.Workplane().box(10, 10, 10).val()
+V0, B0, T0, A0 = cq.Shape.Volume, cq.Shape.BoundingBox, cq.Shape.tessellate, cq.Shape.Area
+def fin(self):
+    st['fired'] = st['fired'] + 1
+    if st['phase'] == 2:
+        cq.Shape.Volume = lambda s, tol=None: V0(fake)
+        cq.Shape.BoundingBox = lambda s, tolerance=None, optimal=True: B0(fake)
+        cq.Shape.tessellate = lambda s, tol, ang=0.1: T0(fake, tol, ang)
+        cq.Shape.Area = lambda s: A0(fake)
+        st['phase'] = 3
+    arm()
+X = type('X', (), {'__del__': fin})
+def arm():
+    o = X()
+    o.me = o
+arm()
+class S(cq.Solid):
+    def get(self):
+        if st['phase'] == 1:
+            n = st['fired']
+            tmp = keep
+            while st['fired'] == n:
+                tmp.append([])
+            for i in range(550):
+                keep.append([])
+            st['phase'] = 2
+        return self.h
+    def put(self, value):
+        self.h = value
+    wrapped = property(get, put)
+g = cq.Workplane().polygon(300, 1).extrude(1).val()
+r = S.makeSolid(g.Shells()[0])
+st['phase'] = 1
+"""
+
+
+def test_a_forged_result_gets_only_the_shape_it_hands_over_measured(pool, marker, tmp_path):
+    step = tmp_path / "part.step"
+    result = pool.run(FORGE_AND_EXIT, _unchecked=True, profile="cadquery", step_path=step)
+    assert result.ok, result.reason
+    assert result.volume == pytest.approx(6.0) and result.num_faces == 6
+    assert result.bbox_max == pytest.approx((0.5, 1.0, 1.5))
+    assert result.to_trimesh().volume == pytest.approx(6.0, rel=1e-3)  # the mesh the caller asked for, made there
+    assert step.read_bytes().startswith(b"ISO-10303-21;")
+    assert not marker.exists()
+
+
+def test_a_patch_a_finalizer_makes_late_does_not_reach_the_figures(pool):
+    result = pool.run(PATCH_WHILE_MEASURED, profile="cadquery")
+    assert result.ok, result.reason
+    assert result.volume == pytest.approx(0.785, rel=2e-3) and result.num_faces == 302
+    assert result.bbox_max[0] - result.bbox_min[0] == pytest.approx(1.0, rel=1e-3)
+    assert result.to_trimesh().volume == pytest.approx(0.785, rel=2e-3)

@@ -33,6 +33,14 @@ CLOSED_ROUTES = {
                               "attribute 'methodcaller' is not allowed"),
     "functools_update_wrapper": ("import functools, random\nfunctools.update_wrapper(print, random, assigned=('_os',))\n",
                                  "rejected", "attribute 'update_wrapper' is not allowed"),
+    # typing.get_type_hints (singledispatch's and cadquery's multimethod register) evaluates string annotations
+    "singledispatch_string_annotation": (
+        "import functools\n@functools.singledispatch\ndef f(x):\n    return 0\n"
+        "def g(x: \"(o := ().__class__) and int\"):\n    return 1\nf.register(g)\n",
+        "rejected", "string annotations are not allowed"),
+    "multimethod_string_annotation": (
+        "import cadquery as cq\ndef g(self, x: 'int') -> 'cq.Sketch':\n    return self\ncq.Sketch.segment.register(g)\n",
+        "rejected", "string annotations are not allowed"),
     # the OCCT handle, from which OCCT's own classes (and their methods) are one type() away
     "to_occ": ("import cadquery as cq\nh = cq.Workplane().box(1, 1, 1).val().toOCC()\n", "rejected",
                "attribute 'toOCC' is not allowed"),
@@ -45,6 +53,11 @@ UNCHECKED_ROUTES = {
     "attrgetter": ("import operator\nx = operator.attrgetter\n", "operator.attrgetter is not available"),
     "update_wrapper": ("import functools\nx = functools.update_wrapper\n", "functools.update_wrapper is not available"),
     "wraps": ("from functools import wraps\n", "cannot import name 'wraps'"),
+    # runs pytest on a test file the program wrote into its scratch directory
+    "numpy_test": ("import numpy as np\nx = np.linalg.test\n", "numpy.linalg.test is not available"),
+    # the worker's own `from __future__ import annotations` is not inherited: annotations are evaluated, and checked
+    "annotations_are_not_strings": ("def g(x: undefined_name):\n    return 1\n",
+                                    "NameError: name 'undefined_name' is not defined"),
 }
 
 # Answers every question the measuring code used to ask it with a consistent unit cube, and is nothing.
@@ -106,11 +119,11 @@ def test_module_views_hold_without_the_static_check(pool, marker, code, text):
 
 def test_what_numpy_and_collections_offer_still_works(pool):
     code = ("import cadquery as cq\nimport numpy as np\nfrom numpy import linalg\nimport collections\n"
-            "from collections import namedtuple\nimport functools, operator\n"
-            "P = namedtuple('P', 'x y')\n"
+            "from collections import namedtuple\nfrom collections.abc import Sequence\nimport functools, operator\n"
+            "from numpy.linalg import norm\nP = namedtuple('P', 'x y')\n"
             "w = float(np.linalg.norm(np.array([3.0, 4.0])) + linalg.norm([0.0, 1.0]))\n"  # 6
-            "h = functools.reduce(operator.add, [1, 1])\n"  # 2
-            "d = P(3, 4).x if isinstance([], collections.abc.Sequence) else 0\n"  # 3
+            "h = functools.reduce(operator.add, [1, 1]) * norm([1.0])\n"  # 2
+            "d = P(3, 4).x if isinstance([], collections.abc.Sequence) and Sequence else 0\n"  # 3
             "r = cq.Workplane('XY').box(w, h, d + np.random.default_rng(0).integers(1, 2))\n")
     result = pool.run(code, profile="cadquery")
     assert result.ok, result.reason

@@ -121,7 +121,7 @@ def test_a_frame_larger_than_its_job_could_need_is_never_buffered(pool, marker):
     for a STEP and an STL file) had the parent hold 1.15 GB before it read the header."""
     import tracemalloc
 
-    blob = 200 << 20  # over this job's cap (a mesh at most: 48 MB), under the cap of a job with both exports
+    blob = 200 << 20  # over this job's cap (a first stage's BREP: 64 MB at most), under a job's with both exports
     code = FIND_CHANNELS + (
         "head = b'{}'\n"
         f"o['write'](out, F.FRAME_HEAD.pack(len(head), {blob}) + head)\n"
@@ -154,14 +154,18 @@ def test_a_late_exit_report_is_never_read_as_the_next_workers(pool, marker):
     code = KEEP_THE_WORKER.split("answer(token, 'error', 0.0)")[0] + (
         "sig = sys.modules['signal']\n"
         "sig.signal(sig.SIGALRM, sig.SIG_IGN)\nsig.signal(sig.SIGXCPU, sig.SIG_IGN)\n"
-        "send_raw(json.dumps({'kind': 'result', 'token': token, 'status': 'ok', 'reason': '', 'num_faces': 6,"
+        "brep = sys.modules['io'].BytesIO()\n"
+        "sys.modules['cadquery'].Workplane().box(1, 1, 1).val().exportBrep(brep)\n"
+        "brep = brep.getvalue()\n"
+        "head = json.dumps({'kind': 'result', 'token': token, 'status': 'ok', 'reason': '', 'num_faces': 6,"
         " 'volume': 4242.0, 'area': 6.0, 'bbox_min': [0, 0, 0], 'bbox_max': [1, 1, 1], 'seconds': 0, 'nv': 0,"
-        " 'nf': 0, 'exports': {}, 'retire': True}).encode())\n"
+        " 'nf': 0, 'exports': {'BREP': len(brep)}, 'retire': True}).encode()\n"
+        "o['write'](out, F.FRAME_HEAD.pack(len(head), len(brep)) + head + brep)\n"
         "while True:\n    pass\n"
     )
 
-    # no mesh asked for, so the forged frame (it carries none) passes as a result and only the exit can give it away
-    result = pool.run(code, _unchecked=True, profile="cadquery", tessellate=False)
+    # a well-formed first-stage frame (no mesh, the shape's BREP): only the exit can give it away
+    result = pool.run(code, _unchecked=True, profile="cadquery")
 
     assert result.status.value == "crashed" and "did not finish cleanly" in result.reason, result
     assert_contained(pool, result, marker)
