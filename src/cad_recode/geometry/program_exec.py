@@ -69,6 +69,8 @@ def execute_program(
         tree = parse_program(code)
         if check:
             check_tree(tree, profile)
+        if profile is Profile.STRICT:  # a strict worker serves many programs: nothing shared may change in place
+            tree = ast.fix_missing_locations(_PlainAugmentedAssignment().visit(tree))
         # dont_inherit: this module's `from __future__ import annotations` would turn the program's
         # annotations into strings, which typing.get_type_hints (singledispatch's register) evaluates
         compiled = compile(tree, "<program>", "exec", dont_inherit=True)
@@ -115,6 +117,17 @@ def execute_program(
         return Outcome(failure(ExecStatus.INVALID, f"cannot evaluate the shape: {exception_text(exc)}", elapsed()))
 
 
+class _PlainAugmentedAssignment(ast.NodeTransformer):
+    """``x op= y`` becomes ``x = x op y``: an in-place operator on a shared object (``cq.Sketch.arc |= {...}``
+    on cadquery's multimethod, a dict) would change it for every later program of the worker."""
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST:
+        if not isinstance(node.target, ast.Name):  # strict refuses attribute and item assignment anyway
+            return node
+        value = ast.BinOp(left=ast.Name(id=node.target.id, ctx=ast.Load()), op=node.op, right=node.value)
+        return ast.copy_location(ast.Assign(targets=[node.target], value=value), node)
+
+
 def measure_brep(
     data: bytes, *, tessellate: bool = True, tolerance: float = TESSELLATION_TOLERANCE,
     angular_tolerance: float = ANGULAR_TOLERANCE, max_triangles: int = DEFAULT_MAX_TRIANGLES,
@@ -131,8 +144,13 @@ def measure_brep(
 
     start = time.perf_counter()
     elapsed = lambda: time.perf_counter() - start  # noqa: E731
+    from OCP.BRepTools import BRepTools
+
     try:
         shape = cq.Shape.importBrep(io.BytesIO(data))
+        # the bytes may carry faces' triangulations, which bounding box, mesh and STL would reuse: the
+        # program's own mesh, of any shape. Force: also where a face has no surface, which is then invalid.
+        BRepTools.Clean_s(shape.wrapped, True)
         result, shape = _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, start)
         return Outcome(result, shape if result.ok else None)
     except (ProgramTimeout, MemoryError):
@@ -142,11 +160,14 @@ def measure_brep(
 
 
 def shape_to_brep(shape) -> bytes:
-    """OCCT's BREP text of ``shape``: exact, and what :func:`measure_brep` reads."""
+    """OCCT's BREP text of ``shape``, geometry only (no triangulation): exact, and what :func:`measure_brep` reads."""
     import io
 
+    from OCP.BRepTools import BRepTools
+    from OCP.TopTools import TopTools_FormatVersion
+
     buffer = io.BytesIO()
-    shape.exportBrep(buffer)
+    BRepTools.Write_s(shape.wrapped, buffer, False, False, TopTools_FormatVersion.TopTools_FormatVersion_CURRENT)
     return buffer.getvalue()
 
 

@@ -132,3 +132,38 @@ def test_a_patch_a_finalizer_makes_late_does_not_reach_the_figures(pool):
     assert result.volume == pytest.approx(0.785, rel=2e-3) and result.num_faces == 302
     assert result.bbox_max[0] - result.bbox_min[0] == pytest.approx(1.0, rel=1e-3)
     assert result.to_trimesh().volume == pytest.approx(0.785, rel=2e-3)
+
+
+# Full Python (the static check off) re-meshes its cube's faces 100 units away and squashed: a BREP may
+# carry each face's triangulation, which bounding box, mesh and STL export would reuse (a third review's find).
+FORGED_TRIANGULATION = REACH_OS + (
+    "sys = o['sys']\n"
+    "cq, Poly, gp = sys.modules['cadquery'], sys.modules['OCP.Poly'], sys.modules['OCP.gp']\n"
+    "BRep, TopLoc = sys.modules['OCP.BRep'], sys.modules['OCP.TopLoc']\n"
+    "r = cq.Workplane().box(10, 10, 10)\n"
+    "s = r.val()\n"
+    "s.mesh(0.001, 0.1)\n"
+    "b = BRep.BRep_Builder()\n"
+    "for f in s.Faces():\n"
+    "    t = BRep.BRep_Tool.Triangulation_s(f.wrapped, TopLoc.TopLoc_Location())\n"
+    "    n = Poly.Poly_Triangulation(t.NbNodes(), t.NbTriangles(), False)\n"
+    "    for i in range(1, t.NbNodes() + 1):\n"
+    "        p = t.Node(i)\n"
+    "        n.SetNode(i, gp.gp_Pnt(p.X() * 10 + 100, p.Y() / 10, p.Z()))\n"
+    "    for i in range(1, t.NbTriangles() + 1):\n"
+    "        n.SetTriangle(i, t.Triangle(i))\n"
+    "    n.Deflection(0.0)\n"
+    "    b.UpdateFace(f.wrapped, n)\n"
+)
+
+
+def test_a_triangulation_in_the_brep_is_not_the_mesh(pool, tmp_path):
+    import trimesh
+
+    stl = tmp_path / "part.stl"
+    result = pool.run(FORGED_TRIANGULATION, _unchecked=True, profile="cadquery", stl_path=stl)
+    assert result.ok, result.reason
+    assert result.volume == pytest.approx(1000.0)
+    assert [*result.bbox_min, *result.bbox_max] == pytest.approx([-5, -5, -5, 5, 5, 5], abs=1e-3)
+    assert [*result.vertices.min(axis=0), *result.vertices.max(axis=0)] == pytest.approx([-5, -5, -5, 5, 5, 5])
+    assert trimesh.load(stl).bounds.ravel() == pytest.approx([-5, -5, -5, 5, 5, 5])
