@@ -44,3 +44,18 @@ def test_strict_profile_refuses_them_and_names_the_other_profile():
         result = strict.run(PROGRAMS["loops_and_functions"])
     assert result.status.value == "rejected"
     assert "profile 'cadquery'" in result.reason
+
+
+def test_measured_in_a_second_process_the_mesh_is_the_one_strict_makes():
+    """The second stage reads the shape from exact binary BREP: the same mesh, triangle for triangle."""
+    from cad_recode.geometry.shapes import EXAMPLE_SHAPES, example_program
+
+    codes = [example_program(name) for name in EXAMPLE_SHAPES]
+    with Sandbox(workers=2) as sandbox:
+        strict = sandbox.map(codes)
+        two_stage = sandbox.map(codes, profile="cadquery")
+    for name, a, b in zip(EXAMPLE_SHAPES, strict, two_stage):
+        assert a.ok and b.ok, (name, a.reason, b.reason)
+        assert (a.volume, a.area, a.num_faces, a.bbox_min, a.bbox_max) == (b.volume, b.area, b.num_faces, b.bbox_min,
+                                                                           b.bbox_max), name
+        assert (a.vertices == b.vertices).all() and (a.faces == b.faces).all(), name

@@ -132,26 +132,31 @@ def measure_brep(
     data: bytes, *, tessellate: bool = True, tolerance: float = TESSELLATION_TOLERANCE,
     angular_tolerance: float = ANGULAR_TOLERANCE, max_triangles: int = DEFAULT_MAX_TRIANGLES,
 ) -> Outcome:
-    """Read a shape from OCCT's BREP bytes and measure it, as :func:`execute_program` measures a program's.
+    """Read a shape from OCCT's binary BREP bytes and measure it, as :func:`execute_program` measures a program's.
 
-    The second stage of a ``cadquery``-profile program: it runs in a worker that never ran the program,
-    so nothing the program did to its own process (patched classes, a finalizer that patches them
-    later, a forged frame) reaches what is measured. The bytes are untrusted data, parsed by OCCT.
+    The second stage of a ``cadquery``-profile program: it runs in a worker that never ran such a
+    program, so nothing the program did to its own process (patched classes, a finalizer that patches
+    them later, a forged frame) reaches what is measured. The bytes are untrusted data, parsed by OCCT.
+    The binary format keeps every number exact, so the mesh is the one the program's process would make.
     """
     import io
 
     import cadquery as cq
+    from OCP.BinTools import BinTools
+    from OCP.BRepTools import BRepTools
+    from OCP.TopoDS import TopoDS_Shape
 
     start = time.perf_counter()
     elapsed = lambda: time.perf_counter() - start  # noqa: E731
-    from OCP.BRepTools import BRepTools
-
     try:
-        shape = cq.Shape.importBrep(io.BytesIO(data))
+        handle = TopoDS_Shape()
+        BinTools.Read_s(handle, io.BytesIO(data))
+        if handle.IsNull():
+            raise ValueError("the bytes hold no shape")
         # the bytes may carry faces' triangulations, which bounding box, mesh and STL would reuse: the
         # program's own mesh, of any shape. Force: also where a face has no surface, which is then invalid.
-        BRepTools.Clean_s(shape.wrapped, True)
-        result, shape = _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, start)
+        BRepTools.Clean_s(handle, True)
+        result, shape = _measure(cq.Shape.cast(handle), tessellate, tolerance, angular_tolerance, max_triangles, start)
         return Outcome(result, shape if result.ok else None)
     except (ProgramTimeout, MemoryError):
         raise
@@ -160,14 +165,13 @@ def measure_brep(
 
 
 def shape_to_brep(shape) -> bytes:
-    """OCCT's BREP text of ``shape``, geometry only (no triangulation): exact, and what :func:`measure_brep` reads."""
+    """OCCT's binary BREP of ``shape``, geometry only (no triangulation): exact, and what :func:`measure_brep` reads."""
     import io
 
-    from OCP.BRepTools import BRepTools
-    from OCP.TopTools import TopTools_FormatVersion
+    from OCP.BinTools import BinTools, BinTools_FormatVersion
 
     buffer = io.BytesIO()
-    BRepTools.Write_s(shape.wrapped, buffer, False, False, TopTools_FormatVersion.TopTools_FormatVersion_CURRENT)
+    BinTools.Write_s(shape.wrapped, buffer, False, False, BinTools_FormatVersion.BinTools_FormatVersion_CURRENT)
     return buffer.getvalue()
 
 

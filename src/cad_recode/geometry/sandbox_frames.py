@@ -179,7 +179,7 @@ def _check_mesh(result: ExecResult) -> None:
 
 def _parses(kind: str, data: bytes) -> bool:
     if kind == "BREP":  # the measuring worker reads it with OCCT: this only catches a wrong kind of file
-        return data.lstrip().startswith(b"CASCADE Topology V")
+        return data.lstrip().startswith(b"Open CASCADE Topology V")  # OCCT's binary BREP
     if kind == "STEP":
         return data.lstrip().startswith(b"ISO-10303-21;") and b"END-ISO-10303-21;" in data[-4096:]
     if len(data) >= 84 and len(data) == 84 + 50 * int.from_bytes(data[80:84], "little"):
