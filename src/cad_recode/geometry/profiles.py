@@ -113,7 +113,8 @@ WITHHELD_NAMES = {
     "operator": frozenset({"attrgetter", "methodcaller"}),
     "functools": frozenset({"update_wrapper", "wraps"}),
     # numpy's test() runs pytest on whatever test file a program wrote into its scratch directory
-    **{name: frozenset({"test"}) for name in ("numpy", "numpy.linalg", "numpy.random", "numpy.fft", "numpy.polynomial")},
+    **{name: frozenset({"test"})
+       for name in ("numpy", "numpy.linalg", "numpy.random", "numpy.fft", "numpy.polynomial")},
 }
 """Public names left out of a module's view."""
 

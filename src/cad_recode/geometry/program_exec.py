@@ -3,9 +3,10 @@
 :func:`execute_program` is what a worker runs for each request, and what
 :func:`cad_recode.geometry.sandbox.execute_unsandboxed` runs in the calling process
 (the benchmark's baseline); :func:`measure_brep` is the second stage of a
-``cadquery``-profile program, run by another worker on the shape's BREP bytes. Limits (timeouts, memory) and confinement are the
-caller's business; every program failure becomes an :class:`ExecResult`, except
-:class:`ProgramTimeout` and ``MemoryError``, which go to the caller to label.
+``cadquery``-profile program, run by another worker on the shape's BREP bytes.
+Limits (timeouts, memory) and confinement are the caller's business; every program
+failure becomes an :class:`ExecResult`, except :class:`ProgramTimeout` and
+``MemoryError``, which go to the caller to label.
 The rule that picks the result shape, and validity, are in the sandbox module doc.
 """
 

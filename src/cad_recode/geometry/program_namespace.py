@@ -11,8 +11,9 @@ the measuring code or the next program relies on was changed (:class:`TamperChec
 the class dictionaries of cadquery's classes, the real ``math`` and ``builtins``
 modules, and for the ``cadquery`` profile OCCT's classes too); a change fails the
 program and retires the worker. ``cadquery``-profile programs run one per process,
-so nothing they change can outlive them, but a patched ``Shape.Volume`` or
-``gp_Pnt.XYZ`` would otherwise be measured with.
+so nothing they change can outlive them, and their shapes are measured in another
+(see :mod:`cad_recode.geometry.sandbox`); the check still fails one that patched
+what it would be measured with (``Shape.Volume``, ``gp_Pnt.XYZ``).
 """
 
 from __future__ import annotations
