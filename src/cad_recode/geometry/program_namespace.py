@@ -12,8 +12,8 @@ the class dictionaries of cadquery's classes, the real ``math`` and ``builtins``
 modules, and for the ``cadquery`` profile OCCT's classes too); a change fails the
 program and retires the worker. ``cadquery``-profile programs run one per process,
 so nothing they change can outlive them, and their shapes are measured in another
-(see :mod:`cad_recode.geometry.sandbox`); the check still fails one that patched
-what it would be measured with (``Shape.Volume``, ``gp_Pnt.XYZ``).
+(see :mod:`cad_recode.geometry.sandbox`); the check is kept for them as a second
+line: a program that patched ``Shape.Volume`` or ``gp_Pnt.XYZ`` fails outright.
 """
 
 from __future__ import annotations

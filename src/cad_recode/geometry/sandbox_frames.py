@@ -29,7 +29,6 @@ MAX_EXPORT_BYTES = 256 << 20
 MAX_BREP_BYTES = 64 << 20
 """Most bytes of the BREP a ``cadquery``-profile program's first stage may send (a part with thousands
 of faces takes a few MB; every such job has room for one, so the cap bounds what the parent buffers)."""
-EXPORT_KINDS = ("STEP", "STL", "BREP")  # BREP: a cadquery-profile program's shape, for the worker that measures it
 _MESH_VOLUME_TOLERANCE = 0.25  # relative; a coarse tessellation of a curved part is a few % off
 KEEPS_WORKER = (ExecStatus.OK, ExecStatus.REJECTED, ExecStatus.SYNTAX)  # statuses after which a worker may go on
 
