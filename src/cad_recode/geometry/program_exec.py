@@ -296,6 +296,10 @@ def _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, sta
         shape = solids[0]
     if not shape.isValid():
         return failure(ExecStatus.INVALID, "the solid fails the B-rep validity check (BRepCheck)", elapsed()), None
+    stray = _stray_sub_shape(shape)
+    if stray:
+        return failure(ExecStatus.INVALID, f"the solid carries an internal {stray}, one that bounds nothing; "
+                       "its box, area and mesh would not be the solid's", elapsed()), None
     num_faces = len(shape.Faces())
     if num_faces <= 2:
         return failure(ExecStatus.INVALID, f"the solid has {num_faces} faces; a valid solid has more than 2",
@@ -320,6 +324,26 @@ def _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, sta
         ExecStatus.OK, "", vertices, faces, num_faces, float(volume), float(shape.Area()),
         (box.xmin, box.ymin, box.zmin), (box.xmax, box.ymax, box.zmax), elapsed(),
     ), shape
+
+
+def _stray_sub_shape(shape) -> str:
+    """The kind ("face", "edge" or "vertex") of a sub-shape oriented INTERNAL or EXTERNAL, or "".
+
+    BRepCheck accepts a solid holding a sheet or a vertex that bounds nothing, and its volume stays right,
+    but bounding box, area and tessellation count them: a 1 x 2 x 3 box with an internal 1000 x 1000 sheet
+    measures 1000 wide. No CadQuery call builds one; code that reaches OCCT itself can. The explorer composes
+    orientations, so whatever sits in an internal shell or wire is found as internal too.
+    """
+    from OCP.TopAbs import TopAbs_EDGE, TopAbs_EXTERNAL, TopAbs_FACE, TopAbs_INTERNAL, TopAbs_VERTEX
+    from OCP.TopExp import TopExp_Explorer
+
+    for kind, name in ((TopAbs_FACE, "face"), (TopAbs_EDGE, "edge"), (TopAbs_VERTEX, "vertex")):
+        explorer = TopExp_Explorer(shape.wrapped, kind)
+        while explorer.More():
+            if explorer.Current().Orientation() in (TopAbs_INTERNAL, TopAbs_EXTERNAL):
+                return name
+            explorer.Next()
+    return ""
 
 
 def _leaves(shape):

@@ -168,3 +168,34 @@ def test_a_triangulation_in_the_brep_is_not_the_mesh(pool, tmp_path):
     assert [*result.bbox_min, *result.bbox_max] == pytest.approx([-5, -5, -5, 5, 5, 5], abs=1e-3)
     assert [*result.vertices.min(axis=0), *result.vertices.max(axis=0)] == pytest.approx([-5, -5, -5, 5, 5, 5])
     assert trimesh.load(stl).bounds.ravel() == pytest.approx([-5, -5, -5, 5, 5, 5])
+
+
+# Full Python hands over a 1 x 2 x 3 box that also holds an internal 1000 x 1000 sheet or an internal vertex
+# 400 units up (a fourth review's find): BRepCheck accepts either and the volume stays 6, but box, area and
+# mesh would count them.
+INTERNAL_EXTRA = REACH_OS + (
+    "sys = o['sys']\n"
+    "cq, BRep, TopoDS = sys.modules['cadquery'], sys.modules['OCP.BRep'], sys.modules['OCP.TopoDS']\n"
+    "make, gp, TopAbs = sys.modules['OCP.BRepBuilderAPI'], sys.modules['OCP.gp'], sys.modules['OCP.TopAbs']\n"
+    "b = BRep.BRep_Builder()\n"
+    "solid = TopoDS.TopoDS_Solid()\n"
+    "b.MakeSolid(solid)\n"
+    "b.Add(solid, cq.Workplane().box(1, 2, 3).val().Shells()[0].wrapped)\n"
+    "if EXTRA == 'sheet':\n"
+    "    extra = TopoDS.TopoDS_Shell()\n"
+    "    b.MakeShell(extra)\n"
+    "    plane = gp.gp_Pln(gp.gp_Pnt(0, 0, 0), gp.gp_Dir(0, 0, 1))\n"
+    "    b.Add(extra, make.BRepBuilderAPI_MakeFace(plane, -500, 500, -500, 500).Face())\n"
+    "else:\n"
+    "    extra = make.BRepBuilderAPI_MakeVertex(gp.gp_Pnt(0, 0, 400)).Vertex()\n"
+    "b.Add(solid, extra.Oriented(TopAbs.TopAbs_INTERNAL))\n"
+    "r = cq.Solid(solid)\n"
+)
+
+
+@pytest.mark.parametrize(("extra", "found"), [("sheet", "internal face"), ("vertex", "internal vertex")])
+def test_a_solid_holding_an_internal_sheet_or_vertex_is_invalid_not_stretched(pool, extra, found):
+    result = pool.run(f"EXTRA = {extra!r}\n" + INTERNAL_EXTRA, _unchecked=True, profile="cadquery")
+    assert result.status.value == "invalid", (result.status, result.reason, result.bbox_max)
+    assert found in result.reason
+    assert pool.run("import cadquery as cq\nr = cq.Workplane().box(1, 2, 3)\n", profile="cadquery").ok
