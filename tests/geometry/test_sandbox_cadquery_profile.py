@@ -59,3 +59,16 @@ def test_measured_in_a_second_process_the_mesh_is_the_one_strict_makes():
         assert (a.volume, a.area, a.num_faces, a.bbox_min, a.bbox_max) == (b.volume, b.area, b.num_faces, b.bbox_min,
                                                                            b.bbox_max), name
         assert (a.vertices == b.vertices).all() and (a.faces == b.faces).all(), name
+
+
+def test_a_cq_editor_script_runs_under_its_name():
+    """CQ-editor runs scripts as ``__cq_main__``: the guarded ``show_object`` and a literal's ``format`` both run."""
+    import math
+
+    # no variable holds the part afterwards, so only the guarded show_object can have picked it
+    program = PROGRAMS["cq_editor_script"] + "part = None\n"
+    with Sandbox(timeout=30.0, profile="cadquery") as sandbox:
+        result = sandbox.run(program)
+    assert result.ok, result.reason
+    expected = math.pi * (30**2 - 10**2) * 8 - 6 * math.pi * 2.5**2 * 8
+    assert result.volume == pytest.approx(expected, rel=1e-6)

@@ -154,6 +154,7 @@ CADQUERY_ACCEPTED = {
     "star_and_names": "from cadquery import *\nfrom numpy import array, linspace\nfrom math import pi, cos\n",
     "class_init": "class A:\n    def __init__(self):\n        self.x = 1\n",
     "main_guard": "if __name__ == '__main__':\n    show_object(1)\n",
+    "literal_format": "name = 'part_{}: {:.2f} {w:>{n}} {0!r}'.format(1, 2.0, w='a', n=5)\nx = f'{name}'\n",
 }
 
 
@@ -178,6 +179,13 @@ CADQUERY_REJECTED = {
     "numpy_star": ("from numpy import *\n", "'from numpy import *' is not allowed"),
     "genfromtxt": ("d = np.genfromtxt('/x')\n", "attribute 'genfromtxt' is not allowed"),
     "fromregex": ("d = np.fromregex('/x', 'a', float)\n", "attribute 'fromregex' is not allowed"),
+    # a field that reads an attribute or an item, in the literal or in its nested spec; format on a non-literal
+    "format_attribute": ("x = '{0.__class__}'.format(1)\n", "attribute 'format' is allowed only on a string literal"),
+    "format_item": ("x = '{0[0]}'.format([1])\n", "attribute 'format' is allowed only"),
+    "format_nested_spec": ("x = '{:{0.real}}'.format(1)\n", "attribute 'format' is allowed only"),
+    "format_variable": ("s = '{}'\nx = s.format(1)\n", "attribute 'format' is allowed only"),
+    "format_built": ("x = ('{' + '0.real}').format(1)\n", "attribute 'format' is allowed only"),
+    "format_map": ("x = '{a}'.format_map({'a': 1})\n", "attribute 'format_map' is not allowed"),
 }
 
 

@@ -82,7 +82,7 @@ def execute_program(
     except (ValueError, RecursionError, MemoryError) as exc:  # e.g. too deeply nested to compile
         return Outcome(failure(ExecStatus.SYNTAX, f"cannot compile the program: {type(exc).__name__}", elapsed()))
 
-    namespace = program_globals(profile)
+    namespace = program_globals(profile, _module_name(tree))
     try:
         exec(compiled, namespace)
     except (ProgramTimeout, MemoryError, KeyboardInterrupt):
@@ -191,6 +191,15 @@ def _line_of(exc: BaseException) -> str:
             line = tb.tb_lineno
         tb = tb.tb_next
     return f" (line {line})" if line else ""
+
+
+def _module_name(tree: ast.Module) -> str:
+    """``"__cq_main__"`` for a script written for CQ-editor, which runs scripts under that name (its
+    ``if __name__ == "__cq_main__": show_object(...)`` would otherwise build nothing), else ``"__main__"``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and node.value == "__cq_main__":
+            return "__cq_main__"
+    return "__main__"
 
 
 def _assigned_names(tree: ast.Module) -> list[str]:

@@ -70,8 +70,8 @@ def _cadquery_import(name, globals=None, locals=None, fromlist=(), level=0):
     return _view(name) if (rest and fromlist) else _view(top)
 
 
-def program_globals(profile: Profile) -> dict:
-    """Fresh globals for one program of ``profile``."""
+def program_globals(profile: Profile, module_name: str = "__main__") -> dict:
+    """Fresh globals for one program of ``profile``; a ``cadquery``-profile program's ``__name__`` is ``module_name``."""
     if profile is Profile.STRICT:
         table = builtins_table(STRICT_BUILTIN_NAMES)
         table.update(print=_no_print, __import__=_strict_import)
@@ -83,7 +83,7 @@ def program_globals(profile: Profile) -> dict:
 
     table = builtins_table(CADQUERY_BUILTIN_NAMES)
     table.update(print=_no_print, __import__=_cadquery_import)
-    return {"__builtins__": table, "__name__": "__main__", "show_object": show_object, "debug": _no_print,
+    return {"__builtins__": table, "__name__": module_name, "show_object": show_object, "debug": _no_print,
             "log": _no_print, "__shown__": shown}
 
 

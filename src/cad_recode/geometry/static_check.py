@@ -32,6 +32,7 @@ from __future__ import annotations
 import ast
 import builtins
 import re
+import string
 
 from cad_recode.geometry.profiles import (
     CADQUERY_FORBIDDEN_ATTRIBUTES, CADQUERY_MODULES, FORBIDDEN_KEYWORDS, FORBIDDEN_NAMES, VIEW_SUBMODULES,
@@ -47,6 +48,7 @@ ALLOWED_MODULES = ("cadquery", "math")
 _FRAME_ATTRIBUTE = re.compile(r"^(gi|cr|ag|f|tb|co)_")
 _FILE_ATTRIBUTE = re.compile(r"^(export|import|save|load|read|write|dump|open|parse_?file)", re.IGNORECASE)
 _READ_ATTRIBUTE = re.compile(r"^(import|load|read|open|parse_?file|from_?file)", re.IGNORECASE)
+_PLAIN_FIELD = re.compile(r"\d*|[A-Za-z]\w*")  # "{}", "{0}", "{width}": no ".attribute", no "[item]"
 _ALWAYS_FORBIDDEN_ATTRIBUTES = frozenset({"mro", "format", "format_map", "system", "popen"})
 SPECIAL_METHODS = frozenset({"__init__", "__post_init__", "__call__", "__iter__", "__next__", "__len__",
                              "__getitem__", "__repr__", "__str__", "__enter__", "__exit__"})
@@ -245,12 +247,39 @@ def _cadquery_problem(node: ast.AST) -> tuple[str | None, bool]:
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return (None if node.name in SPECIAL_METHODS else _name_problem(node.name, dunder_only=True)), True
     if isinstance(node, ast.Attribute):
+        if node.attr == "format":
+            return (None if _plain_literal_format(node) else "attribute 'format' is allowed only on a string literal "
+                    "whose fields name no attribute or item ('{}', '{0}', '{size:.2f}'); or use an f-string"), True
         return _cadquery_attribute(node.attr), True
     if _has_string_annotation(node):
         return "string annotations are not allowed (typing evaluates them as code the check cannot see)", True
     if isinstance(node, ast.keyword) and node.arg and (node.arg.startswith("__") or node.arg in FORBIDDEN_KEYWORDS):
         return f"keyword '{node.arg}' is not allowed", True
     return None, True
+
+
+def _plain_literal_format(node: ast.Attribute) -> bool:
+    """``"part {}: {:.1f} mm".format(...)``: ``format`` on a string literal whose fields name no attribute or item.
+
+    ``format`` is refused elsewhere because a field like ``{0.__class__}`` reads attributes no check sees; a
+    literal's fields are known here, and plain ones (an index or a name, a conversion, a spec) only format values.
+    """
+    if not (isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+        return False
+    return _plain_fields(node.value.value)
+
+
+def _plain_fields(template: str, depth: int = 0) -> bool:
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError:  # malformed: it would fail when run anyway
+        return False
+    for _, name, spec, _ in fields:
+        if name is None:
+            continue
+        if not _PLAIN_FIELD.fullmatch(name) or (spec and (depth > 0 or not _plain_fields(spec, depth + 1))):
+            return False
+    return True
 
 
 def _has_string_annotation(node: ast.AST) -> bool:
