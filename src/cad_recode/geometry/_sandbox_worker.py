@@ -20,7 +20,8 @@ A worker, on the two pipes it was handed:
    drops everything the program made, and either sends ``{"kind": "idle"}`` or,
    when retiring, exits with code 0. It retires after a ``cadquery``-profile
    program, after any program that ran and failed, after a program that changed
-   shared state, and after ``programs_per_worker`` programs.
+   shared state, after one that left it holding :data:`KEPT_MEMORY_BYTES` more
+   memory, and after ``programs_per_worker`` programs.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ _WARM_UP = "import cadquery as cq\nr = cq.Workplane('XY').box(1, 1, 1).faces('>Z
 _WARM_UP_CADQUERY = ("import cadquery as cq\nimport math\ndef part(n):\n    return cq.Workplane().box(n, n, n)"
                      ".edges('|Z').fillet(0.1)\nshow_object(part(2).union(cq.Workplane().sphere(0.5)))\n")
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4
+KEPT_MEMORY_BYTES = 256 << 20
+"""A worker that still holds this much more address space after a program than before its first one retires:
+the memory limit counts the whole process, so what one program left behind would be missing from the next's.
+128 generated programs in a row leave about 2 MB."""
 
 
 def _vm_bytes() -> int:
@@ -70,7 +75,7 @@ class _Limits:
         from cad_recode.geometry.program_exec import ProgramTimeout
 
         self.resource, self.timeout_error = resource, ProgramTimeout
-        base = _vm_bytes()
+        base = self.base = _vm_bytes()
         if base:
             try:
                 _, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -83,6 +88,10 @@ class _Limits:
         signal.signal(signal.SIGALRM, self._on_signal)
         signal.signal(signal.SIGXCPU, self._on_signal)
         self.which = ""
+
+    def kept_memory(self) -> int:
+        """Bytes of address space the worker holds beyond what it held before its first program."""
+        return _vm_bytes() - self.base if self.base else 0
 
     def _on_signal(self, signum, frame):
         self.which = "cpu" if signum == signal.SIGXCPU else "timeout"
@@ -271,8 +280,10 @@ def _serve(proto_in: int, proto_out: int, config: dict, scratch_root: str, tampe
             result, exports, tampered = _run_request(request, body[head_len:], limits, tamper, scratch)
         except MemoryError:  # even labelling the failure ran out of memory
             result, exports, tampered = ExecResult(ExecStatus.MEMORY, "program exceeded the memory limit"), {}, ""
+        tamper.restore_dispatchers()
         served += 1
-        retire = bool(tampered) or retires_after(served, most, result.status, request["profile"])
+        retire = bool(tampered) or retires_after(served, most, result.status, request["profile"]) \
+            or _keeps_memory(limits)
         _write_all(proto_out, result_to_frame(result, request["token"], exports, retire=retire))
         del result, exports, request, body
         gc.collect()  # the program's objects die here, while its result is not yet trusted
@@ -280,6 +291,15 @@ def _serve(proto_in: int, proto_out: int, config: dict, scratch_root: str, tampe
         if retire:
             return 0
         _write_all(proto_out, encode_frame({"kind": "idle"}))
+
+
+def _keeps_memory(limits: _Limits) -> bool:
+    """Does the worker hold :data:`KEPT_MEMORY_BYTES` more than before its first program, even once the
+    program's cycles are collected (a class a program made, such as a multimethod key's type, lives in one)?"""
+    if limits.kept_memory() <= KEPT_MEMORY_BYTES:
+        return False
+    gc.collect()
+    return limits.kept_memory() > KEPT_MEMORY_BYTES
 
 
 def _warm_up(scratch_root: str):

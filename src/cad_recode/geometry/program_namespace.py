@@ -8,9 +8,10 @@ and cannot be modified.
 
 After each program, before its shape is measured, the worker checks that nothing
 the measuring code or the next program relies on was changed (:class:`TamperCheck`:
-the class dictionaries of cadquery's classes, the real ``math`` and ``builtins``
-modules, and for the ``cadquery`` profile OCCT's classes too); a change fails the
-program and retires the worker. ``cadquery``-profile programs run one per process,
+the class dictionaries of cadquery's classes and the attributes of its multimethods,
+the real ``math`` and ``builtins`` modules, and for the ``cadquery`` profile OCCT's
+classes too); a change fails the program and retires the worker. After each program
+the multimethods' entries are put back as they were at warm-up. ``cadquery``-profile programs run one per process,
 so nothing they change can outlive them, and their shapes are measured in another
 (see :mod:`cad_recode.geometry.sandbox`); the check is kept for them as a second
 line: a program that patched ``Shape.Volume`` or ``gp_Pnt.XYZ`` fails outright.
@@ -123,10 +124,26 @@ class TamperCheck:
                 if isinstance(value, type):
                     self.occt_targets.setdefault(f"OCP.{module_name}.{name}", value)
         self.prints = {name: self._fingerprint(t) for name, t in {**self.targets, **self.occt_targets}.items()}
+        # cadquery's multimethods (Sketch.segment, Shape.move, ...) are dicts that every program of a worker
+        # shares. Dispatch caches its answers in them, and a program can add entries too, whose keys may
+        # hold any object (cq.Sketch.segment[(tuple[(big,)], ...)] kept 500 MB for every later program).
+        # Their own attributes are fingerprinted; their entries are put back after each program.
+        from multimethod import multimethod
+
+        self.dispatchers = {f"{name}.{key}": value for name, klass in self.targets.items() if isinstance(klass, type)
+                            for key, value in vars(klass).items() if isinstance(value, multimethod)}
+        self.dispatcher_entries = {name: dict(mm) for name, mm in self.dispatchers.items()}
+        self.prints.update({name: self._fingerprint(mm) for name, mm in self.dispatchers.items()})
 
     @staticmethod
     def _fingerprint(target) -> dict:
         return {key: id(value) for key, value in vars(target).items()}
+
+    def restore_dispatchers(self) -> None:
+        """Put every multimethod's entries back as they were at warm-up (registered methods and cache)."""
+        for name, mm in self.dispatchers.items():
+            dict.clear(mm)
+            dict.update(mm, self.dispatcher_entries[name])
 
     def changed(self, occt: bool = False) -> str:
         """'' when nothing changed, else 'cadquery.Shape.Volume' (the first changed attribute).
@@ -134,7 +151,7 @@ class TamperCheck:
         ``occt``: check OCCT's classes too (about 6 ms): for the ``cadquery`` profile, whose programs
         can reach them; a strict program names no attribute that leads to one.
         """
-        targets = {**self.targets, **self.occt_targets} if occt else self.targets
+        targets = {**self.targets, **self.dispatchers, **(self.occt_targets if occt else {})}
         for name, target in targets.items():
             now = self._fingerprint(target)
             if now != self.prints[name]:

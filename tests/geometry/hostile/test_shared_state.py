@@ -4,6 +4,11 @@ A third review found that cadquery's multimethods (``cq.Sketch.arc``, ``cq.Sketc
 dicts shared by every program of a worker, reachable with the strict allowlist, and that ``|=`` changed
 one in place, unseen by the tamper check: a later program's arc became a straight segment. Strict
 programs now run ``x op= y`` as ``x = x op y``.
+
+A fifth review found that reading a missing key (``cq.Sketch.segment[(key, ...)]``) stores a new entry, whose
+key may hold any object: 500 MB kept by one program was missing from the memory limit of every later one,
+and an ordinary plate crashed OCCT. The multimethods' entries are now put back after each program, and a
+worker that still holds 256 MB more than before its first program retires.
 """
 
 from __future__ import annotations
@@ -40,3 +45,35 @@ def test_augmented_assignment_still_computes_in_strict():
     with Sandbox(workers=1) as pool:
         result = pool.run("import cadquery as cq\nx = 2\nx += 3\nx *= 2\nr = cq.Workplane().box(1, 1, x)\n")
     assert result.ok and result.volume == pytest.approx(10.0)
+
+
+# Keeps `size` MB alive in a key of cq.Sketch.segment's cache (a generic alias holds the object).
+HOARD = """import cadquery as cq
+big = "x" * ({size} * 1024 * 1024)
+f = cq.Sketch.segment[(tuple[(reversed(big),)], cq.Vector, cq.Vector)]
+r = cq.Workplane().box(1, 1, 1)
+"""
+COUNT_ENTRIES = "import cadquery as cq\nr = cq.Workplane().box(1, 1, len(list(cq.Sketch.segment)))\n"
+NEEDS_MEMORY = "import cadquery as cq\nbig = 'y' * (400 * 1024 * 1024)\nr = cq.Workplane().box(1, 1, 2)\n"
+
+
+def test_a_program_that_fills_a_multimethod_cache_leaves_the_next_one_all_its_memory():
+    with Sandbox(workers=1, timeout=5.0, memory_mb=800) as pool:
+        entries = pool.run(COUNT_ENTRIES).volume
+        worker = pool.worker_pids
+        hoard = pool.run(HOARD.format(size=350))
+        assert hoard.ok, hoard.reason
+        assert pool.run(COUNT_ENTRIES).volume == entries  # the entry is gone, the same worker kept
+        victim = pool.run(NEEDS_MEMORY)
+        assert victim.ok and victim.volume == pytest.approx(2.0), victim.reason
+        assert pool.worker_pids == worker
+
+
+def test_an_attribute_set_on_a_multimethod_retires_the_worker():
+    with Sandbox(workers=1, timeout=5.0, memory_mb=1024) as pool:
+        pool.run(COUNT_ENTRIES)
+        worker = pool.worker_pids
+        marked = pool.run("import cadquery as cq\ncq.Sketch.reset(cq.Sketch.arc)\nr = cq.Workplane().box(1, 1, 1)\n")
+        assert marked.status.value == "error" and "Sketch.arc._selection" in marked.reason, marked.reason
+        assert pool.run(VICTIM).ok
+        assert pool.worker_pids != worker
