@@ -13,6 +13,7 @@ The rule that picks the result shape, and validity, are in the sandbox module do
 from __future__ import annotations
 
 import ast
+import re
 import time
 from dataclasses import dataclass
 
@@ -39,6 +40,9 @@ class Outcome:
     tampered: str = ""
 
 
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
+
+
 def exception_text(exc: BaseException) -> str:
     """``"Name: message"`` for any exception, even one whose ``__str__`` raises (never raises itself)."""
     try:
@@ -54,6 +58,7 @@ def exception_text(exc: BaseException) -> str:
         raise
     except BaseException:
         message = "<the exception's message could not be formatted>"
+    message = _ADDRESS.sub("0x…", message)  # an object's repr in a message tells the program where it lives
     return f"{name}: {message}" if message else name
 
 

@@ -168,6 +168,9 @@ def _strict_problem(node: ast.AST) -> tuple[str | None, bool]:
         return _denied_attribute(node.attr, files=_FILE_ATTRIBUTE) or _strict_attribute(node.attr), True
     if isinstance(node, ast.Subscript) and not isinstance(node.ctx, ast.Load):
         return "item assignment is not allowed", True
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)) and "%" in str(node.value):
+        # '%r' % (w,) would print an object, address and all, where repr is refused
+        return f"'%' in a string is not allowed in the strict profile{_OTHER_PROFILE}", True
     if isinstance(node, ast.keyword) and node.arg is None:  # f(**{...}) would pass keywords the allowlist never sees
         return f"keyword unpacking (**) is not allowed{_OTHER_PROFILE}", True
     if isinstance(node, ast.keyword):

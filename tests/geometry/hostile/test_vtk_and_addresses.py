@@ -34,3 +34,17 @@ def test_vtk_write_primitive_cannot_write_outside(pool, marker):
              f"import numpy as np\nnp.zeros(3).tofile({str(marker)!r})\n")
     result = pool.run(code, _unchecked=True, profile="cadquery")
     assert_contained(pool, result, marker)
+
+
+def test_printf_formatting_is_refused_in_strict(pool):
+    """``'%r' % (w,)`` prints an object's repr, address and all, where repr is refused (a fifth review's find)."""
+    result = pool.run("import cadquery as cq\nx = int('%r' % (cq.Workplane(),))\n")
+    assert result.status.value == "rejected" and "'%' in a string is not allowed" in result.reason, result.reason
+
+
+@pytest.mark.parametrize("profile", ["strict", "cadquery"])
+def test_an_error_message_names_no_address(pool, profile):
+    """A KeyError's message is the key's repr: the reason the caller gets keeps the words, not the address."""
+    result = pool.run("import cadquery as cq\nx = {}[cq.Workplane()]\n", profile=profile)
+    assert result.status.value == "error"
+    assert "KeyError: <cadquery.cq.Workplane object at 0x…>" in result.reason, result.reason
