@@ -58,3 +58,11 @@ def unreadable(path, what: str, exc: BaseException) -> InputError:
     if isinstance(exc, ImportError):  # a reader's optional fallback is missing: not what is wrong with the file
         detail = "not a valid file of this type"
     return InputError(f"{path}: could not be read as {what} ({detail}); check the file is not truncated or garbled")
+
+
+def unexpected(where, exc: Exception) -> InputError:
+    """The InputError for an input that failed in a way no check foresaw: where a batch records it and goes on to
+    the next input, instead of losing the rest of the batch to one traceback."""
+    detail = " ".join(str(exc).split())[:200]
+    return InputError(f"{where}: failed unexpectedly ({type(exc).__name__}{': ' + detail if detail else ''}); "
+                      "this is a bug: please report it with the file")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -84,3 +85,56 @@ def test_inputs_are_checked_before_the_model_loads(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and f"{tmp_path / 'gt.py'}: no such file" in err and "no_model" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_colliding_names_corrupt_and_escaping_files_each_get_their_own_result(models, tmp_path, cube_mesh, capsys):
+    """A fifth review's folder: `a.xyz` was written over by `a_1.obj`, a PLY whose face names a vertex that does not
+    exist stopped the whole batch with a traceback, and an escape sequence in a name reached the terminal."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    cube_mesh.export(scans / "a.obj")
+    np.savetxt(scans / "a.xyz", trimesh.sample.sample_surface(cube_mesh, 2000, seed=3)[0])
+    cube_mesh.export(scans / "a_1.obj")
+    cube_mesh.export(scans / "b\x1b[2Jred.stl")
+    (scans / "m_oob.ply").write_text(
+        "ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
+        "element face 2\nproperty list uchar int vertex_indices\nend_header\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n"
+        "3 0 1 2\n3 0 1 999999\n")
+    cube_mesh.export(scans / "z.stl")
+    out = tmp_path / "out"
+    code = main(["infer", "--lora_path", str(models["full"]), "--point_cloud_file", str(scans), "--output_dir",
+                 str(out), "--batch_size", "2", "--no_png", *TOKENS])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and "\x1b" not in err
+    rows = read_summary(out / "summary.csv")
+    outputs = {name: Path(row["output"]).name for name, row in rows.items() if row["output"]}
+    assert outputs == {"a.obj": "a.py", "a.xyz": "a_2.py", "a_1.obj": "a_1.py", "b\x1b[2Jred.stl": "b_[2Jred.py",
+                       "z.stl": "z.py"}
+    assert json.loads((out / "a_2.py").with_suffix(".json").read_text())["input"] == str(scans / "a.xyz")
+    assert rows["m_oob.ply"]["status"] == "error" and "face 1 refers to vertex 999999" in rows["m_oob.ply"]["reason"]
+    assert "5 of 6 inputs valid, 1 failed" in err
+
+
+def test_an_unforeseen_failure_of_one_input_is_its_row_not_the_batch_s_end(models, tmp_path, cube_mesh, monkeypatch,
+                                                                            capsys):
+    from cad_recode.inference.recoder import CADRecoder
+
+    encode = CADRecoder.encode_input
+
+    def encode_or_break(self, source, *args, **kwargs):
+        if Path(source).name == "b.stl":
+            raise IndexError("index 7 is out of bounds for axis 0 with size 4")
+        return encode(self, source, *args, **kwargs)
+
+    monkeypatch.setattr(CADRecoder, "encode_input", encode_or_break)
+    for name in ("a.stl", "b.stl", "c.stl"):
+        cube_mesh.export(tmp_path / name)
+    out = tmp_path / "out"
+    code = main(["infer", "--lora_path", str(models["full"]), "--point_cloud_file", *(str(tmp_path / n) for n in
+                 ("a.stl", "b.stl", "c.stl")), "--output_dir", str(out), "--no_png", *TOKENS])
+    err = capsys.readouterr().err
+    rows = read_summary(out / "summary.csv")
+    assert code == 1 and "Traceback" not in err
+    assert rows["b.stl"]["reason"].endswith("b.stl: failed unexpectedly (IndexError: index 7 is out of bounds for axis "
+                                            "0 with size 4); this is a bug: please report it with the file")
+    assert rows["a.stl"]["status"] == rows["c.stl"]["status"] == "valid"

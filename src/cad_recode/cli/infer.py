@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cad_recode import defaults
 from cad_recode.cli.flags import add_output_flag, add_sandbox_flags
-from cad_recode.errors import UsageError
+from cad_recode.errors import UsageError, escape_controls
 from cad_recode.geometry.pose import DEFAULT_POSE_BUDGET, TURNED_BOX_RATIO
 from cad_recode.geometry.robustness import CONDITION_NAMES
 from cad_recode.inference.refine import DEFAULT_MAX_EVALUATIONS as DEFAULT_REFINE_EVALUATIONS
@@ -219,7 +219,7 @@ class _Stages:
         self._start = self._clock()
 
     def __call__(self, text: str) -> None:
-        print(f"infer: [{self._clock() - self._start:6.1f}s] {text}", file=sys.stderr, flush=True)
+        print(escape_controls(f"infer: [{self._clock() - self._start:6.1f}s] {text}"), file=sys.stderr, flush=True)
 
 
 def _line(rec) -> str:
@@ -293,7 +293,7 @@ def _plan_infer(args) -> tuple[list[Path], list[Path], object]:
     targets = []
     if args.output_dir:
         out = Path(args.output_dir)
-        names = [p.stem for p in inputs] if inputs else [args.shape]
+        names = [_output_stem(p) for p in inputs] if inputs else [args.shape]
         targets = [out / f"{name}.py" for name in _unique(names)]
         check_writable(out / SUMMARY_NAME)
     elif args.output:
@@ -320,10 +320,10 @@ def _infer_one(args, recoder, source, target: Path | None, decoding, stage) -> i
     if target is not None:
         stage(f"writing {output_paths(target)['py']} and the files beside it")
         recoder.save(rec, target, picture=not args.no_png)
-        print(f"{_line(rec)} -> {output_paths(target)['py']}", file=sys.stderr)
+        print(escape_controls(f"{_line(rec)} -> {output_paths(target)['py']}"), file=sys.stderr)
     else:
-        print(rec.code if rec.valid else f"# INVALID: {rec.reason}")
-        print(_line(rec), file=sys.stderr)
+        print(rec.code if rec.valid else f"# INVALID: {escape_controls(rec.reason)}")
+        print(escape_controls(_line(rec)), file=sys.stderr)
     return 0 if rec.valid else 1
 
 
@@ -342,7 +342,7 @@ def _infer_batch(args, recoder, inputs: list[Path], targets: list[Path], decodin
 
     def done(row, rec) -> None:
         text = _line(rec) if rec is not None and row.status != "error" else f"{row.input}: ERROR ({row.reason[:200]})"
-        tqdm.write(text + (f" -> {row.output}" if row.output else ""), file=sys.stderr)
+        tqdm.write(escape_controls(text + (f" -> {row.output}" if row.output else "")), file=sys.stderr)
 
     summary = run_batch(recoder, sources, targets, Path(args.output_dir) / SUMMARY_NAME,
                         num_candidates=args.num_candidates, ground_truths=truths, restore_units=args.restore_units,
@@ -354,13 +354,23 @@ def _infer_batch(args, recoder, inputs: list[Path], targets: list[Path], decodin
 
 
 def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
+    """Each name once: a repeat gets the first ``_N`` that no other name has (``a.obj a.xyz a_1.obj`` ->
+    ``a a_2 a_1``), compared without case, so no output overwrites another on any file system."""
+    own = {name.casefold() for name in names}
+    taken, out = set(), []
     for name in names:
-        count = seen.get(name, 0)
-        seen[name] = count + 1
-        out.append(name if count == 0 else f"{name}_{count}")
+        unique, count = name, 0
+        while unique.casefold() in taken or (unique != name and unique.casefold() in own):
+            count += 1
+            unique = f"{name}_{count}"
+        taken.add(unique.casefold())
+        out.append(unique)
     return out
+
+
+def _output_stem(path: Path) -> str:
+    """``path``'s stem as an output name: a control character (an escape sequence, a newline) becomes '_'."""
+    return "".join("_" if c != escape_controls(c) else c for c in path.stem)
 
 
 def cmd_merge(args) -> int:

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import trimesh
 
-from cad_recode.errors import InputError, ProgramFailed
+from cad_recode.errors import InputError, ProgramFailed, unexpected
 
 PROGRAM_SUFFIX = ".py"
 USER_PROGRAM_PROFILE = "cadquery"
@@ -77,9 +77,10 @@ def load_shapes(paths: Sequence[str | os.PathLike], sandbox, *, what: str = "sha
                 raise InputError(f"{path}: {what} is a point cloud; CD and IoU need surfaces "
                                  "(a .py program, a mesh or a STEP file)")
             out[index] = geometry
-        except InputError as err:
+        except Exception as err:  # an InputError; any other is a reader's bug, which must not cost the other shapes
+            err = err if isinstance(err, InputError) else unexpected(path, err)
             if strict:
-                raise
+                raise err from None
             out[index] = err
     if programs:
         results = sandbox.map(list(programs.values()), profile=profile)

@@ -9,8 +9,9 @@ model's 256 normalized points.
 Point clouds: ``.npy`` / ``.npz`` (N x 3, or up to N x 12 with x y z first and per-point values
 after them, normals, colours or a scanner's intensity, which are dropped; in an ``.npz``
 the array named ``points``, ``xyz`` or ``pc``, or the only array), text
-``.xyz`` / ``.txt`` / ``.pts`` (3 to 12 numbers a line, x y z first, separated by spaces or
-commas, ``#`` or ``//`` comments; a ``.pts`` may start with a point-count line),
+``.xyz`` / ``.txt`` / ``.pts`` / ``.csv`` (3 to 12 numbers a line, x y z first, separated by spaces or
+commas, ``#`` or ``//`` comments; a ``.pts`` may start with a point-count line; decimal commas
+and empty cells are refused, not misread),
 and ``.ply`` without faces. Meshes: ``.stl`` ``.obj`` ``.ply`` ``.off`` ``.glb``
 through trimesh (a scene is concatenated into one mesh). STEP: ``.step`` /
 ``.stp`` through CadQuery's importer, tessellated exactly like the sandbox's
@@ -52,7 +53,7 @@ from cad_recode.geometry.sampling import (
     to_model_points,
 )
 
-POINT_CLOUD_SUFFIXES = (".npy", ".npz", ".xyz", ".txt", ".pts", ".ply")
+POINT_CLOUD_SUFFIXES = (".npy", ".npz", ".xyz", ".txt", ".pts", ".csv", ".ply")
 MESH_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb")
 # x y z, then what scanners and CloudCompare write beside them (normals, r g b (a), intensity):
 # more columns than this are not a point list
@@ -64,9 +65,14 @@ _step_reader = None  # the StepReader of this process, made on the first STEP fi
 _step_reader_made = threading.Lock()
 
 _NPZ_KEYS = ("points", "xyz", "pc")
+_TEXT_SUFFIXES = (".xyz", ".txt", ".pts", ".csv")
+_NUMPY_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK"}
 MAX_ARRAY_BYTES = 1 << 30  # an unpacked .npz array: 44 million float64 points, far past what sampling needs
 _COMMENT = re.compile(r"(#|//).*")
 _BLANKS = re.compile(r"[ \t\n\v\f]+")  # what separates values: the bytes _row_widths counts as blank
+# "0,5 1,25 3,0": two values with a decimal comma each, separated by blanks (a German spreadsheet's export)
+_DECIMAL_COMMAS = re.compile(r"(?m)^[ \t]*([-+]?\d*,\d+)[ \t]+[-+]?\d*,\d+")
+_EMPTY_CELL = re.compile(r"(?m)(^[ \t]*,|,[ \t]*,)")  # ",2,3" or "1,,3": a value is missing
 
 
 def load_geometry(path: str | os.PathLike) -> trimesh.Trimesh | np.ndarray:
@@ -90,7 +96,7 @@ def _load_geometry(path: Path) -> trimesh.Trimesh | np.ndarray:
 
     if suffix in (".npy", ".npz"):
         return _check_cloud(_read_numpy(path), path)
-    if suffix in (".xyz", ".txt", ".pts"):
+    if suffix in _TEXT_SUFFIXES:
         return _check_cloud(_read_text(path), path)
     if suffix in STEP_SUFFIXES:
         return _check_mesh(_read_step(path), path)
@@ -132,6 +138,11 @@ def load_model_points(
 def _read_numpy(path: Path) -> np.ndarray:
     """The array of a .npy, or the chosen array of a .npz (``points``/``xyz``/``pc``, or the only one)."""
     what = f"a NumPy {path.suffix.lower()} file"
+    magic = _NUMPY_MAGIC[path.suffix.lower()]
+    with open(path, "rb") as handle:
+        if handle.read(len(magic)) != magic:
+            raise InputError(f"{path}: is not {what} (it does not start with NumPy's header); check the file "
+                             "is not garbled, or give it the extension of what it holds")
     try:
         loaded = np.load(path, allow_pickle=False)  # never unpickle: a cloud is plain numbers
     except Exception as exc:  # ValueError, EOFError, BadZipFile ... from a garbled file
@@ -142,9 +153,10 @@ def _read_numpy(path: Path) -> np.ndarray:
         names = list(archive.files)
         name = next((k for k in _NPZ_KEYS if k in names), names[0] if len(names) == 1 else None)
         if name is None:
+            shown = ", ".join(repr(n) for n in names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
             raise InputError(
-                f"{path}: holds arrays {names} and none is named {' / '.join(_NPZ_KEYS)}; "
-                "save the points under one of those names"
+                f"{path}: holds {len(names)} arrays ({escape_controls(shown)}) and none is named "
+                f"{' / '.join(_NPZ_KEYS)}; save the points under one of those names"
             )
         members = {info.filename: info.file_size for info in archive.zip.infolist()}
         unpacked = members.get(f"{name}.npy", members.get(name, 0))
@@ -161,10 +173,12 @@ def _read_text(path: Path) -> np.ndarray:
     """The rows of a text cloud, read without an object per number: building lists of string tokens took
     180 times the file's size (a 40 MB file of one number a line: 7.2 GB)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (Windows Notepad's) is skipped
     except (UnicodeDecodeError, OSError) as exc:
         raise unreadable(path, "a text file of x y z rows", exc) from None
-    text = _COMMENT.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).replace(",", " ")
+    text = _COMMENT.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    _refuse_ambiguous_commas(text, path)
+    text = text.replace(",", " ")
     lines, widths = _row_widths(text)
     if not len(lines):
         raise InputError(f"{path}: has no data rows (only blank or comment lines); write one 'x y z' point a line")
@@ -182,6 +196,21 @@ def _read_text(path: Path) -> np.ndarray:
             "every row needs the same columns (x y z first)"
         )
     return values.reshape(-1, int(widths[0]))
+
+
+def _refuse_ambiguous_commas(text: str, path: Path) -> None:
+    """Commas that separating on would misread: decimal commas ("0,5 1,2 3,0" is three values, not six) and
+    empty cells ("1,,3" would shift every later value of the row into the wrong column)."""
+    for pattern, what, fix in (
+        (_DECIMAL_COMMAS, "values with decimal commas", "write decimal points (0.5, not 0,5)"),
+        (_EMPTY_CELL, "an empty cell", "fill every cell, or remove the rows that lack a value"),
+    ):
+        found = pattern.search(text)
+        if found:
+            line = text.count("\n", 0, found.start()) + 1
+            start = text.rfind("\n", 0, found.start()) + 1
+            shown = escape_controls(text[start:].split("\n", 1)[0].strip()[:60])
+            raise InputError(f"{path}: line {line} has {what} ({shown!r}); {fix}")
 
 
 def _row_widths(text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -252,8 +281,11 @@ def _check_complete(path: Path) -> None:
         count = int.from_bytes(head[80:84], "little")
         needed = _STL_HEADER + _STL_TRIANGLE * count
         if size < needed:
-            raise InputError(f"{path}: truncated binary STL: its header says {count} triangles ({needed} bytes) "
-                             f"but the file has {size} bytes; re-export or re-copy it")
+            raise InputError(f"{path}: not a complete binary STL: its header says {count} triangles ({needed} "
+                             f"bytes) but the file has {size} bytes; re-export or re-copy it, and check that it "
+                             "really is an STL")
+    if suffix == ".obj" and (b"\0" in head or b"\0" in tail):
+        raise InputError(f"{path}: is binary data, not a text OBJ; check that it really is an OBJ file")
     if suffix == ".obj" and not tail.endswith((b"\n", b"\r")):
         last = tail.decode("utf-8", "replace").splitlines()[-1][-40:]
         raise InputError(f"{path}: ends in the middle of a line ({last!r}), so it looks truncated; re-export it "
@@ -312,9 +344,15 @@ def _read_step(path: Path) -> trimesh.Trimesh:
 
 
 def _check_mesh(mesh: trimesh.Trimesh, path: Path) -> trimesh.Trimesh:
-    """Finite vertices, at least one face, non-zero extent and area."""
+    """At least one face, faces that name existing vertices, finite vertices, non-zero extent and area."""
     if len(mesh.faces) == 0:
         raise InputError(f"{path}: the mesh has no faces; export a triangle mesh")
+    faces = np.asarray(mesh.faces)
+    outside = (faces < 0) | (faces >= len(mesh.vertices))  # trimesh reads such faces as given (process=False)
+    if outside.any():
+        row = int(np.argmax(outside.any(axis=1)))
+        raise InputError(f"{path}: face {row} refers to vertex {int(faces[row][outside[row]][0])}, but the mesh has "
+                         f"{len(mesh.vertices)} vertices (0 to {len(mesh.vertices) - 1}); the file is corrupt: re-export it")
     validate_points(np.asarray(mesh.vertices), where=str(path), min_points=3)
     if not mesh.area > 0:
         raise InputError(

@@ -58,11 +58,15 @@ def validate_points(
             f"{' '.join(f'{v:.3g}' for v in arr[first])}); no part is this large: check the units, "
             "or remove stray points"
         )
-    if require_extent and _max_extent(arr) == 0.0:
-        raise InputError(
-            f"{where}: all points coincide (zero extent), so there is no shape to scale; "
-            "give points spread out in space"
-        )
+    if require_extent:
+        extent = _max_extent(arr)
+        if extent == 0.0:
+            raise InputError(
+                f"{where}: all points coincide (zero extent), so there is no shape to scale; "
+                "give points spread out in space"
+            )
+        if not np.isfinite(2.0 / extent):  # so tiny (denormal) that scaling it to the unit cube overflows
+            raise InputError(f"{where}: extent {extent:g} is too small to scale; check the units of the file")
     return arr
 
 
@@ -125,11 +129,7 @@ def fit_normalization(xyz, *, where: str = "point cloud") -> Transform:
     """
     arr = validate_points(xyz, where=where)
     lo, hi = arr.min(axis=0), arr.max(axis=0)
-    extent = float((hi - lo).max())
-    scale = 2.0 / extent
-    if not np.isfinite(scale):  # extent so tiny that 2/extent overflows
-        raise InputError(f"{where}: extent {extent:g} is too small to scale; check the units of the file")
-    return Transform(center=(lo + hi) / 2.0, scale=scale)
+    return Transform(center=(lo + hi) / 2.0, scale=2.0 / float((hi - lo).max()))
 
 
 def normalize(xyz, *, where: str = "point cloud") -> tuple[np.ndarray, Transform]:

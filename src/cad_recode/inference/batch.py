@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from cad_recode.atomic import atomic_file
-from cad_recode.errors import CadRecodeError
+from cad_recode.errors import CadRecodeError, unexpected
 from cad_recode.inference.decoding import Decoding
 from cad_recode.inference.results import Reconstruction
 
@@ -120,6 +120,9 @@ def _run_chunk(recoder, items, n, seed, decoding, restore_units, picture):
             encoded.append((index, recoder.encode_input(source, n, seed, truth, decoding)))
         except CadRecodeError as err:
             rows[index] = BatchRow(_name(source), "error", str(err), seconds=round(time.perf_counter() - started, 3))
+        except Exception as exc:  # the rest of the batch must not be lost to one input
+            rows[index] = BatchRow(_name(source), "error", str(unexpected(_name(source), exc)),
+                                   seconds=round(time.perf_counter() - started, 3))
     recs = {}
     if encoded:
         made = recoder.reconstruct_encoded([item for _, item in encoded], n, seed=seed, decoding=decoding,
