@@ -52,6 +52,13 @@ NEAR_MISSES = [
     ("a second statement", HEAD + "r=w0.box(1,1,1)\nr=r.union(w0.box(2,2,2))", 4, 1),
     ("a bad import", "import cadquery\nw0=cq.Workplane('XY',origin=(0,0,0))\nr=w0.box(1,1,1)", 1, 16),
     ("code after the program", HEAD + "r=w0.box(1,1,1)\nimport os", 4, 1),
+    # names: only workplanes defined above, defined in order w0, w1, ... (a random model wrote w1 with only w0)
+    ("an undefined workplane", HEAD + "r=w1.box(1,1,1)", 3, 4),
+    ("an undefined workplane in a union", HEAD + "r=w0.box(1,1,1).union(w3.box(2,2,2))", 3, 24),
+    ("an undefined workplane in a face", HEAD + "r=w0.sketch().face(w1.sketch().circle(5)).finalize().extrude(3)", 3, 21),
+    ("a workplane out of order", HEAD + "w2=cq.Workplane('XY',origin=(0,0,0))\nr=w0.box(1,1,1)", 3, 2),
+    ("an eleventh workplane", "import cadquery as cq\n" + "".join(f"w{i}=cq.Workplane('XY',origin=(0,0,0))\n"
+                                                                 for i in range(10)) + "w10=", 12, 1),
 ]
 
 
@@ -62,6 +69,13 @@ def test_near_misses_are_rejected_at_their_first_bad_character(what, code, line,
     assert (check.line, check.column) == (line, column), check.describe(code)
     assert code.splitlines(keepends=True)[line - 1][column - 1] == code[check.position]
     assert f"line {line}, column {column}" in check.describe(code)
+
+
+def test_every_workplane_defined_above_may_be_used_up_to_ten():
+    defs = "".join(f"w{i}=cq.Workplane('XY',origin=({i},0,0))\n" for i in range(10))
+    body = ".union(".join(f"w{i}.box(1,1,1)" for i in range(9, -1, -1)) + ")" * 9
+    assert in_grammar("import cadquery as cq\n" + defs + "r=" + body)
+    assert in_grammar(HEAD + "w1=cq.Workplane('YZ',origin=(0,0,0))\nr=w1.box(1,1,1).cut(w0.box(2,2,2))")
 
 
 def test_a_cut_program_is_a_valid_start_that_ends_early():

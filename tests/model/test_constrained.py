@@ -100,18 +100,21 @@ def test_best_of_n_rows_each_follow_their_own_state(bpe):
 
 
 def test_wind_down_ends_rows_at_their_first_complete_point(bpe):
-    model = random_model(len(bpe), 1)
-    runs = {}
-    for wind_down in (0, 300):  # never, and from the first step on
-        processor = grammar_logits_processor(bpe, 8, max_new_tokens=300, wind_down=wind_down)
-        runs[wind_down] = (generate(model, bpe, processor, 8, 300, do_sample=False, seed=1), processor.ended)
-    (free, free_done), (closing, closing_done) = runs[0], runs[300]
-    assert sum(closing_done) >= sum(free_done)
-    for code, done in zip(closing, closing_done):
-        assert_in_language(code, done)
-    pairs = [(len(short), len(long)) for short, long, both in zip(closing, free, map(all, zip(closing_done, free_done)))
-             if both]
-    assert all(short <= long for short, long in pairs) and any(short < long for short, long in pairs), pairs
+    earlier = 0
+    for seed in (1, 2, 3, 4):  # a random model's greedy rows often run on to the budget: several models
+        model = random_model(len(bpe), seed)
+        runs = {}
+        for wind_down in (0, 300):  # never, and from the first step on
+            processor = grammar_logits_processor(bpe, 8, max_new_tokens=300, wind_down=wind_down)
+            runs[wind_down] = (generate(model, bpe, processor, 8, 300, do_sample=False, seed=1), processor.ended)
+        (free, free_done), (closing, closing_done) = runs[0], runs[300]
+        for code, done in zip(closing, closing_done):
+            assert_in_language(code, done)
+        for short, long, short_done, long_done in zip(closing, free, closing_done, free_done):
+            assert short_done or not long_done  # a row that ends freely ends when winding down too
+            assert len(short) <= len(long)
+            earlier += short_done and (len(short) < len(long) or not long_done)
+    assert earlier > 0
 
 
 def masked_walk(tokenizer, processor: GrammarLogitsProcessor, ids: list[int], vocab: int) -> list[int]:

@@ -18,6 +18,7 @@ reports the offset of the first character no valid program can have there.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -78,7 +79,57 @@ def number_rules(frame: int = DEFAULT_FRAME) -> str:
 @lru_cache(maxsize=8)
 def program_grammar(frame: int = DEFAULT_FRAME) -> str:
     """The full grammar text (GBNF/EBNF, root rule ``root``) for a model trained in [-frame, frame]."""
-    return GRAMMAR_FILE.read_text(encoding="utf-8") + "\n" + number_rules(frame)
+    return defined_names_only(GRAMMAR_FILE.read_text(encoding="utf-8")) + "\n" + number_rules(frame)
+
+
+MAX_WORKPLANES = 10  # w0 .. w9
+_RULE = re.compile(r"^([a-z_0-9]+) ::= (.*)$")
+_QUOTED = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]')  # literals and character classes
+_NAME = re.compile(r"[a-z_][a-z_0-9]*")
+
+
+def defined_names_only(text: str) -> str:
+    """The grammar with ``wp`` meaning "a workplane defined so far".
+
+    A context-free grammar cannot remember names, but it can count: ``after_wK`` follows the K-th
+    workplane (``w{K-1}``) and goes on with ``w{K}`` or with ``r=`` and ``body_K``, and every rule that
+    reaches ``wp`` is copied once per count K, with ``wp_K`` the names ``w0`` .. ``w{K-1}``.
+    """
+    lines = text.splitlines()
+    rules = {m[1]: m[2] for m in map(_RULE.match, lines) if m}
+    uses = {name: set(_NAME.findall(_QUOTED.sub(" ", body))) for name, body in rules.items()}
+    naming = {"wp"}
+    while True:  # the rules that reach wp: each needs a copy per count of workplanes
+        grown = naming | {name for name, used in uses.items() if used & naming}
+        if grown == naming:
+            break
+        naming = grown
+    out = []
+    for line in lines:
+        match = _RULE.match(line)
+        if not match or match[1] not in naming:
+            out.append(line)
+            continue
+        for count in range(1, MAX_WORKPLANES + 1):
+            if match[1] == "wp":
+                out.append(f"wp_{count} ::= " + " | ".join(f'"w{i}"' for i in range(count)))
+            else:
+                out.append(f"{match[1]}_{count} ::= {_with_count(match[2], naming, count)}")
+    for count in range(1, MAX_WORKPLANES + 1):
+        more = f' | "w{count}" workplane after_w{count}' if count < MAX_WORKPLANES else ""
+        out.append(f'after_w{count - 1} ::= "r=" body_{count}{more}')
+    return "\n".join(out) + "\n"
+
+
+def _with_count(body: str, naming: set[str], count: int) -> str:
+    """``body`` with each reference to a rule in ``naming`` made its copy for ``count`` workplanes."""
+    pieces, last = [], 0
+    for quoted in _QUOTED.finditer(body):  # rule names outside literals only: ".face(" stays as it is
+        pieces.append(_NAME.sub(lambda m: f"{m[0]}_{count}" if m[0] in naming else m[0], body[last:quoted.start()]))
+        pieces.append(quoted[0])
+        last = quoted.end()
+    pieces.append(_NAME.sub(lambda m: f"{m[0]}_{count}" if m[0] in naming else m[0], body[last:]))
+    return "".join(pieces)
 
 
 @dataclass(frozen=True)
