@@ -86,7 +86,13 @@ def load_input(source) -> tuple[str, trimesh.Trimesh | np.ndarray]:
         return "mesh", source
     if isinstance(source, ModelPoints):
         return "points", source.transform.invert(source.points)
-    return "points", np.asarray(source, dtype=np.float64)
+    if isinstance(source, trimesh.PointCloud):
+        return "points", np.asarray(source.vertices, dtype=np.float64)
+    try:
+        return "points", np.asarray(source, dtype=np.float64)
+    except (TypeError, ValueError):  # a dict, a Scene, text ...: say what an input may be
+        raise InputError(f"an input must be a file path, a trimesh.Trimesh or PointCloud, an (N, 3) array of points "
+                         f"or ModelPoints; got a {type(source).__name__}") from None
 
 
 def load_ground_truth(truth, sandbox) -> tuple[str, trimesh.Trimesh]:
