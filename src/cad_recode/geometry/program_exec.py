@@ -312,7 +312,7 @@ def _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, sta
         return failure(ExecStatus.INVALID, "the solid fails the B-rep validity check (BRepCheck)", elapsed()), None
     stray = _stray_sub_shape(shape)
     if stray:
-        return failure(ExecStatus.INVALID, f"the solid carries an internal {stray}, one that bounds nothing; "
+        return failure(ExecStatus.INVALID, f"the solid carries {stray}, which bounds nothing; "
                        "its box, area and mesh would not be the solid's", elapsed()), None
     num_faces = len(shape.Faces())
     if num_faces <= 2:
@@ -341,21 +341,26 @@ def _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, sta
 
 
 def _stray_sub_shape(shape) -> str:
-    """The kind ("face", "edge" or "vertex") of a sub-shape oriented INTERNAL or EXTERNAL, or "".
+    """What of the solid bounds nothing ("an internal face", "... edge", "... vertex", "a face with no boundary"), or "".
 
-    BRepCheck accepts a solid holding a sheet or a vertex that bounds nothing, and its volume stays right,
-    but bounding box, area and tessellation count them: a 1 x 2 x 3 box with an internal 1000 x 1000 sheet
-    measures 1000 wide. No CadQuery call builds one; code that reaches OCCT itself can. The explorer composes
-    orientations, so whatever sits in an internal shell or wire is found as internal too.
+    BRepCheck accepts a solid that also holds a sheet or a vertex that bounds nothing, and its volume stays right,
+    but bounding box, area and tessellation count them: a 1 x 2 x 3 box holding an internal 1000 x 1000 sheet
+    measured 1000 wide, and so did one with a second shell of one face without edges. No CadQuery call builds
+    either; code that reaches OCCT itself can. The explorer composes orientations, so whatever sits in an internal
+    shell or wire is found as internal too.
     """
+    from OCP.BRepTools import BRepTools
     from OCP.TopAbs import TopAbs_EDGE, TopAbs_EXTERNAL, TopAbs_FACE, TopAbs_INTERNAL, TopAbs_VERTEX
     from OCP.TopExp import TopExp_Explorer
+    from OCP.TopoDS import TopoDS
 
     for kind, name in ((TopAbs_FACE, "face"), (TopAbs_EDGE, "edge"), (TopAbs_VERTEX, "vertex")):
         explorer = TopExp_Explorer(shape.wrapped, kind)
         while explorer.More():
             if explorer.Current().Orientation() in (TopAbs_INTERNAL, TopAbs_EXTERNAL):
-                return name
+                return f"an internal {name}"
+            if kind == TopAbs_FACE and BRepTools.OuterWire_s(TopoDS.Face_s(explorer.Current())).IsNull():
+                return "a face with no boundary"
             explorer.Next()
     return ""
 

@@ -199,3 +199,37 @@ def test_a_solid_holding_an_internal_sheet_or_vertex_is_invalid_not_stretched(po
     assert result.status.value == "invalid", (result.status, result.reason, result.bbox_max)
     assert found in result.reason
     assert pool.run("import cadquery as cq\nr = cq.Workplane().box(1, 2, 3)\n", profile="cadquery").ok
+
+
+# A sixth review's variant: a second shell holding one face with no edges at all, a 500 x 500 plane through the
+# box's centre (so it adds nothing to the volume), all FORWARD: box and area came back 500 wide.
+WIRELESS_SHEET = REACH_OS + (
+    "sys = o['sys']\n"
+    "cq, BRep, TopoDS = sys.modules['cadquery'], sys.modules['OCP.BRep'], sys.modules['OCP.TopoDS']\n"
+    "Geom, gp = sys.modules['OCP.Geom'], sys.modules['OCP.gp']\n"
+    "b = BRep.BRep_Builder()\n"
+    "face = TopoDS.TopoDS_Face()\n"
+    "plane = Geom.Geom_Plane(gp.gp_Pnt(0, 0, 0), gp.gp_Dir(1, 0, 0))\n"
+    "b.MakeFace(face, Geom.Geom_RectangularTrimmedSurface(plane, -250.0, 250.0, -250.0, 250.0), 1e-7)\n"
+
+    "sheet = TopoDS.TopoDS_Shell()\n"
+    "b.MakeShell(sheet)\n"
+    "b.Add(sheet, face)\n"
+    "solid = TopoDS.TopoDS_Solid()\n"
+    "b.MakeSolid(solid)\n"
+    "b.Add(solid, cq.Workplane().box(1, 2, 3).val().Shells()[0].wrapped)\n"
+    "b.Add(solid, sheet)\n"
+    "r = cq.Solid(solid)\n"
+)
+
+
+def test_a_second_shell_of_one_face_without_edges_is_invalid_not_stretched(pool):
+    result = pool.run(WIRELESS_SHEET, _unchecked=True, profile="cadquery")
+    assert result.status.value == "invalid", (result.status, result.reason, result.bbox_min, result.bbox_max)
+    assert "a face with no boundary" in result.reason
+
+
+def test_a_solid_with_a_void_is_still_valid(pool):
+    """Shells beyond the first are how a solid holds a cavity: closed, they stay valid."""
+    result = pool.run("import cadquery as cq\nr = cq.Workplane().box(10, 10, 10).cut(cq.Workplane().box(2, 2, 2))\n")
+    assert result.ok and result.volume == pytest.approx(992.0)
