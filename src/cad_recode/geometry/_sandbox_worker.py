@@ -45,7 +45,7 @@ _WARM_UP = "import cadquery as cq\nr = cq.Workplane('XY').box(1, 1, 1).faces('>Z
 _WARM_UP_CADQUERY = ("import cadquery as cq\nimport math\ndef part(n):\n    return cq.Workplane().box(n, n, n)"
                      ".edges('|Z').fillet(0.1)\nshow_object(part(2).union(cq.Workplane().sphere(0.5)))\n")
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4
-KEPT_MEMORY_BYTES = 256 << 20
+KEPT_MEMORY_BYTES = 64 << 20
 """A worker that still holds this much more address space after a program than before its first one retires:
 the memory limit counts the whole process, so what one program left behind would be missing from the next's.
 128 generated programs in a row leave about 2 MB."""
