@@ -77,8 +77,9 @@ def execute_program(
             check_tree(tree, profile)
         if profile is Profile.STRICT:  # a strict worker serves many programs: nothing shared may change in place
             tree = ast.fix_missing_locations(_PlainAugmentedAssignment().visit(tree))
-        # dont_inherit: this module's `from __future__ import annotations` would turn the program's
-        # annotations into strings, which typing.get_type_hints (singledispatch's register) evaluates
+        else:  # typing.get_type_hints (under singledispatch's and multimethod's register) evaluates text annotations
+            tree = ast.fix_missing_locations(_WithoutAnnotations().visit(tree))
+        # dont_inherit: this module's `from __future__ import annotations` stays this module's
         compiled = compile(tree, "<program>", "exec", dont_inherit=True)
     except ProgramRejected as exc:
         return Outcome(failure(ExecStatus.REJECTED, str(exc), elapsed()))
@@ -121,6 +122,31 @@ def execute_program(
         raise
     except Exception as exc:  # OCCT failures on a broken shape
         return Outcome(failure(ExecStatus.INVALID, f"cannot evaluate the shape: {exception_text(exc)}", elapsed()))
+
+
+class _WithoutAnnotations(ast.NodeTransformer):
+    """Type annotations dropped: ``x: int = 1`` runs as ``x = 1``, ``def f(a: T) -> U`` as ``def f(a)``.
+
+    Annotations do nothing when a script runs, except for what reads them back, and what does
+    (``typing.get_type_hints``, under ``functools.singledispatch`` and cadquery's multimethods) evaluates
+    one that is text as code no check sees. Refusing literal text was not enough: ``def g(x: s)`` with ``s``
+    a string built at run time reached the worker's ``os`` (a sixth review's find). So none is kept.
+    """
+
+    def visit_arg(self, node: ast.arg) -> ast.arg:
+        node.annotation = None
+        return node
+
+    def visit_FunctionDef(self, node):
+        node.returns = None
+        return self.generic_visit(node)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
+        if node.value is None:  # a bare declaration binds nothing
+            return ast.copy_location(ast.Pass(), node)
+        return ast.copy_location(ast.Assign(targets=[node.target], value=self.visit(node.value)), node)
 
 
 class _PlainAugmentedAssignment(ast.NodeTransformer):

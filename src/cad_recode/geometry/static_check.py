@@ -254,8 +254,6 @@ def _cadquery_problem(node: ast.AST) -> tuple[str | None, bool]:
             return (None if _plain_literal_format(node) else "attribute 'format' is allowed only on a string literal "
                     "whose fields name no attribute or item ('{}', '{0}', '{size:.2f}'); or use an f-string"), True
         return _cadquery_attribute(node.attr), True
-    if _has_string_annotation(node):
-        return "string annotations are not allowed (typing evaluates them as code the check cannot see)", True
     if isinstance(node, ast.keyword) and node.arg and (node.arg.startswith("__") or node.arg in FORBIDDEN_KEYWORDS):
         return f"keyword '{node.arg}' is not allowed", True
     return None, True
@@ -283,12 +281,6 @@ def _plain_fields(template: str, depth: int = 0) -> bool:
         if not _PLAIN_FIELD.fullmatch(name) or (spec and (depth > 0 or not _plain_fields(spec, depth + 1))):
             return False
     return True
-
-
-def _has_string_annotation(node: ast.AST) -> bool:
-    annotations = [getattr(node, "annotation", None), getattr(node, "returns", None)]  # ast.arg, AnnAssign; defs
-    return any(isinstance(inner, ast.Constant) and isinstance(inner.value, str)
-               for annotation in annotations if isinstance(annotation, ast.AST) for inner in ast.walk(annotation))
 
 
 def _cadquery_attribute(attr: str) -> str | None:
