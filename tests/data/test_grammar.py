@@ -55,7 +55,8 @@ NEAR_MISSES = [
     # names: only workplanes defined above, defined in order w0, w1, ... (a random model wrote w1 with only w0)
     ("an undefined workplane", HEAD + "r=w1.box(1,1,1)", 3, 4),
     ("an undefined workplane in a union", HEAD + "r=w0.box(1,1,1).union(w3.box(2,2,2))", 3, 24),
-    ("an undefined workplane in a face", HEAD + "r=w0.sketch().face(w1.sketch().circle(5)).finalize().extrude(3)", 3, 21),
+    ("an undefined workplane in a face",
+     HEAD + "r=w0.sketch().face(w1.sketch().circle(5)).finalize().extrude(3)", 3, 21),
     ("a workplane out of order", HEAD + "w2=cq.Workplane('XY',origin=(0,0,0))\nr=w0.box(1,1,1)", 3, 2),
     ("an eleventh workplane", "import cadquery as cq\n" + "".join(f"w{i}=cq.Workplane('XY',origin=(0,0,0))\n"
                                                                  for i in range(10)) + "w10=", 12, 1),

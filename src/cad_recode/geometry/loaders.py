@@ -352,7 +352,8 @@ def _check_mesh(mesh: trimesh.Trimesh, path: Path) -> trimesh.Trimesh:
     if outside.any():
         row = int(np.argmax(outside.any(axis=1)))
         raise InputError(f"{path}: face {row} refers to vertex {int(faces[row][outside[row]][0])}, but the mesh has "
-                         f"{len(mesh.vertices)} vertices (0 to {len(mesh.vertices) - 1}); the file is corrupt: re-export it")
+                         f"{len(mesh.vertices)} vertices (0 to {len(mesh.vertices) - 1}); the file is corrupt: "
+                         "re-export it")
     validate_points(np.asarray(mesh.vertices), where=str(path), min_points=3)
     if not mesh.area > 0:
         raise InputError(

@@ -367,7 +367,7 @@ def _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, sta
 
 
 def _stray_sub_shape(shape) -> str:
-    """What of the solid bounds nothing ("an internal face", "... edge", "... vertex", "a face with no boundary"), or "".
+    """What of the solid bounds nothing ("an internal face", edge or vertex, "a face with no boundary"), or "".
 
     BRepCheck accepts a solid that also holds a sheet or a vertex that bounds nothing, and its volume stays right,
     but bounding box, area and tessellation count them: a 1 x 2 x 3 box holding an internal 1000 x 1000 sheet

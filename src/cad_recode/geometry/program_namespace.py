@@ -73,7 +73,7 @@ def _cadquery_import(name, globals=None, locals=None, fromlist=(), level=0):
 
 
 def program_globals(profile: Profile, module_name: str = "__main__") -> dict:
-    """Fresh globals for one program of ``profile``; a ``cadquery``-profile program's ``__name__`` is ``module_name``."""
+    """Fresh globals for one program of ``profile`` (a ``cadquery``-profile program's ``__name__``: ``module_name``)."""
     if profile is Profile.STRICT:
         table = builtins_table(STRICT_BUILTIN_NAMES)
         table.update(print=_no_print, __import__=_strict_import)

@@ -102,7 +102,8 @@ def test_route_past_the_python_fence_is_closed(pool, marker, code, status, text)
 # text: a literal (a fourth review), a name bound to a string built at run time (a sixth), or text inside a generic.
 ESCAPE = ("(o := [c for c in ().__class__.__base__.__subclasses__() if c.__name__ == '_wrap_close'][0]"
           ".__init__.__globals__) and int")
-ESCAPED = "try:\n    o\n    n = 2\nexcept NameError:\n    n = 1\nr = cq.Workplane().box(n, 1, 1)\n"  # volume 2: it got out
+# volume 2: it got out
+ESCAPED = "try:\n    o\n    n = 2\nexcept NameError:\n    n = 1\nr = cq.Workplane().box(n, 1, 1)\n"
 DISPATCH = ("import functools\nimport cadquery as cq\n@functools.singledispatch\ndef f(x):\n    return 0\n"
             "s = {escape!r}\ndef g(x: {annotation}) -> {annotation}:\n    return 1\n"
             "try:\n    f.register(g)\nexcept TypeError:\n    pass\n")
@@ -120,7 +121,8 @@ def test_annotations_are_dropped_so_none_is_evaluated(pool, code):
 
 
 def test_registering_on_cadquery_s_multimethod_is_tampering_and_evaluates_nothing(pool, marker):
-    code = f"import cadquery as cq\ns = {ESCAPE!r}\ndef g(self, x: s) -> s:\n    return self\ncq.Sketch.segment.register(g)\n"
+    code = (f"import cadquery as cq\ns = {ESCAPE!r}\ndef g(self, x: s) -> s:\n    return self\n"
+            "cq.Sketch.segment.register(g)\n")
     result = pool.run(code + ESCAPED, profile="cadquery")
     assert result.status.value == "error" and "modified the sandbox (cadquery.Sketch.segment" in result.reason
     assert_contained(pool, result, marker)
