@@ -86,6 +86,7 @@ def test_program_folder_protocol_numbers_and_files(recoder, programs, meshes, tm
     summary = json.loads(report.paths["json"].read_text())
     assert summary["count"] == 2 and summary["skipped"] == 1 and summary["num_candidates"] == 2
     assert summary["data_kind"] == "programs" and summary["mean_cd"] == pytest.approx(s.mean_cd)
+    assert summary["unread_meshes"] == 0
     assert "| 2 |" in report.table() and "| 0.0 |" in report.table()
     # each valid input's program, under its id; the skipped one has none
     written = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "programs").rglob("*.py"))
@@ -93,6 +94,18 @@ def test_program_folder_protocol_numbers_and_files(recoder, programs, meshes, tm
     assert (tmp_path / "programs" / "test" / "0.py").read_text() == report.rows[0]["program"]
     assert "box(80,80,80)" in report.rows[1]["program"]  # the memorizer's cube, whatever the input
     assert not (tmp_path / "programs_as_written").exists()  # no refinement, no second copy
+
+
+def test_meshes_beside_programs_are_counted_as_unread(tmp_path):
+    from cad_recode.evaluate import describe_data
+
+    (tmp_path / "part.py").write_text("import cadquery as cq\nr = cq.Workplane().box(1, 1, 1)\n")
+    (tmp_path / "part.stl").write_bytes(b"solid x\nendsolid x\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "other.step").write_text("ISO-10303-21;")
+    assert describe_data(tmp_path) == ("programs", ["part.py"], 2)
+    (tmp_path / "part.py").unlink()
+    assert describe_data(tmp_path) == ("meshes", ["part.stl", "sub/other.step"], 0)
 
 
 def test_program_paths_follow_the_id_and_stay_inside_the_folder(tmp_path):

@@ -134,8 +134,12 @@ def _num(value: float) -> str:
 # --------------------------------------------------------------------------- data
 
 
-def describe_data(data: str | os.PathLike, split: str = "test") -> tuple[str, list[str]]:
-    """(kind, item ids) of an evaluation source; InputError when it is none of the accepted kinds."""
+def describe_data(data: str | os.PathLike, split: str = "test") -> tuple[str, list[str], int]:
+    """(kind, item ids, meshes left unread) of an evaluation source; InputError when it is none of the accepted kinds.
+
+    A folder that holds .py programs is read as programs (the ground truths run in the sandbox); meshes beside
+    them (a script's own exports, say) are not read, and are counted so that the caller can say so.
+    """
     from cad_recode.data.shards import read_manifest
 
     root = Path(data)
@@ -146,7 +150,7 @@ def describe_data(data: str | os.PathLike, split: str = "test") -> tuple[str, li
     if root.is_dir() and read_manifest(root) is not None:
         from cad_recode.data.shards import PreparedSplit
 
-        return "prepared", [f"{split}:{i}" for i in range(len(PreparedSplit.open(root, split)))]
+        return "prepared", [f"{split}:{i}" for i in range(len(PreparedSplit.open(root, split)))], 0
     if not root.is_dir():
         raise InputError(f"--data {root} is a file; give a folder (prepared dataset, .py programs or meshes)")
     files = sorted((p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")),
@@ -154,9 +158,9 @@ def describe_data(data: str | os.PathLike, split: str = "test") -> tuple[str, li
     programs = [p for p in files if p.suffix == ".py"]
     meshes = [p for p in files if p.suffix.lower() in MESH_DATA_SUFFIXES]
     if programs:
-        return "programs", [p.relative_to(root).as_posix() for p in programs]
+        return "programs", [p.relative_to(root).as_posix() for p in programs], len(meshes)
     if meshes:
-        return "meshes", [p.relative_to(root).as_posix() for p in meshes]
+        return "meshes", [p.relative_to(root).as_posix() for p in meshes], 0
     raise InputError(
         f"--data {root} holds no prepared dataset (manifest.json), no .py programs and no meshes "
         f"({' '.join(MESH_DATA_SUFFIXES)}); point it at a test set"
@@ -212,7 +216,7 @@ def evaluate(
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be >= 1, got {limit}")
     perturbation = condition_by_name(condition)
-    kind, ids = describe_data(data, split)
+    kind, ids, unread = describe_data(data, split)
     ids = ids[:limit] if limit is not None else ids
     if not ids:
         raise InputError(f"--data {data} ({kind}, split {split}) holds no shapes")
@@ -263,7 +267,7 @@ def evaluate(
     settings = dict(
         model=recoder.describe(), data=str(data), data_kind=kind, split=split if kind == "prepared" else None,
         num_candidates=num_candidates, limit=limit, seed=seed, condition=perturbation.name, decoding=decoding.to_dict(),
-        seconds=round(time.perf_counter() - started, 3),
+        seconds=round(time.perf_counter() - started, 3), unread_meshes=unread,
     )
     report = EvalReport(summary, rows, skipped, kind, settings, model_summary=model_summary,
                         **family_tables(data, measured, refined=model_summary is not None))
