@@ -397,8 +397,9 @@ def cmd_eval(args) -> int:
     print(report.table())
     if report.skipped:
         print(f"{len(report.skipped)} ground-truth shapes skipped (see {report.paths['csv']})", file=sys.stderr)
-    if report.settings.get("unread_meshes"):
-        print(escape_controls(f"{report.settings['unread_meshes']} mesh files beside the programs in {args.data} were "
+    unread = report.settings.get("unread_meshes")
+    if unread:
+        print(escape_controls(f"{unread} mesh file{'s' if unread > 1 else ''} beside the programs in {args.data} "
                               "not read: a folder that holds .py programs is evaluated as programs"), file=sys.stderr)
     print(f"wrote {report.paths['csv']}, {report.paths['json']} and each input's program under "
           f"{report.paths['programs']}/", file=sys.stderr)

@@ -8,11 +8,11 @@ and cannot be modified.
 
 After each program, before its shape is measured, the worker checks that nothing
 the measuring code or the next program relies on was changed (:class:`TamperCheck`:
-the class dictionaries of cadquery's classes and the attributes of their methods and multimethods,
-the real ``math`` and ``builtins`` modules, and for the ``cadquery`` profile OCCT's
-classes too); a change fails the program and retires the worker. After each program
-the multimethods' entries are put back as they were at warm-up. ``cadquery``-profile programs run one per process,
-so nothing they change can outlive them, and their shapes are measured in another
+the class dictionaries of cadquery's classes and the attributes of their methods
+and multimethods, the real ``math`` and ``builtins`` modules, and for the ``cadquery``
+profile OCCT's classes too); a change fails the program and retires the worker. After
+each program the multimethods' entries are put back as they were at warm-up.
+``cadquery``-profile programs run one per process, so nothing they change can outlive them, and their shapes are measured in another
 (see :mod:`cad_recode.geometry.sandbox`); the check is kept for them as a second
 line: a program that patched ``Shape.Volume`` or ``gp_Pnt.XYZ`` fails outright.
 """
@@ -131,18 +131,21 @@ class TamperCheck:
         # Their own attributes are fingerprinted; their entries are put back after each program.
         from multimethod import multimethod
 
-        self.dispatchers = {f"{name}.{key}": value for name, klass in self.targets.items() if isinstance(klass, type)
-                            for key, value in vars(klass).items() if isinstance(value, multimethod)}
+        self.dispatchers = self._class_members(multimethod)
         self.dispatcher_entries = {name: dict(mm) for name, mm in self.dispatchers.items()}
         # A method read from its class is a plain function that takes any `self`: cq.Sketch.push(cq.Sketch.rect,
         # [...]) stored a 250 MB list as an attribute of the function `rect`, shared like the class itself.
-        methods = {f"{name}.{key}": value for name, klass in self.targets.items() if isinstance(klass, type)
-                   for key, value in vars(klass).items() if isinstance(value, types.FunctionType)}
+        methods = self._class_members(types.FunctionType)
         # almost all have no attributes: those are checked together, in C, for staying so (0.05 ms, not 1 ms)
         self.bare_methods = [f for f in methods.values() if not vars(f)]
         self.dressed_methods = {name: f for name, f in methods.items() if vars(f)}
         self.prints.update({name: self._fingerprint(target) for name, target in {**self.dispatchers,
                                                                                  **self.dressed_methods}.items()})
+
+    def _class_members(self, kind: type) -> dict[str, object]:
+        """Every ``kind`` in the class dictionaries of cadquery's classes, by 'cadquery.Class.name'."""
+        return {f"{name}.{key}": value for name, klass in self.targets.items() if isinstance(klass, type)
+                for key, value in vars(klass).items() if isinstance(value, kind)}
 
     @staticmethod
     def _fingerprint(target) -> dict:

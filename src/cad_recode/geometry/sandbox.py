@@ -16,8 +16,9 @@ Defences, outermost first
    fresh process forked from the zygote, and is measured in another: its worker sends
    only its shape, as binary BREP, which another worker (one that never ran a
    ``cadquery``-profile program: each retires after its one) measures and exports
-   (:meth:`Sandbox._measure_elsewhere`), so a program that took over its own process can choose the shape but not the figures reported for it
-   (ordinary Python has too many doors for the profile's rules to be the boundary).
+   (:meth:`Sandbox._measure_elsewhere`), so a program that took over its own process
+   can choose the shape but not the figures reported for it (ordinary Python has too
+   many doors for the profile's rules to be the boundary).
    A strict worker serves at most
    ``programs_per_worker`` programs, each with fresh globals, builtins and read-only
    module views; a program that changed anything shared (checked after each),
