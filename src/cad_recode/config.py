@@ -376,6 +376,12 @@ class TrainConfig(RunOutputs):
         "Optimizer steps to train; -1 = train num_train_epochs epochs instead (CAD-Recode: about 100k).",
     )
     num_train_epochs: float = config_field(3.0, "Epochs to train when max_steps is -1.")
+    max_minutes: float | None = config_field(
+        None,
+        "A wall-clock budget for the training steps: the run first times a few steps on its own data, "
+        "then trains min(max_steps, the steps that fit), the schedule laid out over them. Evaluations "
+        "and checkpoint saves come on top. null = no budget.",
+    )
     bf16: bool = config_field(True, "bfloat16 mixed precision (Ampere or newer GPUs); not together with fp16.")
     fp16: bool = config_field(False, "float16 mixed precision (older GPUs); not together with bf16.")
     gradient_checkpointing: bool = config_field(
@@ -471,6 +477,8 @@ class TrainConfig(RunOutputs):
                     "must map family names to numbers >= 0, at least one > 0")
         max_steps_ok = self.max_steps == -1 or self.max_steps > 0
         require(self, "max_steps", max_steps_ok, "must be -1 (use num_train_epochs) or > 0")
+        if self.max_minutes is not None:  # not a number (nan included) is refused when read
+            require(self, "max_minutes", self.max_minutes > 0, "must be > 0 (or null)")
         if self.projector_learning_rate is not None:
             require(self, "projector_learning_rate", self.projector_learning_rate > 0, "must be > 0 (or null)")
         if self.save_total_limit is not None:

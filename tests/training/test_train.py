@@ -35,6 +35,7 @@ from cad_recode.data.batching import length_grouped_order
 from cad_recode.data.shards import ShapeRecord, build_manifest, hash_ids, write_manifest, write_shard
 from cad_recode.errors import InputError, UsageError
 from cad_recode.training.plan import plan
+from cad_recode.training.budget import decide, planned_steps, resumed_max_steps
 from cad_recode.training.recipe import build_trainer, setup, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -517,6 +518,70 @@ def test_group_by_length_weighs_every_token_alike(data_dir, tmp_path):
     assert weighted == pytest.approx(token_mean * tokens / per_step, rel=1e-5)
 
 
+# --------------------------------------------------------------------------- a wall-clock budget
+
+
+def test_budget_decides_steps_by_hand():
+    """What `max_minutes` holds at a measured speed, against hand-computed counts."""
+    cfg = load_config(None, dict(max_steps=5600, max_minutes=12))
+    short = decide(cfg, 0.2, items=10800, world_size=1)
+    assert (short.max_steps, short.fitting_steps, short.planned_steps) == (3600, 3600, 5600)
+    assert "3600 steps fit 12 min at 0.200 s a step; training 3600 of the 5600 planned steps" in short.line(12)
+    roomy = decide(cfg, 0.1, items=10800, world_size=1)
+    assert (roomy.max_steps, roomy.fitting_steps) == (5600, 7200)
+    assert "training all 5600 planned steps" in roomy.line(12)
+    # epochs: 100 items over 2 processes, batches of 8 -> 7 a process, accumulation 2 -> 3 steps an epoch
+    epochs = load_config(None, dict(max_steps=-1, num_train_epochs=3, per_device_train_batch_size=8,
+                                    gradient_accumulation_steps=2, max_minutes=1))
+    assert planned_steps(epochs, items=100, world_size=2) == 9
+    assert decide(epochs, 1.0, items=100, world_size=2).max_steps == -1  # all epochs fit: kept as epochs
+    assert decide(epochs, 10.0, items=100, world_size=2).max_steps == 6
+    with pytest.raises(InputError, match=r"max_minutes=1 holds no training step: a step takes 75.00 s"):
+        decide(epochs, 75.0, items=100, world_size=2)
+
+
+@pytest.mark.parametrize("minutes, expected", [(0, "must be > 0"), (-1, "must be > 0"),
+                                               (float("nan"), "must be a number")])
+def test_budget_must_be_a_positive_number(minutes, expected):
+    with pytest.raises(UsageError, match=f"'max_minutes' {expected}"):
+        load_config(None, dict(max_minutes=minutes))
+
+
+@pytest.mark.parametrize("group_by_length", [False, True], ids=["shuffled", "length-grouped"])
+def test_budget_run_trains_as_a_run_of_its_step_count(group_by_length, data_dir, tmp_path, capsys):
+    """A 2-second budget cuts a run of a million steps, and the probe before it leaves no trace: the model
+    equals that of a run configured with the chosen count (dropout on, so the RNG streams count too)."""
+    settings = dict(save_steps=10**6, logging_steps=10**6, lora_dropout=0.1, group_by_length=group_by_length)
+    budgeted = tmp_path / "budgeted"
+    result = train(tiny_config(data_dir, budgeted, max_steps=10**6, max_minutes=2 / 60, **settings))
+    steps = result.global_step
+    assert 1 <= steps < 10**6
+    assert f"training {steps} of the 1000000 planned steps" in capsys.readouterr().err
+    assert load_config(budgeted / "config.yaml").max_steps == steps  # the run folder says what it trained
+    reference = tmp_path / "reference"
+    train(tiny_config(data_dir, reference, max_steps=steps, **settings))
+    a, b = load_file(reference / "adapter_model.safetensors"), load_file(budgeted / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_budget_run_resumes_towards_its_checkpoint_s_steps(data_dir, tmp_path, capsys):
+    """Resuming keeps the step count the checkpoint was trained towards; no second probe decides anew."""
+    out = tmp_path / "run"
+    train(tiny_config(data_dir, out, max_steps=6, save_steps=3, save_total_limit=None))
+    (out / "adapter_model.safetensors").unlink()
+    capsys.readouterr()
+    result = train(tiny_config(data_dir, out, max_steps=10**6, max_minutes=1000, save_steps=3,
+                               resume_from_checkpoint=str(out / "checkpoint-3")))
+    assert result.global_step == 6 and result.resumed_from == out / "checkpoint-3"
+    assert "max_minutes: resuming the run planned for 6 steps" in capsys.readouterr().err
+    state = out / "checkpoint-3" / "trainer_state.json"
+    state.write_text("{}")
+    with pytest.raises(InputError, match="cannot read the run's planned steps"):
+        resumed_max_steps(out / "checkpoint-3")
+
+
 def test_family_weights_need_labelled_data_and_the_data_s_families(data_dir, tmp_path):
     with pytest.raises(InputError) as excinfo:
         setup(tiny_config(data_dir, tmp_path / "run", family_weights={"box": 1}))
@@ -596,6 +661,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(data_dir, tmp_path, capsys):
     for word in ("parameters:", "weight bytes:", "est. peak memory:", "tokens per step:"):
         assert word in text
     assert f"{2 * 2 * (32 + 128):,} at most" in text  # batch x accumulation x (points + code)
+    assert "time budget" not in text
+    assert main(["train", "--config", str(config), "--dry_run", "--max_minutes", "7.5"]) == 0
+    assert "time budget:        7.5 min of steps" in capsys.readouterr().out
     assert not out.exists()
     lora_plan = plan(tiny_config(data_dir, out))
     qlora_plan = plan(tiny_config(data_dir, out, use_qlora=True))
@@ -758,7 +826,8 @@ def test_two_cpu_processes_under_torchrun(data_dir, tmp_path):
     """
     out, record = tmp_path / "run", tmp_path / "record"
     record.mkdir()
-    overrides = {**tiny_config(data_dir, out, max_steps=3, save_steps=2).__dict__}
+    # a budget that holds all 3 steps: both ranks probe, and the slowest one's time decides for both
+    overrides = {**tiny_config(data_dir, out, max_steps=3, save_steps=2, max_minutes=1000).__dict__}
     script = tmp_path / "child.py"
     script.write_text(DISTRIBUTED_CHILD)
     with socket.socket() as probe:  # a free port for the rendezvous

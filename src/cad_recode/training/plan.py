@@ -34,6 +34,7 @@ class Plan:
     tokens_per_step: int
     world_size: int
     detail: str
+    max_minutes: float | None = None
 
     def format(self) -> str:
         gib = 1024**3
@@ -45,6 +46,8 @@ class Plan:
             f"weight bytes:       {self.weight_bytes / gib:.3f} GiB ({self.weight_bytes:,})",
             f"est. peak memory:   {self.peak_bytes / gib:.2f} GiB per device (weights + grads + AdamW + activations; rough)",
             f"tokens per step:    {self.tokens_per_step:,} at most (points + code, x{self.world_size} devices)",
+            *([f"time budget:        {self.max_minutes:g} min of steps (timed on the data before training; "
+               "max_steps is the most)"] if self.max_minutes is not None else []),
             "dry run: nothing trained, nothing written",
         ])
 
@@ -98,4 +101,5 @@ def plan(cfg: TrainConfig) -> Plan:
         method=cfg.finetune_method, total_params=counts.total, trainable_params=counts.trainable,
         weight_bytes=weight_bytes, peak_bytes=weight_bytes + optimizer_state + activations + logits,
         tokens_per_step=tokens * cfg.gradient_accumulation_steps * world, world_size=world, detail=counts.summary(),
+        max_minutes=cfg.max_minutes,
     )

@@ -1,6 +1,7 @@
 """The training recipe: LoRA / QLoRA / full fine-tuning of point encoder + causal LM.
 
-    train(cfg)   check inputs -> setup -> Trainer.train (resume) -> save_final -> cleanup
+    train(cfg)   check inputs -> setup -> (max_minutes: time a few steps, fix max_steps)
+                 -> Trainer.train (resume) -> save_final -> cleanup
     setup(cfg)   tokenizer, datasets, model (LoRA / 4-bit base / full), merge base loader
 
 Helpers: :mod:`cad_recode.training.checkpointing` (output layout, checkpoints,
@@ -93,12 +94,14 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None, *,
     if resume is not None:
         ckpt.validate_checkpoint(resume, cfg)
     run = setup(cfg, resume)
+    if cfg.max_minutes is not None:
+        run = fit_to_budget(run, resume)
     trainer = build_trainer(run, callbacks, generation_metrics)
     output_dir = Path(cfg.output_dir)
     if trainer.is_world_process_zero():
         if cfg.overwrite_output_dir and resume is None:
             ckpt.clear_previous_run(output_dir)
-        save_config(cfg, output_dir / RUN_CONFIG)
+        save_config(run.cfg, output_dir / RUN_CONFIG)
     try:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         if trainer.is_world_process_zero():
@@ -107,6 +110,17 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None, *,
     finally:
         cleanup(trainer)
     return TrainResult(output_dir, result.global_step, result.training_loss, resume)
+
+
+def fit_to_budget(run: Run, resume: Path | None) -> Run:
+    """``run`` set to the steps its ``max_minutes`` holds (`cad_recode.training.budget`); says what it chose."""
+    from cad_recode.training.budget import fit_to_budget as fit
+
+    args = training_arguments(run.cfg)
+    run, budget = fit(run, resume, args)
+    if args.process_index == 0:
+        print(budget.line(run.cfg.max_minutes), file=sys.stderr, flush=True)
+    return run
 
 
 def build_trainer(run: Run, extra_callbacks: list[TrainerCallback] | None = None,
