@@ -11,6 +11,8 @@
 # QUICKSTART_EVAL_CANDIDATES is N of best-of-N at evaluation (N point draws, closest valid solid to the input);
 # QUICKSTART_REFINE is the sandbox runs that fit each winner's numbers to the input points (0: off).
 # QUICKSTART_LEVEL is the generator level (broad: every family of simple parts; simple: the narrow first level).
+# QUICKSTART_MINUTES is the time for data, training and evaluation (default 20; setup not counted; 0 = no limit):
+# on a slower machine training takes fewer steps (max_minutes), so that the run still ends in time.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,6 +25,7 @@ EVAL_CANDIDATES=${QUICKSTART_EVAL_CANDIDATES:-4}
 REFINE=${QUICKSTART_REFINE:-120}
 TRAIN_FLAGS=${QUICKSTART_TRAIN_FLAGS:-}
 SKIP_SETUP=${QUICKSTART_SKIP_SETUP:-0}
+MINUTES=${QUICKSTART_MINUTES:-20}
 
 say() { printf '\n==> %s\n' "$*"; }
 
@@ -31,6 +34,10 @@ mkdir -p "$WORKDIR" 2>/dev/null && touch "$WORKDIR/.write-test" 2>/dev/null || {
   exit 2
 }
 rm -f "$WORKDIR/.write-test"
+[[ "$MINUTES" =~ ^[0-9]+([.][0-9]+)?$ ]] || {
+  echo "quickstart: error: QUICKSTART_MINUTES must be a number of minutes (0 = no limit), got '$MINUTES'" >&2
+  exit 2
+}
 
 if [ "$SKIP_SETUP" != 1 ]; then
   say "setting up .venv (CPU build of torch; nothing is downloaded after this)"
@@ -38,6 +45,7 @@ if [ "$SKIP_SETUP" != 1 ]; then
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 CLI=".venv/bin/cad-recode"
+CLOCK=$(date +%s)  # QUICKSTART_MINUTES counts from here
 
 PROGRAMS_DIR="$WORKDIR/programs"
 DATA_DIR="$WORKDIR/data"
@@ -73,14 +81,32 @@ fi
 
 say "data: executing and tessellating the programs into $DATA_DIR (resumable)"
 $CLI data prepare --src "$PROGRAMS_DIR" --output_dir "$DATA_DIR" --workers "$WORKERS" --resume
+DATA_SECONDS=$(( $(date +%s) - CLOCK ))
+
+# Training gets the minutes that data left, less a reserve for what follows: the test split's evaluation
+# runs in the sandbox as data preparation does, so its share grows with preparation's time on this machine
+# (about 1.2x it), plus 105 s for training's own evaluations and saving.
+budget_flags() {
+  [ "$(echo "$MINUTES" | tr -d '0.')" = "" ] && return 0  # 0, 0.0: no limit
+  .venv/bin/python - "$MINUTES" "$(( $(date +%s) - CLOCK ))" "$DATA_SECONDS" <<'PY'
+import sys
+minutes, spent, data = (float(arg) for arg in sys.argv[1:])
+left = minutes * 60 - spent - (1.3 * max(data, 120) + 105)
+if left < 60:
+    print(f"quickstart: warning: {minutes:g} minutes leave no time to train after {spent:.0f} s of data; "
+          "training 1 minute (the run will take longer)", file=sys.stderr)
+print(f"--max_minutes {max(left, 60) / 60:.2f}")
+PY
+}
 
 if [ -f "$MODEL_DIR/config.yaml" ] && { [ -f "$MODEL_DIR/model.safetensors" ] || [ -f "$MODEL_DIR/adapter_model.safetensors" ]; }; then
   say "train: reusing the trained model in $MODEL_DIR"
 else
-  say "train: the tiny model (configs/train_config_tiny.yaml); TensorBoard logs in $MODEL_DIR/runs"
-  # shellcheck disable=SC2086  # TRAIN_FLAGS is a list of flags
+  BUDGET=$(budget_flags)
+  say "train: the tiny model (configs/train_config_tiny.yaml)${BUDGET:+, at most ${BUDGET#--max_minutes } minutes of steps to end within $MINUTES minutes}; TensorBoard logs in $MODEL_DIR/runs"
+  # shellcheck disable=SC2086  # TRAIN_FLAGS and BUDGET are lists of flags
   $CLI train --config configs/train_config_tiny.yaml --data_dir "$DATA_DIR" --output_dir "$MODEL_DIR" \
-    --resume_from_checkpoint auto $TRAIN_FLAGS
+    --resume_from_checkpoint auto $BUDGET $TRAIN_FLAGS
 fi
 
 # Evaluation and the cube are reused only when what they read is unchanged: the model's weights,

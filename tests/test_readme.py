@@ -135,6 +135,7 @@ def test_the_readme_main_command_runs_end_to_end_on_a_reduced_budget(tmp_path):
         "QUICKSTART_EVAL_LIMIT": "3", "QUICKSTART_EVAL_CANDIDATES": "2", "QUICKSTART_REFINE": "10",
         "QUICKSTART_TRAIN_FLAGS": "--max_steps 3 --eval_steps 3 --save_steps 3 --logging_steps 1 --eval_num_samples 2 "
                                   "--max_new_tokens 16",
+        "QUICKSTART_MINUTES": "1",  # less than data and evaluation need: trains its 1-minute floor, and says so
     }
     command = next(line for line in README.splitlines() if line.startswith("bash quickstart.sh")).split("#")[0].split()
     first = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=0.65 * SUITE_TIMEOUT)
@@ -143,6 +144,9 @@ def test_the_readme_main_command_runs_end_to_end_on_a_reduced_budget(tmp_path):
     assert summary["count"] == 3 and summary["num_candidates"] == 2 and summary["decoding"]["refine_evaluations"] == 10
     assert (work / "model" / "model.safetensors").is_file() and (work / "model" / "training_curves.png").is_file()
     assert {"code.py", "code.json", "code.png"} <= {p.name for p in (work / "cube").iterdir()}
+    assert "1 minutes leave no time to train" in first.stderr
+    assert "at most 1.00 minutes of steps to end within 1 minutes" in first.stdout
+    assert "max_minutes: " in first.stderr and "training all 3 planned steps" in first.stderr  # the probe ran
     tail = first.stdout[first.stdout.rindex("==> done"):]
     assert "| inputs | IoU % |" in tail and str(work / "eval" / "summary.json") in tail  # the table and where things are
 
@@ -150,6 +154,18 @@ def test_the_readme_main_command_runs_end_to_end_on_a_reduced_budget(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "programs: reusing" in again.stdout and "train: reusing" in again.stdout
     assert "eval: reusing" in again.stdout and "infer: reusing" in again.stdout
+
+
+def test_the_main_command_refuses_a_time_that_is_not_a_number(tmp_path):
+    import os
+    import subprocess
+
+    env = {**os.environ, "WORKDIR": str(tmp_path / "w"), "QUICKSTART_SKIP_SETUP": "1",
+           "QUICKSTART_MINUTES": "20min"}
+    result = subprocess.run(["bash", "quickstart.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "QUICKSTART_MINUTES must be a number of minutes (0 = no limit), got '20min'" in result.stderr
+    assert not (tmp_path / "w" / "programs").exists()  # refused before any work
 
 
 @pytest.mark.parametrize("made_by, reason", [

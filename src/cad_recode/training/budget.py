@@ -63,7 +63,8 @@ def fit_to_budget(run, resume: Path | None, args):
     else:
         if not cfg.load_in_4bit:  # where the Trainer will put it (a 4-bit base is placed when loaded)
             run.model.to(args.device)
-        seconds = slowest_process(time_steps(run))
+        planned = planned_steps(cfg, len(run.train_dataset), args.world_size)
+        seconds = slowest_process(time_steps(run, probe=min(PROBE_STEPS, planned)))  # a smoke run stays short
         budget = decide(cfg, seconds, len(run.train_dataset), args.world_size)
     return dataclasses.replace(run, cfg=dataclasses.replace(cfg, max_steps=budget.max_steps)), budget
 
