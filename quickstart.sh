@@ -85,17 +85,18 @@ DATA_SECONDS=$(( $(date +%s) - CLOCK ))
 
 # Training gets the minutes that data left, less a reserve for what follows: the test split's evaluation
 # runs in the sandbox as data preparation does, so its share grows with preparation's time on this machine
-# (about 1.2x it), plus 105 s for training's own evaluations and saving.
+# (1.1x to 1.3x it), plus 105 s for training's own evaluations and saving. Steps get 90 % of what is left:
+# they ran up to 9 % slower than the probe before training timed them (BENCHMARKS.md).
 budget_flags() {
   [ "$(echo "$MINUTES" | tr -d '0.')" = "" ] && return 0  # 0, 0.0: no limit
   .venv/bin/python - "$MINUTES" "$(( $(date +%s) - CLOCK ))" "$DATA_SECONDS" <<'PY'
 import sys
 minutes, spent, data = (float(arg) for arg in sys.argv[1:])
 left = minutes * 60 - spent - (1.3 * max(data, 120) + 105)
-if left < 60:
+if 0.9 * left < 60:
     print(f"quickstart: warning: {minutes:g} minutes leave no time to train after {spent:.0f} s of data; "
           "training 1 minute (the run will take longer)", file=sys.stderr)
-print(f"--max_minutes {max(left, 60) / 60:.2f}")
+print(f"--max_minutes {max(0.9 * left, 60) / 60:.2f}")
 PY
 }
 

@@ -1,14 +1,14 @@
 """A training run that fits a wall-clock budget (``max_minutes``).
 
 Before its first step the run times a few steps of its own: items (point sampling, tokenizing),
-collating, forward and backward on real batches in the run's own order. The gradients are
-dropped, the weights never change and the RNG streams are put back, so the run then trains
-exactly as a run configured with the chosen step count would. It trains min(max_steps, the steps
+collating, forward, backward, clipping and a throwaway AdamW's step, on real batches in the run's
+own kind of order. The weights are then put back bit for bit, the gradients dropped and the RNG
+streams restored, so the run trains exactly as a run configured with the chosen step count would. It trains min(max_steps, the steps
 that fit), with the learning-rate schedule laid out over those steps: deciding up front keeps the
 schedule's cosine tail, where a run stopped when its time is out would end at a high learning rate.
 
-Not in the probe: the optimizer step (about 3 % of the tiny model's step on the CPU), logging,
-evaluations and checkpoint saves; leave room for them. Under ``torchrun`` the slowest process
+Not in the probe: the Trainer's own bookkeeping and logging (the tiny model's steps ran up to 5 %
+slower than probed; BENCHMARKS.md), evaluations and checkpoint saves; leave room for them. Under ``torchrun`` the slowest process
 decides for all. A resumed run keeps the step count its checkpoint was trained towards.
 """
 
@@ -105,7 +105,12 @@ def resumed_max_steps(checkpoint: Path) -> int:
 
 
 def time_steps(run, warmup: int = WARMUP_STEPS, probe: int = PROBE_STEPS) -> float:
-    """Mean seconds of one optimizer step's items, collating, forward and backward (no optimizer step)."""
+    """Mean seconds of one optimizer step: items, collating, forward, backward, clipping, AdamW.
+
+    The AdamW steps are a throwaway optimizer's; the trainable weights are copied aside (to the CPU:
+    a full fine-tune's copy need not fit beside it) and put back bit for bit afterwards.
+    """
+    from cad_recode.model import optimizer_groups
     from cad_recode.training.checkpointing import preserved_rng
 
     cfg, model, dataset = run.cfg, run.model, run.train_dataset
@@ -114,6 +119,10 @@ def time_steps(run, warmup: int = WARMUP_STEPS, probe: int = PROBE_STEPS) -> flo
     device = next(p for p in model.parameters()).device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16 else \
         torch.autocast(device.type, dtype=torch.float16) if cfg.fp16 else nullcontext()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    kept = [p.detach().to("cpu", copy=True) for p in trainable]
+    optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.learning_rate, cfg.projector_lr, cfg.weight_decay),
+                                  lr=cfg.learning_rate)
     was_training = model.training
     model.train()
     timed = 0.0
@@ -128,12 +137,20 @@ def time_steps(run, warmup: int = WARMUP_STEPS, probe: int = PROBE_STEPS) -> flo
                     with autocast:
                         loss = model(**batch).loss / micro
                     loss.backward()
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 if step >= warmup:
                     timed += time.perf_counter() - started
     finally:
+        del optimizer  # its moments: the run's own optimizer starts from nothing
         model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for param, value in zip(trainable, kept):
+                param.copy_(value)
         model.train(was_training)
     return timed / probe
 
