@@ -86,7 +86,7 @@ DATA_SECONDS=$(( $(date +%s) - CLOCK ))
 # Training gets the minutes that data left, less a reserve for what follows: the test split's evaluation
 # runs in the sandbox as data preparation does, so its share grows with preparation's time on this machine
 # (1.1x to 1.3x it), plus 105 s for training's own evaluations and saving. Steps get 90 % of what is left:
-# they ran up to 9 % slower than the probe before training timed them (BENCHMARKS.md).
+# steps ran up to 7 % slower than the probe before training timed them (BENCHMARKS.md).
 budget_flags() {
   [ "$(echo "$MINUTES" | tr -d '0.')" = "" ] && return 0  # 0, 0.0: no limit
   .venv/bin/python - "$MINUTES" "$(( $(date +%s) - CLOCK ))" "$DATA_SECONDS" <<'PY'

@@ -3,13 +3,15 @@
 Before its first step the run times a few steps of its own: items (point sampling, tokenizing),
 collating, forward, backward, clipping and a throwaway AdamW's step, on real batches in the run's
 own kind of order. The weights are then put back bit for bit, the gradients dropped and the RNG
-streams restored, so the run trains exactly as a run configured with the chosen step count would. It trains min(max_steps, the steps
-that fit), with the learning-rate schedule laid out over those steps: deciding up front keeps the
-schedule's cosine tail, where a run stopped when its time is out would end at a high learning rate.
+streams restored, so the run trains exactly as a run configured with the chosen step count would.
+It trains min(max_steps, the steps that fit), with the learning-rate schedule laid out over those
+steps: deciding up front keeps the schedule's cosine tail, where a run stopped when its time is out
+would end at a high learning rate.
 
-Not in the probe: the Trainer's own bookkeeping and logging (the tiny model's steps ran up to 5 %
-slower than probed; BENCHMARKS.md), evaluations and checkpoint saves; leave room for them. Under ``torchrun`` the slowest process
-decides for all. A resumed run keeps the step count its checkpoint was trained towards.
+Not in the probe: the Trainer's bookkeeping and the machine's own drift (the tiny model's steps ran
+0.5 % to 7 % slower than probed on 2 CPU cores; BENCHMARKS.md), evaluations and checkpoint saves;
+leave room for them. Under ``torchrun`` the slowest process decides for all. A resumed run keeps the
+step count its checkpoint was trained towards.
 """
 
 from __future__ import annotations
