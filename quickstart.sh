@@ -88,14 +88,15 @@ DATA_SECONDS=$(( $(date +%s) - CLOCK ))
 # (1.1x to 1.3x it), plus 105 s for training's own evaluations and saving. Steps get 90 % of what is left:
 # steps ran up to 7 % slower than the probe before training timed them (BENCHMARKS.md).
 budget_flags() {
-  [ "$(echo "$MINUTES" | tr -d '0.')" = "" ] && return 0  # 0, 0.0: no limit
   .venv/bin/python - "$MINUTES" "$(( $(date +%s) - CLOCK ))" "$DATA_SECONDS" <<'PY'
 import sys
 minutes, spent, data = (float(arg) for arg in sys.argv[1:])
+if minutes == 0:  # no limit: no flag
+    sys.exit(0)
 left = minutes * 60 - spent - (1.3 * max(data, 120) + 105)
 if 0.9 * left < 60:
-    print(f"quickstart: warning: {minutes:g} minutes leave no time to train after {spent:.0f} s of data; "
-          "training 1 minute (the run will take longer)", file=sys.stderr)
+    print(f"quickstart: warning: QUICKSTART_MINUTES={minutes:g} leaves no time to train after {spent:.0f} s of "
+          "data; training 1 minute (the run will take longer)", file=sys.stderr)
 print(f"--max_minutes {max(0.9 * left, 60) / 60:.2f}")
 PY
 }

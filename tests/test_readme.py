@@ -144,7 +144,7 @@ def test_the_readme_main_command_runs_end_to_end_on_a_reduced_budget(tmp_path):
     assert summary["count"] == 3 and summary["num_candidates"] == 2 and summary["decoding"]["refine_evaluations"] == 10
     assert (work / "model" / "model.safetensors").is_file() and (work / "model" / "training_curves.png").is_file()
     assert {"code.py", "code.json", "code.png"} <= {p.name for p in (work / "cube").iterdir()}
-    assert "1 minutes leave no time to train" in first.stderr
+    assert "QUICKSTART_MINUTES=1 leaves no time to train" in first.stderr
     assert "at most 1.00 minutes of steps to end within 1 minutes" in first.stdout
     assert "max_minutes: " in first.stderr and "training all 3 planned steps" in first.stderr  # the probe ran
     tail = first.stdout[first.stdout.rindex("==> done"):]
