@@ -188,10 +188,12 @@ def test_refinement_reports_the_programs_before_and_after_it(recoder, sandbox, t
     data = tmp_path / "flat"
     data.mkdir()
     sandbox.run(example_program("cube").replace("box(80,80,80)", "box(80,80,64)")).to_trimesh().export(data / "0.stl")
+    (data / "1.stl").write_text("not a mesh")  # skipped: counted in no figure, the outline line included
     refining = Decoding(max_new_tokens=art.MAX_NEW_TOKENS, refine_evaluations=60)
     report = evaluate(recoder, data, out_dir=tmp_path / "out", decoding=refining, progress=False)
 
     row = report.rows[0]
+    assert [r["status"] for r in report.rows[1:]] == ["skipped"]
     assert row["valid"] and row["iou"] > row["model_iou"] + 0.05 and row["cd"] < row["model_cd"]
     assert report.model_summary.mean_iou == pytest.approx(row["model_iou"])
     assert report.summary.mean_iou == pytest.approx(row["iou"])

@@ -91,7 +91,7 @@ class EvalReport:
         """Inputs whose refinement started from the points' own outline (None without refinement)."""
         if self.model_summary is None:
             return None
-        return sum(1 for r in self.rows if r.get("refined_from") not in (None, "model"))
+        return sum(1 for r in self.rows if r["status"] != "skipped" and r.get("refined_from") not in (None, "model"))
 
     @property
     def invalid_kinds(self) -> InvalidCounts:
