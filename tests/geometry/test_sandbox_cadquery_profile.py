@@ -39,6 +39,19 @@ def test_each_kind_gives_the_solid_it_describes(results, name):
     assert result.volume > 0 and result.num_faces > 2
 
 
+def test_methods_cadquery_resolves_on_first_call_are_not_tampering():
+    """cadquery's multimethods resolve some methods on their first call (Face.trim, Shape.move); in a worker that
+    rewrote the multimethod, and the program was failed as one that modified the sandbox."""
+    code = ("import cadquery as cq\nface = cq.Workplane().rect(4, 4).extrude(1).faces('>Z').val()\n"
+            "patch = face.trim(0, 1, 0, 1).moved(cq.Location((0, 0, 1)))\n"
+            "r = cq.Workplane().add(cq.Solid.extrudeLinear(patch, cq.Vector(0, 0, 2)))\n")
+    with Sandbox(timeout=30.0, profile="cadquery") as sandbox:
+        results = [sandbox.run(code) for _ in range(2)]
+    for result in results:
+        assert result.ok, result.reason
+        assert result.volume == pytest.approx(2.0)
+
+
 def test_strict_profile_refuses_them_and_names_the_other_profile():
     with Sandbox(timeout=30.0) as strict:
         result = strict.run(PROGRAMS["loops_and_functions"])

@@ -120,6 +120,22 @@ def test_annotations_are_dropped_so_none_is_evaluated(pool, code):
     assert result.ok and result.volume == pytest.approx(1.0), result.reason  # 1: `o` was never bound
 
 
+# No annotation in the source: an object built with type() carries text annotations, and get_type_hints evaluated
+# them with globals {}, that is with the real builtins (a seventh review: `__import__('os')` ran, Landlock held).
+BUILT_ANNOTATIONS = (
+    "import functools\nimport cadquery as cq\n@functools.singledispatch\ndef f(x):\n    return 0\n"
+    "C = type('C', (), {'__annotations__': {'x': \"__import__('os') and int\"}})\n"
+    "try:\n    f.register(C())\n    n = 2\nexcept NameError as err:\n"
+    "    n = 1 if 'annotations written as text are not evaluated in the sandbox' in str(err) else 3\n"
+    "r = cq.Workplane().box(n, 1, 1)\n"
+)
+
+
+def test_annotations_written_as_text_are_never_evaluated(pool):
+    result = pool.run(BUILT_ANNOTATIONS, profile="cadquery")
+    assert result.ok and result.volume == pytest.approx(1.0), result.reason  # 2: evaluated; 3: another NameError
+
+
 def test_registering_on_cadquery_s_multimethod_is_tampering_and_evaluates_nothing(pool, marker):
     code = (f"import cadquery as cq\ns = {ESCAPE!r}\ndef g(self, x: s) -> s:\n    return self\n"
             "cq.Sketch.segment.register(g)\n")

@@ -1,0 +1,85 @@
+"""Annotations written as text: resolved once for cadquery in the zygote, then never evaluated again.
+
+``typing.get_type_hints`` turns an annotation that is a string into code and runs it with ``eval``. When
+the globals it picks hold no ``__builtins__`` (an object that is not a function or class gets ``{}``),
+``eval`` hands the code the interpreter's real builtins, ``__import__`` included. Programs reach
+``get_type_hints`` through ``functools.singledispatch``'s ``register``, cadquery's multimethods
+(``register``, and the instance check of a ``Callable`` parameter) and ``typing`` itself, and they can
+build such an object without writing an annotation (``type("C", (), {"__annotations__": {...}})``).
+Dropping annotations from the program's source does not stop that.
+
+cadquery itself needs the evaluation: its multimethods register a method whose hints name a class not
+yet defined as *pending*, and resolve it on the method's first call, in whatever program calls it first.
+That first call also rewrote shared state the tamper check watches (``Face.trim.__doc__``), so a program
+that trimmed a face was failed as one that "modified the sandbox".
+
+So the zygote resolves every pending multimethod of cadquery's modules and classes
+(:func:`resolve_cadquery_dispatch`), and then makes text annotations unevaluable in its process and every
+worker it forks (:func:`refuse_text_annotations`): evaluating one raises ``NameError`` with
+:data:`REFUSAL`. multimethod treats a ``NameError`` as "not yet resolvable", ``singledispatch`` and
+``get_type_hints`` pass it to the program, which fails with that message.
+"""
+
+from __future__ import annotations
+
+import sys
+import typing
+
+REFUSAL = "annotations written as text are not evaluated in the sandbox"
+_EVALUATORS = ("_evaluate", "evaluate")  # ForwardRef's evaluating method: the first up to 3.13, the second in 3.14
+
+
+def cadquery_dispatchers() -> list:
+    """Every multimethod (and multidispatch) in cadquery's loaded modules and their classes."""
+    from multimethod import multimethod
+
+    found: dict[int, multimethod] = {}
+
+    def consider(value) -> None:
+        if isinstance(value, (classmethod, staticmethod)):
+            value = value.__func__
+        if isinstance(value, multimethod):
+            found.setdefault(id(value), value)
+
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "cadquery" or name.startswith("cadquery.")):
+            continue
+        for value in list(vars(module).values()):
+            consider(value)
+            if isinstance(value, type):
+                for member in list(vars(value).values()):
+                    consider(member)
+    return list(found.values())
+
+
+def resolve_cadquery_dispatch() -> int:
+    """Resolve every pending forward reference of cadquery's multimethods now; return how many were pending.
+
+    Raises ``RuntimeError`` when one cannot be resolved: a worker would then evaluate it during a program.
+    """
+    pending = 0
+    for dispatcher in cadquery_dispatchers():
+        pending += len(dispatcher.pending)
+        dispatcher.evaluate()
+        if dispatcher.pending:
+            raise RuntimeError(f"cadquery's {dispatcher.__qualname__} has hints that do not resolve: "
+                               f"{sorted(f.__qualname__ for f in dispatcher.pending)}")
+    return pending
+
+
+def _refuse(self, *args, **kwargs):
+    raise NameError(f"{REFUSAL} ({self.__forward_arg__!r})")
+
+
+def refuse_text_annotations() -> None:
+    """From now on, in this process, evaluating an annotation written as text raises ``NameError``.
+
+    Raises ``RuntimeError`` when this Python's ``typing.ForwardRef`` has no method known to evaluate: the
+    sandbox must not start with an evaluator it did not replace.
+    """
+    replaced = [name for name in _EVALUATORS if callable(getattr(typing.ForwardRef, name, None))]
+    if not replaced:
+        raise RuntimeError(f"typing.ForwardRef has none of {_EVALUATORS} on Python {sys.version.split()[0]}; "
+                           "the sandbox does not know how this Python evaluates annotations written as text")
+    for name in replaced:
+        setattr(typing.ForwardRef, name, _refuse)
