@@ -3,7 +3,7 @@
 ``cadquery_programs/`` holds programs written the way CadQuery users write them:
 loops, functions, classes, lambdas, try/while, selectors, fillets, shells, lofts,
 sweeps, revolves, sketches, assemblies, ``show_object``/``debug``/``print``,
-``math``/``numpy``/``random``/``itertools``/``functools`` imports, an export into the
+``math``/``numpy``/``random``/``itertools``/``functools``/``typing`` imports, an export into the
 scratch directory. At least 90 % must yield a valid solid, and the same programs
 are refused by the strict profile (the model's language) with a reason that points
 to ``cadquery``.
@@ -32,7 +32,7 @@ def test_at_least_90_percent_build(results):
     assert (len(PROGRAMS) - len(failed)) / len(PROGRAMS) >= 0.9, failed
 
 
-@pytest.mark.parametrize("name", ["loops_and_functions", "class_based", "assembly", "revolve"])
+@pytest.mark.parametrize("name", ["loops_and_functions", "class_based", "assembly", "revolve", "type_hints"])
 def test_each_kind_gives_the_solid_it_describes(results, name):
     result = results[name]
     assert result.ok, result.reason

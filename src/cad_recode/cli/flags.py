@@ -36,7 +36,7 @@ def add_output_flag(parser: argparse.ArgumentParser, *, folder: bool, old: str |
 UNSAFE_HELP = ("run programs without the OS sandbox (bubblewrap, Landlock, seccomp). UNSAFE: a hostile program "
                "can read and write your files and reach the network; only for programs you wrote")
 PROFILE_HELP = ("what programs may use: strict = the model's CAD-Recode language; cadquery = ordinary CadQuery "
-                "(loops, functions, show_object, math/numpy imports). Default: {default}")
+                "(loops, functions, show_object, math/numpy/typing imports). Default: {default}")
 
 
 def add_sandbox_flags(parser: argparse.ArgumentParser, *, profile_default: str | None = None) -> None:

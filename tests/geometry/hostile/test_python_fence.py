@@ -123,16 +123,19 @@ def test_annotations_are_dropped_so_none_is_evaluated(pool, code):
 # No annotation in the source: an object built with type() carries text annotations, and get_type_hints evaluated
 # them with globals {}, that is with the real builtins (a seventh review: `__import__('os')` ran, Landlock held).
 BUILT_ANNOTATIONS = (
-    "import functools\nimport cadquery as cq\n@functools.singledispatch\ndef f(x):\n    return 0\n"
-    "C = type('C', (), {'__annotations__': {'x': \"__import__('os') and int\"}})\n"
-    "try:\n    f.register(C())\n    n = 2\nexcept NameError as err:\n"
+    "import functools\nimport typing\nimport cadquery as cq\n@functools.singledispatch\ndef f(x):\n    return 0\n"
+    "C = type('C', (), {{'__annotations__': {{'x': \"__import__('os') and int\"}}}})\n"
+    "try:\n    {evaluate}\n    n = 2\nexcept NameError as err:\n"
     "    n = 1 if 'annotations written as text are not evaluated in the sandbox' in str(err) else 3\n"
     "r = cq.Workplane().box(n, 1, 1)\n"
 )
+EVALUATORS = {"singledispatch_register": "f.register(C())", "get_type_hints": "typing.get_type_hints(C())",
+              "get_type_hints_of_the_class": "typing.get_type_hints(C, globalns={})"}
 
 
-def test_annotations_written_as_text_are_never_evaluated(pool):
-    result = pool.run(BUILT_ANNOTATIONS, profile="cadquery")
+@pytest.mark.parametrize("evaluate", EVALUATORS.values(), ids=EVALUATORS.keys())
+def test_annotations_written_as_text_are_never_evaluated(pool, evaluate):
+    result = pool.run(BUILT_ANNOTATIONS.format(evaluate=evaluate), profile="cadquery")
     assert result.ok and result.volume == pytest.approx(1.0), result.reason  # 2: evaluated; 3: another NameError
 
 
