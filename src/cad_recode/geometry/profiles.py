@@ -54,6 +54,15 @@ DEFAULT_PROFILE = Profile.STRICT
 PROFILE_NAMES = tuple(p.value for p in Profile)
 
 
+def min_faces(profile: Profile | str) -> int:
+    """The fewest B-rep faces a valid solid has under ``profile``.
+
+    ``strict`` programs (the model's, and generated data) are judged by the evaluation protocol: more than
+    2 faces. A ``cadquery`` program is a part someone wrote, which may be a ball (1 face) or a cone (2).
+    """
+    return 3 if as_profile(profile) is Profile.STRICT else 1
+
+
 def as_profile(value: Profile | str) -> Profile:
     """``value`` as a :class:`Profile`; ``ValueError`` naming the choices otherwise."""
     try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cad_recode.geometry.program_namespace import ShownObjects, TamperCheck, program_globals
-from cad_recode.geometry.profiles import Profile, as_profile
+from cad_recode.geometry.profiles import Profile, as_profile, min_faces
 from cad_recode.geometry.exec_result import (
     ANGULAR_TOLERANCE, DEFAULT_MAX_TRIANGLES, TESSELLATION_TOLERANCE, ExecResult, ExecStatus, failure,
 )
@@ -116,7 +116,8 @@ def execute_program(
     if shape is None:
         return Outcome(failure(status, problem, elapsed()))
     try:
-        result, shape = _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, start)
+        result, shape = _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, min_faces(profile),
+                                 start)
         return Outcome(result, shape if result.ok else None)
     except (ProgramTimeout, MemoryError):
         raise
@@ -188,7 +189,8 @@ def measure_brep(
         # the bytes may carry faces' triangulations, which bounding box, mesh and STL would reuse: the
         # program's own mesh, of any shape. Force: also where a face has no surface, which is then invalid.
         BRepTools.Clean_s(handle, True)
-        result, shape = _measure(cq.Shape.cast(handle), tessellate, tolerance, angular_tolerance, max_triangles, start)
+        result, shape = _measure(cq.Shape.cast(handle), tessellate, tolerance, angular_tolerance, max_triangles,
+                                 min_faces(Profile.CADQUERY), start)
         return Outcome(result, shape if result.ok else None)
     except (ProgramTimeout, MemoryError):
         raise
@@ -318,7 +320,8 @@ def _occt_shape_types() -> frozenset:
         "Shape", "Solid", "CompSolid", "Compound", "Shell", "Face", "Wire", "Edge", "Vertex"))
 
 
-def _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, start) -> tuple[ExecResult, object]:
+def _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, fewest_faces,
+             start) -> tuple[ExecResult, object]:
     import cadquery as cq
 
     elapsed = lambda: time.perf_counter() - start  # noqa: E731
@@ -341,9 +344,10 @@ def _measure(shape, tessellate, tolerance, angular_tolerance, max_triangles, sta
         return failure(ExecStatus.INVALID, f"the solid carries {stray}, which bounds nothing; "
                        "its box, area and mesh would not be the solid's", elapsed()), None
     num_faces = len(shape.Faces())
-    if num_faces <= 2:
-        return failure(ExecStatus.INVALID, f"the solid has {num_faces} faces; a valid solid has more than 2",
-                       elapsed()), None
+    if num_faces < fewest_faces:
+        counted = f"{num_faces} face" + ("" if num_faces == 1 else "s")
+        rule = f"more than {fewest_faces - 1} (the evaluation protocol)" if fewest_faces > 1 else "at least one"
+        return failure(ExecStatus.INVALID, f"the solid has {counted}; a valid solid has {rule}", elapsed()), None
     volume = shape.Volume()
     box = shape.BoundingBox()
     extent = max(box.xlen, box.ylen, box.zlen)

@@ -53,8 +53,9 @@ considered only if it holds a ``cq.Workplane``, ``cq.Shape`` or ``cq.Assembly``.
 From a Workplane the solid is ``findSolid()``. Several solids are fused into one
 shape (a compound of disjoint solids when they do not touch).
 
-Validity (the evaluation protocol): ``BRepCheck`` valid, more than 2 B-rep faces,
-positive volume. A shape with no solid is ``invalid``; no shape at all is ``no_solid``.
+Validity: ``BRepCheck`` valid, positive volume, and for ``strict`` programs (the model's, and
+generated data) more than 2 B-rep faces, as the evaluation protocol says; a ``cadquery`` program's
+part may have fewer (a ball, a cone). A shape with no solid is ``invalid``; no shape at all is ``no_solid``.
 
 Mesh: ``shape.tessellate(TESSELLATION_TOLERANCE, ANGULAR_TOLERANCE)`` = (0.001, 0.1),
 the values of the CAD-Recode/cadrille evaluation; CadQuery meshes with a linear

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cad_recode.geometry.exec_result import ExecResult, ExecStatus, printable_line
-from cad_recode.geometry.profiles import Profile
+from cad_recode.geometry.profiles import Profile, min_faces
 
 FRAME_HEAD = struct.Struct("!II")
 MAX_HEADER_BYTES = 1 << 20
@@ -101,10 +101,12 @@ def _bbox(value) -> tuple[float, float, float] | None:
 
 
 def parse_result(header: dict, blob: bytearray, token: str, max_triangles: int,
-                 exports_asked: tuple[str, ...], mesh_asked: bool = True) -> tuple[ExecResult, dict[str, bytes]]:
+                 exports_asked: tuple[str, ...], mesh_asked: bool = True,
+                 profile: Profile | str = Profile.STRICT) -> tuple[ExecResult, dict[str, bytes]]:
     """The :class:`ExecResult` and exported files of a result frame; :class:`ProtocolViolation` if inconsistent.
 
     ``mesh_asked``: the job asked for a mesh, so an ok result must carry one (and is checked against it).
+    ``profile``: the job's, whose validity rules an ok result must meet (:func:`~cad_recode.geometry.profiles.min_faces`).
     """
     try:
         if header.get("token") != token:
@@ -138,17 +140,17 @@ def parse_result(header: dict, blob: bytearray, token: str, max_triangles: int,
     for kind, size in sizes.items():
         exports[kind] = bytes(blob[offset: offset + size])
         offset += size
-    _check_consistent(result, exports, exports_asked, mesh_asked)
+    _check_consistent(result, exports, exports_asked, mesh_asked, min_faces(profile))
     return result, exports
 
 
 def _check_consistent(result: ExecResult, exports: dict[str, bytes], exports_asked: tuple[str, ...],
-                      mesh_asked: bool) -> None:
+                      mesh_asked: bool, fewest_faces: int) -> None:
     if not result.ok:
         if result.vertices is not None or exports:
             raise ProtocolViolation("a failed result carries a mesh or files")
         return
-    if result.reason or result.num_faces <= 2 or not result.volume > 0 or result.bbox_min is None \
+    if result.reason or result.num_faces < fewest_faces or not result.volume > 0 or result.bbox_min is None \
             or result.bbox_max is None or any(a > b for a, b in zip(result.bbox_min, result.bbox_max)):
         raise ProtocolViolation("an ok result without a valid solid's figures")
     if set(exports) != set(exports_asked):

@@ -125,7 +125,8 @@ class Loop:
                 request = w.job.request
                 try:
                     w.pending = parse_result(header, blob, request["token"], self.sb.max_triangles,
-                                             tuple(request["exports"]), mesh_asked=request["tessellate"])
+                                             tuple(request["exports"]), mesh_asked=request["tessellate"],
+                                             profile=request["profile"])
                 except ProtocolViolation as exc:
                     return self.violation(w, str(exc))
                 w.served += 1

@@ -223,3 +223,13 @@ def test_an_ok_result_without_the_mesh_asked_for_is_a_protocol_violation():
         parse_result(_ok_header(), bytearray(), "t", 1000, (), mesh_asked=True)
     result, _ = parse_result(_ok_header(), bytearray(), "t", 1000, (), mesh_asked=False)
     assert result.ok and result.vertices is None
+
+
+def test_an_ok_result_must_meet_its_profile_s_face_rule():
+    """A strict worker may not report a 2-face solid as ok (the protocol); a cadquery part may be a cone."""
+    with pytest.raises(ProtocolViolation, match="without a valid solid's figures"):
+        parse_result(_ok_header(num_faces=2), bytearray(), "t", 1000, (), mesh_asked=False)
+    result, _ = parse_result(_ok_header(num_faces=2), bytearray(), "t", 1000, (), mesh_asked=False, profile="cadquery")
+    assert result.ok and result.num_faces == 2
+    with pytest.raises(ProtocolViolation, match="without a valid solid's figures"):
+        parse_result(_ok_header(num_faces=0), bytearray(), "t", 1000, (), mesh_asked=False, profile="cadquery")
