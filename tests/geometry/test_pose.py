@@ -24,6 +24,7 @@ from cad_recode.geometry.pose import (
     pose_candidates,
     posed_draws,
     posed_model_points,
+    principal_extents,
     rotation_axis_angle,
     turned_ratio,
 )
@@ -220,3 +221,13 @@ def test_a_part_whose_axes_are_the_frame_s_reads_as_aligned_and_a_turned_one_as_
     assert turned_ratio(cylinder) < TURNED_BOX_RATIO  # a round part's turn about its own axis is no turn
     flat = np.column_stack([np.random.default_rng(0).uniform(-1, 1, (500, 2)), np.zeros(500)])
     assert turned_ratio(flat) == 1.0 and turned_ratio(np.zeros((10, 3))) == 1.0
+
+
+def test_principal_extents_are_the_part_s_own_in_any_orientation():
+    box = sample_surface(trimesh.creation.box(extents=(100.0, 40.0, 10.0)), n=8192, seed=0)
+    turned = box @ Rotation.from_euler("xyz", [20, 35, 50], degrees=True).as_matrix().T
+    for points in (box, turned):
+        assert principal_extents(points) == pytest.approx((1.0, 0.4, 0.1), abs=0.01)
+    assert principal_extents(np.c_[np.linspace(0, 5, 50), 2 * np.linspace(0, 5, 50), np.ones(50)]) == \
+        pytest.approx((1.0, 0.0, 0.0), abs=1e-9)
+    assert principal_extents(np.ones((4, 3))) == (1.0, 0.0, 0.0)  # no extent at all: a point is a line

@@ -483,3 +483,33 @@ def test_tiny_run_adapter_rebuilds_its_random_base(tmp_path, sandbox):
         expected = peft_model.eval()(points=points, input_ids=ids).logits
         got = loaded.model(points=points, input_ids=ids).logits
     torch.testing.assert_close(got, expected)
+
+
+def test_a_flat_or_linear_input_is_reconstructed_with_a_warning(models, tmp_path, capsys):
+    """One side of a part scanned alone is flat: the program is still written, and the user told why to doubt it."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(0)
+    turn = Rotation.from_euler("zx", [30, 20], degrees=True).as_matrix().T  # flat along no axis of the frame
+    inputs = {
+        "sheet": np.c_[rng.uniform(-40, 40, (3000, 2)), np.zeros(3000)] @ turn,
+        "wire": np.c_[rng.uniform(-40, 40, 3000), np.zeros((3000, 2))] @ turn,
+        "plate": sample_surface(trimesh.creation.box(extents=(80.0, 40.0, 2.0)), n=8192, seed=0),  # 2.5 % deep
+    }
+    reports = {}
+    for name, points in inputs.items():
+        np.savetxt(tmp_path / f"{name}.xyz", points)
+        out = tmp_path / f"{name}.py"
+        assert main(["infer", "--base_model", str(models["full"]), "--point_cloud_file", str(tmp_path / f"{name}.xyz"),
+                     "--output", str(out), "--no_png", *TOKENS]) == 0
+        reports[name] = json.loads(out.with_suffix(".json").read_text()), capsys.readouterr().err
+    report, printed = reports["sheet"]
+    assert report["valid"] and report["input_extents"][2] < 1e-9 and report["input_extents"][1] > 0.5
+    assert report["input_warning"].startswith("the input is flat (its depth is 0.0% of its size)")
+    assert f"warning: {report['input_warning']}" in printed
+    report, printed = reports["wire"]
+    assert report["input_warning"].startswith("the input lies along a line (its width is 0.0% of its length)")
+    assert "warning: the input lies along a line" in printed
+    report, printed = reports["plate"]
+    assert report["input_warning"] is None and "warning" not in printed
+    assert report["input_extents"] == pytest.approx([1.0, 0.5, 0.025], abs=0.01)

@@ -79,6 +79,16 @@ def test_a_noisy_scan_with_strays_says_so_in_the_metrics_and_the_report(client, 
     assert f"a noisy scan (noise {report['input_noise']:.4f}): boxed by its smoothed points" in metrics
     assert report["input_stray_points"] == 2 and "2 stray points apart from the surface dropped" in metrics
     assert report["looks_turned"] is False and "looks turned" not in metrics  # noise alone does not turn a part
+    assert report["input_warning"] is None and "Warning" not in metrics
+
+
+def test_a_flat_scan_is_reconstructed_with_a_warning(client, web_server):
+    sheet = web_server.files / "one_side.npy"
+    np.save(sheet, np.c_[np.random.default_rng(0).uniform(-30, 30, (2000, 2)), np.full(2000, 5.0)])
+    _, _, _, _, metrics, _, downloads = reconstruct(client, sheet)
+    report = json.loads(files_by_suffix(downloads)[".json"].read_text())
+    assert report["valid"] and report["input_warning"].startswith("the input is flat")
+    assert f"**Warning:** {report['input_warning']}" in metrics
 
 
 def test_a_part_that_arrived_turned_is_decoded_in_other_orientations_too(client, web_server):

@@ -242,6 +242,8 @@ def _line(rec) -> str:
                  "try --pose auto")
     elif rec.looks_turned:
         text += f" (the part looked turned: its box is {rec.input_turned:.2f}x its tightest)"
+    if rec.input_warning:
+        text += f"; warning: {rec.input_warning}"
     text += f" ({rec.num_valid_candidates}/{len(rec.candidates)} candidates valid"
     if rec.refinement is not None:
         text += f"; {rec.refinement.describe()}"

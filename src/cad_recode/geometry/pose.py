@@ -219,6 +219,18 @@ def angle_to_cube_group(relative: np.ndarray) -> float:
 # --------------------------------------------------------------------------- base frames
 
 
+def principal_extents(points) -> tuple[float, float, float]:
+    """The extents of ``points`` (N, 3) along their principal axes, largest first, over the largest: (1, b, c).
+
+    (1, 0, 0) for points on a line, (1, b, 0) for points in a plane, whatever the orientation.
+    """
+    centred = np.asarray(points, dtype=np.float64) - np.mean(points, axis=0)
+    extents = np.sort(np.ptp(centred @ principal_frame(centred).T, axis=0))[::-1]
+    if not extents[0] > 0:
+        return (1.0, 0.0, 0.0)
+    return tuple(float(e) for e in extents / extents[0])  # type: ignore[return-value]
+
+
 def principal_frame(points: np.ndarray) -> np.ndarray:
     """Rotation whose rows are the principal axes (largest variance first), signs by convention."""
     centred = points - points.mean(axis=0)

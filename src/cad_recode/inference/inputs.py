@@ -24,6 +24,7 @@ from cad_recode.geometry.pose import (
     TURNED_BOX_RATIO,
     PosePlacement,
     posed_draws,
+    principal_extents,
     turned_ratio,
 )
 from cad_recode.geometry.sampling import ModelPoints, sample_surface, to_model_points
@@ -51,6 +52,7 @@ class EncodedInput:
     stray_points: int = 0  # a point cloud's points dropped as strays (cad_recode.geometry.stray_points)
     stray_islands: int = 0  # a mesh's islands beyond its main body dropped (the same module)
     turned: float | None = None  # its box over its tightest box (pose.turned_ratio); None under pose "auto"
+    extents: tuple[float, float, float] = (1.0, 1.0, 1.0)  # along its principal axes, over the largest
 
     def __post_init__(self) -> None:
         if self.transform is None:
@@ -153,7 +155,7 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
     return EncodedInput(name, draws, dense, truth, truth_name, encoded - started, time.perf_counter() - encoded,
                         transform, placements, mesh, box.noise if box else None,
                         stray_points=dropped if is_cloud else 0, stray_islands=0 if is_cloud else dropped,
-                        turned=turned)
+                        turned=turned, extents=principal_extents(dense))
 
 
 def shape_input(name: str, sandbox) -> tuple[tuple[str, trimesh.Trimesh], tuple[str, trimesh.Trimesh]]:

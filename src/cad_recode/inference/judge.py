@@ -154,4 +154,5 @@ def judge(item: EncodedInput, rows: Sequence[tuple[Generated, object]], *, first
         prompt_tokens=prompt_tokens, restored_units=restore_units, truth=truth, refinement=refinement,
         timings=timings, input_cloud=item.dense, input_mesh=item.mesh, input_noise=item.noise,
         input_stray_points=item.stray_points, input_stray_islands=item.stray_islands, input_turned=item.turned,
+        input_extents=item.extents,
     )

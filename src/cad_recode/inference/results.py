@@ -18,6 +18,8 @@ from cad_recode.geometry.normalize import Transform
 from cad_recode.inference.decoding import Decoding
 
 CD_UNITS = "CD x10^3, both shapes normalized to the unit cube (the evaluation protocol's scale)"
+FLAT_SHARE = 0.01
+"""An input whose depth (or width) along its principal axes is under this share of its size is flat (a line)."""
 
 
 @dataclass
@@ -124,6 +126,7 @@ class Reconstruction:
     input_stray_points: int = 0  # a point cloud's points dropped as strays before anything read it; see stray_points
     input_stray_islands: int = 0  # a mesh's islands beyond its main body, dropped likewise
     input_turned: float | None = None  # its box over its tightest box (pose.turned_ratio); None under pose "auto"
+    input_extents: tuple[float, float, float] = (1.0, 1.0, 1.0)  # along its principal axes, over the largest
 
     @property
     def looks_turned(self) -> bool:
@@ -131,6 +134,18 @@ class Reconstruction:
         from cad_recode.geometry.pose import TURNED_BOX_RATIO
 
         return self.input_turned is not None and self.input_turned > TURNED_BOX_RATIO
+
+    @property
+    def input_warning(self) -> str | None:
+        """What makes the input a poor one to read, in words (a line, a plane), else None."""
+        _, width, depth = self.input_extents
+        if width < FLAT_SHARE:
+            return (f"the input lies along a line (its width is {width:.1%} of its length): there is no solid to "
+                    "read, so the program is a guess")
+        if depth < FLAT_SHARE:
+            return (f"the input is flat (its depth is {depth:.1%} of its size): the model reads parts with depth, "
+                    "so the thickness it wrote is a guess; a scan of one side only?")
+        return None
 
     @property
     def noisy_input(self) -> bool:
@@ -193,6 +208,8 @@ class Reconstruction:
             "input_stray_islands": self.input_stray_islands,
             "input_turned": self.input_turned,
             "looks_turned": self.looks_turned,
+            "input_extents": list(self.input_extents),
+            "input_warning": self.input_warning,
             "pose": self.winning_pose,
             "decoding": self.decoding.to_dict(),
         }

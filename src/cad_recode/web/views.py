@@ -76,6 +76,8 @@ def metrics_markdown(outcome: Outcome) -> str:
         parts.append(f"{report['input_stray_points']} stray points apart from the surface dropped")
     if report.get("input_stray_islands"):
         parts.append(f"{report['input_stray_islands']} mesh islands beyond the part dropped")
+    if report.get("input_warning"):
+        parts.append(f"**Warning:** {report['input_warning']}")
     if report.get("looks_turned"):
         parts.append(f"the part looked turned from the axes (its box is {report['input_turned']:.2f}× its "
                      f"tightest): decoded in other orientations too, pose {report.get('pose')} won")
