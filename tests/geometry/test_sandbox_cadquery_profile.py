@@ -3,7 +3,7 @@
 ``cadquery_programs/`` holds programs written the way CadQuery users write them:
 loops, functions, classes, lambdas, try/while, selectors, fillets, shells, lofts,
 sweeps, revolves, sketches, assemblies, ``show_object``/``debug``/``print``,
-``math``/``numpy``/``random``/``itertools``/``functools``/``typing`` imports, an export into the
+``math``/``numpy``/``random``/``itertools``/``functools``/``typing``/``copy`` imports, an export into the
 scratch directory. At least 90 % must yield a valid solid, and the same programs
 are refused by the strict profile (the model's language) with a reason that points
 to ``cadquery``.
@@ -32,24 +32,26 @@ def test_at_least_90_percent_build(results):
     assert (len(PROGRAMS) - len(failed)) / len(PROGRAMS) >= 0.9, failed
 
 
-@pytest.mark.parametrize("name", ["loops_and_functions", "class_based", "assembly", "revolve", "type_hints"])
+@pytest.mark.parametrize("name", ["loops_and_functions", "class_based", "assembly", "revolve", "type_hints", "tagged_and_copied"])
 def test_each_kind_gives_the_solid_it_describes(results, name):
     result = results[name]
     assert result.ok, result.reason
     assert result.volume > 0 and result.num_faces > 2
 
 
-def test_methods_cadquery_resolves_on_first_call_are_not_tampering():
-    """cadquery's multimethods resolve some methods on their first call (Face.trim, Shape.move); in a worker that
-    rewrote the multimethod, and the program was failed as one that modified the sandbox."""
+def test_what_cadquery_caches_on_first_use_is_not_tampering():
+    """cadquery's multimethods resolve some methods on their first call (Face.trim, Shape.move), and copying a
+    Workplane (workplaneFromTagged) stores Workplane.__slotnames__: in a worker each changed a shared class,
+    and the program was failed as one that modified the sandbox."""
     code = ("import cadquery as cq\nface = cq.Workplane().rect(4, 4).extrude(1).faces('>Z').val()\n"
             "patch = face.trim(0, 1, 0, 1).moved(cq.Location((0, 0, 1)))\n"
-            "r = cq.Workplane().add(cq.Solid.extrudeLinear(patch, cq.Vector(0, 0, 2)))\n")
+            "r = cq.Workplane().add(cq.Solid.extrudeLinear(patch, cq.Vector(0, 0, 2)))\n"
+            "r = r.faces('>Z').tag('top').workplaneFromTagged('top').box(1, 1, 1, centered=(True, True, False), combine=False).union(r)\n")
     with Sandbox(timeout=30.0, profile="cadquery") as sandbox:
         results = [sandbox.run(code) for _ in range(2)]
     for result in results:
         assert result.ok, result.reason
-        assert result.volume == pytest.approx(2.0)
+        assert result.volume == pytest.approx(3.0)
 
 
 def test_strict_profile_refuses_them_and_names_the_other_profile():

@@ -309,13 +309,14 @@ def _warm_up(scratch_root: str):
     OSD_ThreadPool.DefaultPool_s(1)  # before any OCCT call: no pool threads, so forking stays safe
     from cad_recode.geometry.program_exec import execute_program, export_shape
     from cad_recode.geometry.program_namespace import TamperCheck, warm_views
-    from cad_recode.geometry.text_annotations import refuse_text_annotations, resolve_cadquery_dispatch
+    from cad_recode.geometry.first_use import cache_slot_names, refuse_text_annotations, resolve_cadquery_dispatch
 
     warm_views()
     outcome = execute_program(_WARM_UP)
     execute_program(_WARM_UP_CADQUERY, profile=Profile.CADQUERY)
-    # before the fingerprints: a first call that resolves a pending method changes the multimethod
+    # before the fingerprints: what cadquery caches on first use would read as a program's change
     resolve_cadquery_dispatch()
+    cache_slot_names()
     refuse_text_annotations()
     warm_dir = os.path.join(scratch_root, "warm-up")
     os.makedirs(warm_dir, exist_ok=True)

@@ -1,23 +1,25 @@
-"""Annotations written as text: resolved once for cadquery in the zygote, then never evaluated again.
+"""What cadquery computes on the first use of a class or method, done once in the zygote; then no text annotation
+is evaluated again.
 
-``typing.get_type_hints`` turns an annotation that is a string into code and runs it with ``eval``. When
-the globals it picks hold no ``__builtins__`` (an object that is not a function or class gets ``{}``),
-``eval`` hands the code the interpreter's real builtins, ``__import__`` included. Programs reach
-``get_type_hints`` through ``functools.singledispatch``'s ``register``, cadquery's multimethods
-(``register``, and the instance check of a ``Callable`` parameter) and ``typing`` itself, and they can
-build such an object without writing an annotation (``type("C", (), {"__annotations__": {...}})``).
-Dropping annotations from the program's source does not stop that.
+Workers are forked from the zygote, and the tamper check compares cadquery's classes and methods with how they
+were at warm-up. What cadquery (or Python for it) caches on first use must therefore be in place before the
+fingerprints, or the first program that uses it is failed as one that "modified the sandbox":
 
-cadquery itself needs the evaluation: its multimethods register a method whose hints name a class not
-yet defined as *pending*, and resolve it on the method's first call, in whatever program calls it first.
-That first call also rewrote shared state the tamper check watches (``Face.trim.__doc__``), so a program
-that trimmed a face was failed as one that "modified the sandbox".
+- cadquery's multimethods register a method whose hints name a class not yet defined as *pending*, and
+  resolve it on its first call, rewriting the multimethod (``Face.trim.__doc__``): :func:`resolve_cadquery_dispatch`;
+- ``copy.copy`` stores a class's slot names on the class the first time it copies one of its objects
+  (``Workplane.__slotnames__``, from ``workplaneFromTagged``): :func:`cache_slot_names`.
 
-So the zygote resolves every pending multimethod of cadquery's modules and classes
-(:func:`resolve_cadquery_dispatch`), and then makes text annotations unevaluable in its process and every
-worker it forks (:func:`refuse_text_annotations`): evaluating one raises ``NameError`` with
-:data:`REFUSAL`. multimethod treats a ``NameError`` as "not yet resolvable", ``singledispatch`` and
-``get_type_hints`` pass it to the program, which fails with that message.
+Text annotations. ``typing.get_type_hints`` turns an annotation that is a string into code and runs it with
+``eval``. When the globals it picks hold no ``__builtins__`` (an object that is not a function or class gets
+``{}``), ``eval`` hands the code the interpreter's real builtins, ``__import__`` included. Programs reach
+``get_type_hints`` through ``functools.singledispatch``'s ``register``, cadquery's multimethods (``register``,
+and the instance check of a ``Callable`` parameter) and ``typing`` itself, and they can build such an object
+without writing an annotation (``type("C", (), {"__annotations__": {...}})``); dropping annotations from the
+program's source does not stop that. Once cadquery's own are resolved, none needs evaluating, so
+:func:`refuse_text_annotations` makes evaluating one raise ``NameError`` with :data:`REFUSAL` in the zygote
+and every worker it forks. multimethod treats a ``NameError`` as "not yet resolvable"; ``singledispatch``
+and ``get_type_hints`` pass it to the program, which fails with that message.
 """
 
 from __future__ import annotations
@@ -65,6 +67,19 @@ def resolve_cadquery_dispatch() -> int:
             raise RuntimeError(f"cadquery's {dispatcher.__qualname__} has hints that do not resolve: "
                                f"{sorted(f.__qualname__ for f in dispatcher.pending)}")
     return pending
+
+
+def cache_slot_names() -> None:
+    """Store every cadquery class's slot names on it now, as ``copy.copy`` would on its first copy of one."""
+    import copyreg
+
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "cadquery" or name.startswith("cadquery.")):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, type) and value.__module__.startswith("cadquery"):
+                for klass in value.__mro__[:-1]:
+                    copyreg._slotnames(klass)  # what copy's reduce protocol calls; it sets __slotnames__
 
 
 def _refuse(self, *args, **kwargs):
