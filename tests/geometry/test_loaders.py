@@ -308,8 +308,13 @@ BAD_FILES = [
      "1 of 122 points lie beyond ±1e+12 (first at row 1: 1e+200 0 0)"),
     ("flat.off", _write("OFF\n3 1 0\n0 0 0\n1 0 0\n2 0 0\n3 0 1 2\n"), "zero surface area"),
     ("scan.xyz", _write("# nothing here\n\n"), "has no data rows"),
-    ("scan.txt", _write("x y z\n0 0 0\n1 1 1\n2 0 1\n"),
-     "line 1 is not numbers: 'x y z'; write 'x y z' numbers a line and start comments with #"),
+    ("scan.txt", _write("a b c\n0 0 0\n1 1 1\n2 0 1\n"),
+     "the header ('a b c') names no x, y and z columns; name the point's columns x y z, or remove the header"),
+    ("scan.csv", _write("x,y,z\n0,0,0,7\n1,1,1,7\n2,0,1,7\n"),
+     "the header names 3 columns ('x y z') but the rows have 4 values; name every column"),
+    ("scan.txt", _write("x y z\n0 0 0\nend\n2 0 1\n"),
+     "line 3 is not numbers: 'end'; write 'x y z' numbers a line and start comments with #"),
+    ("cells.csv", _write("1;;3\n2;5;4\n5;0;1\n"), "line 1 has an empty cell ('1;;3'); fill every cell"),
     ("scan.npz", _npz_two_arrays, "holds 2 arrays ('a', 'b') and none is named points / xyz / pc"),
     ("many.npz", lambda path: np.savez(path, **{f"a{i}": CLOUD for i in range(20)}),
      "holds 20 arrays ('a0', 'a1', 'a2', 'a3', 'a4', 'a5', 'a6', 'a7' and 12 more) and none is named"),
@@ -428,6 +433,18 @@ def test_text_clouds_in_every_layout_read_the_same_numbers(tmp_path, text, rows)
     path = tmp_path / "scan.pts"
     path.write_bytes(text.encode())
     assert np.array_equal(load_geometry(path), np.array(rows, dtype=np.float64))
+
+
+@pytest.mark.parametrize("name, text", [
+    ("scan.csv", "x,y,z,nx,ny,nz\n1,2,3,0,0,1\n4,5,6,0,1,0\n0,0,1,1,0,0\n"),  # a header naming the columns
+    ("scan.csv", '"NX";"NY";"NZ";"X";"Y";"Z"\n0;0;1;1;2;3\n0;1;0;4;5;6\n1;0;0;0;0;1\n'),  # quoted, any order
+    ("scan.txt", "1,0;2;3,0\n4;5;6,00\n0;0;1\n"),  # a spreadsheet's ';' separators and decimal commas
+    ("scan.asc", "//X Y Z R G B\n1 2 3 255 0 0\n4 5 6 0 255 0\n0 0 1 0 0 255\n"),  # a scanner's ASCII export
+])
+def test_text_clouds_with_a_header_or_semicolons_read_x_y_z(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    assert np.array_equal(load_geometry(path), np.array([[1, 2, 3], [4, 5, 6], [0, 0, 1]], dtype=np.float64))
 
 
 def test_a_value_separated_by_a_non_ascii_space_is_reported_with_its_line(tmp_path):

@@ -53,7 +53,7 @@ from cad_recode.geometry.sampling import (
     to_model_points,
 )
 
-POINT_CLOUD_SUFFIXES = (".npy", ".npz", ".xyz", ".txt", ".pts", ".csv", ".ply")
+POINT_CLOUD_SUFFIXES = (".npy", ".npz", ".xyz", ".txt", ".pts", ".csv", ".asc", ".ply")
 MESH_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb")
 # x y z, then what scanners and CloudCompare write beside them (normals, r g b (a), intensity):
 # more columns than this are not a point list
@@ -65,14 +65,16 @@ _step_reader = None  # the StepReader of this process, made on the first STEP fi
 _step_reader_made = threading.Lock()
 
 _NPZ_KEYS = ("points", "xyz", "pc")
-_TEXT_SUFFIXES = (".xyz", ".txt", ".pts", ".csv")
+_TEXT_SUFFIXES = (".xyz", ".txt", ".pts", ".csv", ".asc")
 _NUMPY_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK"}
 MAX_ARRAY_BYTES = 1 << 30  # an unpacked .npz array: 44 million float64 points, far past what sampling needs
 _COMMENT = re.compile(r"(#|//).*")
 _BLANKS = re.compile(r"[ \t\n\v\f]+")  # what separates values: the bytes _row_widths counts as blank
 # "0,5 1,25 3,0": two values with a decimal comma each, separated by blanks (a German spreadsheet's export)
 _DECIMAL_COMMAS = re.compile(r"(?m)^[ \t]*([-+]?\d*,\d+)[ \t]+[-+]?\d*,\d+")
-_EMPTY_CELL = re.compile(r"(?m)(^[ \t]*,|,[ \t]*,)")  # ",2,3" or "1,,3": a value is missing
+_EMPTY_CELLS = {sep: re.compile(rf"(?m)(^[ \t]*{sep}|{sep}[ \t]*{sep})") for sep in ",;"}  # ",2,3", "1,,3": one missing
+_SEPARATORS = re.compile(r"[ \t,;]+")
+_FIRST_LINE = re.compile(r"(?m)^[ \t]*\S.*$")
 
 
 def load_geometry(path: str | os.PathLike) -> trimesh.Trimesh | np.ndarray:
@@ -177,8 +179,13 @@ def _read_text(path: Path) -> np.ndarray:
     except (UnicodeDecodeError, OSError) as exc:
         raise unreadable(path, "a text file of x y z rows", exc) from None
     text = _COMMENT.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    _refuse_ambiguous_commas(text, path)
-    text = text.replace(",", " ")
+    names, text = _header(text)
+    if ";" in text:  # a spreadsheet's CSV where the comma is the decimal mark: "0,5;1,25;3"
+        _refuse_ambiguous_commas(text, path, separator=";")
+        text = text.replace(",", ".").replace(";", " ")
+    else:
+        _refuse_ambiguous_commas(text, path, separator=",")
+        text = text.replace(",", " ")
     lines, widths = _row_widths(text)
     if not len(lines):
         raise InputError(f"{path}: has no data rows (only blank or comment lines); write one 'x y z' point a line")
@@ -195,16 +202,49 @@ def _read_text(path: Path) -> np.ndarray:
             f"{path}: line {lines[row] + 1} has {widths[row]} values but line {lines[0] + 1} has {widths[0]}; "
             "every row needs the same columns (x y z first)"
         )
-    return values.reshape(-1, int(widths[0]))
+    rows = values.reshape(-1, int(widths[0]))
+    return rows if names is None else _named_columns(rows, names, path)
 
 
-def _refuse_ambiguous_commas(text: str, path: Path) -> None:
-    """Commas that separating on would misread: decimal commas ("0,5 1,2 3,0" is three values, not six) and
-    empty cells ("1,,3" would shift every later value of the row into the wrong column)."""
-    for pattern, what, fix in (
-        (_DECIMAL_COMMAS, "values with decimal commas", "write decimal points (0.5, not 0,5)"),
-        (_EMPTY_CELL, "an empty cell", "fill every cell, or remove the rows that lack a value"),
-    ):
+def _header(text: str) -> tuple[list[str] | None, str]:
+    """(the column names, the text without them) when the first line names columns ("x,y,z,nx,ny,nz"), else
+    (None, text). The line is blanked, not removed, so later messages keep the file's line numbers."""
+    first = _FIRST_LINE.search(text)
+    if first is None:
+        return None, text
+    names = [name.strip("\"'").lower() for name in _SEPARATORS.split(first.group().strip()) if name]
+    if not names or any(_is_number(name) for name in names):
+        return None, text
+    return names, text[: first.start()] + text[first.end():]
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token.replace(",", "."))
+    except ValueError:
+        return False
+    return True
+
+
+def _named_columns(rows: np.ndarray, names: list[str], path: Path) -> np.ndarray:
+    """The x, y and z columns of ``rows``, found by the header's ``names``."""
+    shown = escape_controls(" ".join(names)[:60])
+    if len(names) != rows.shape[1]:
+        raise InputError(f"{path}: the header names {len(names)} columns ({shown!r}) but the rows have "
+                         f"{rows.shape[1]} values; name every column, or remove the header line")
+    if not {"x", "y", "z"} <= set(names):
+        raise InputError(f"{path}: the header ({shown!r}) names no x, y and z columns; name the point's "
+                         "columns x y z, or remove the header line (x y z are then the first three values)")
+    return rows[:, [names.index(axis) for axis in "xyz"]]
+
+
+def _refuse_ambiguous_commas(text: str, path: Path, separator: str) -> None:
+    """What separating on ``separator`` would misread: decimal commas between blanks ("0,5 1,2 3,0" is three
+    values, not six) and empty cells ("1,,3" would shift every later value of the row into the wrong column)."""
+    checks = [(_EMPTY_CELLS[separator], "an empty cell", "fill every cell, or remove the rows that lack a value")]
+    if separator == ",":
+        checks.insert(0, (_DECIMAL_COMMAS, "values with decimal commas", "write decimal points (0.5, not 0,5)"))
+    for pattern, what, fix in checks:
         found = pattern.search(text)
         if found:
             line = text.count("\n", 0, found.start()) + 1
