@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     _add_model_arguments(p, model_flag="--base_model")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--point_cloud_file", nargs="+", metavar="F",
-                       help="point cloud (.npy .npz .ply .xyz .txt .pts .csv .asc), mesh (.stl .obj .ply .off .glb) or STEP; "
+                       help="point cloud (.npy .npz .ply .pcd .xyz .txt .pts .csv .asc), mesh (.stl .obj .ply .off .glb) or STEP; "
                        "several files or folders for batch mode")
     group.add_argument("--shape", metavar="NAME", help="a built-in example shape (its program is the ground truth); "
                        "'list' lists them")

@@ -53,7 +53,7 @@ from cad_recode.geometry.sampling import (
     to_model_points,
 )
 
-POINT_CLOUD_SUFFIXES = (".npy", ".npz", ".xyz", ".txt", ".pts", ".csv", ".asc", ".ply")
+POINT_CLOUD_SUFFIXES = (".npy", ".npz", ".xyz", ".txt", ".pts", ".csv", ".asc", ".pcd", ".ply")
 MESH_SUFFIXES = (".stl", ".obj", ".ply", ".off", ".glb")
 # x y z, then what scanners and CloudCompare write beside them (normals, r g b (a), intensity):
 # more columns than this are not a point list
@@ -100,6 +100,10 @@ def _load_geometry(path: Path) -> trimesh.Trimesh | np.ndarray:
         return _check_cloud(_read_numpy(path), path)
     if suffix in _TEXT_SUFFIXES:
         return _check_cloud(_read_text(path), path)
+    if suffix == ".pcd":
+        from cad_recode.geometry.pcd import read_pcd
+
+        return _check_cloud(read_pcd(path, MAX_ARRAY_BYTES), path)
     if suffix in STEP_SUFFIXES:
         return _check_mesh(_read_step(path), path)
     loaded = _read_trimesh(path)
