@@ -31,26 +31,27 @@ REFUSAL = "annotations written as text are not evaluated in the sandbox"
 _EVALUATORS = ("_evaluate", "evaluate")  # ForwardRef's evaluating method: the first up to 3.13, the second in 3.14
 
 
+def _cadquery_values():
+    """Every value in cadquery's loaded modules, and every member of the classes among them."""
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "cadquery" or name.startswith("cadquery.")):
+            continue
+        for value in list(vars(module).values()):
+            yield value
+            if isinstance(value, type):
+                yield from list(vars(value).values())
+
+
 def cadquery_dispatchers() -> list:
     """Every multimethod (and multidispatch) in cadquery's loaded modules and their classes."""
     from multimethod import multimethod
 
     found: dict[int, multimethod] = {}
-
-    def consider(value) -> None:
+    for value in _cadquery_values():
         if isinstance(value, (classmethod, staticmethod)):
             value = value.__func__
         if isinstance(value, multimethod):
             found.setdefault(id(value), value)
-
-    for name, module in list(sys.modules.items()):
-        if module is None or not (name == "cadquery" or name.startswith("cadquery.")):
-            continue
-        for value in list(vars(module).values()):
-            consider(value)
-            if isinstance(value, type):
-                for member in list(vars(value).values()):
-                    consider(member)
     return list(found.values())
 
 
@@ -73,13 +74,10 @@ def cache_slot_names() -> None:
     """Store every cadquery class's slot names on it now, as ``copy.copy`` would on its first copy of one."""
     import copyreg
 
-    for name, module in list(sys.modules.items()):
-        if module is None or not (name == "cadquery" or name.startswith("cadquery.")):
-            continue
-        for value in list(vars(module).values()):
-            if isinstance(value, type) and value.__module__.startswith("cadquery"):
-                for klass in value.__mro__[:-1]:
-                    copyreg._slotnames(klass)  # what copy's reduce protocol calls; it sets __slotnames__
+    for value in _cadquery_values():
+        if isinstance(value, type) and value.__module__.startswith("cadquery"):
+            for klass in value.__mro__[:-1]:
+                copyreg._slotnames(klass)  # what copy's reduce protocol calls; it sets __slotnames__
 
 
 def _refuse(self, *args, **kwargs):
