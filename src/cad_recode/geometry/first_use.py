@@ -55,19 +55,17 @@ def cadquery_dispatchers() -> list:
     return list(found.values())
 
 
-def resolve_cadquery_dispatch() -> int:
-    """Resolve every pending forward reference of cadquery's multimethods now; return how many were pending.
+def resolve_cadquery_dispatch() -> list[str]:
+    """Resolve every pending forward reference of cadquery's multimethods now; return those that stay pending.
 
-    Raises ``RuntimeError`` when one cannot be resolved: a worker would then evaluate it during a program.
+    One that stays (a hint naming a type an optional dependency would bring) is not an error here: only its
+    own method, which could not have been called anyway, then fails in a program; the sandbox still starts.
     """
-    pending = 0
+    unresolved = []
     for dispatcher in cadquery_dispatchers():
-        pending += len(dispatcher.pending)
         dispatcher.evaluate()
-        if dispatcher.pending:
-            raise RuntimeError(f"cadquery's {dispatcher.__qualname__} has hints that do not resolve: "
-                               f"{sorted(f.__qualname__ for f in dispatcher.pending)}")
-    return pending
+        unresolved += [f"{dispatcher.__qualname__}: {f.__qualname__}" for f in dispatcher.pending]
+    return unresolved
 
 
 def cache_slot_names() -> None:
