@@ -234,8 +234,9 @@ def _named_columns(rows: np.ndarray, names: list[str], path: Path) -> np.ndarray
     """The x, y and z columns of ``rows``, found by the header's ``names``."""
     shown = escape_controls(" ".join(names)[:60])
     if len(names) != rows.shape[1]:
-        raise InputError(f"{path}: the header names {len(names)} columns ({shown!r}) but the rows have "
-                         f"{rows.shape[1]} values; name every column, or remove the header line")
+        columns = f"{len(names)} column" + ("s" if len(names) != 1 else "")
+        raise InputError(f"{path}: the header names {columns} ({shown!r}) but the rows have {rows.shape[1]} "
+                         "values; name every column, or remove the header line")
     if not {"x", "y", "z"} <= set(names):
         raise InputError(f"{path}: the header ({shown!r}) names no x, y and z columns; name the point's "
                          "columns x y z, or remove the header line (x y z are then the first three values)")

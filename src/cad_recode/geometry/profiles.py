@@ -106,11 +106,11 @@ STRICT_BUILTIN_NAMES = (
 
 # ----------------------------------------------------------------------------- cadquery profile lists
 
-CADQUERY_MODULES = ("cadquery", "math", "numpy", "random", "itertools", "functools", "operator", "collections",
-                    "typing", "copy", "__future__")
 # typing: scripts import names for their hints; none evaluates text (cad_recode.geometry.first_use).
 # Not dataclasses: it builds __init__ as source text from field names, which a class made with type() chooses
 # freely.
+CADQUERY_MODULES = ("cadquery", "math", "numpy", "random", "itertools", "functools", "operator", "collections",
+                    "typing", "copy", "__future__")
 """Top-level modules a ``cadquery``-profile program may import (their submodules: :data:`VIEW_SUBMODULES`)."""
 
 VIEW_SUBMODULES = {
