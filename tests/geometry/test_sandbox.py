@@ -315,7 +315,8 @@ def test_profile_is_checked_and_overridable(sandbox):
 ROUND_PARTS = {  # valid solids with 1 or 2 faces, and their volumes
     "ball": ("import cadquery as cq\nr = cq.Workplane().sphere(5)\n", 4 / 3 * math.pi * 125),
     "cone": ("import cadquery as cq\nr = cq.Workplane().add(cq.Solid.makeCone(10, 0, 20))\n", math.pi * 100 * 20 / 3),
-    "dome": ("import cadquery as cq\nr = cq.Workplane().sphere(10).cut(cq.Workplane().box(30, 30, 15).translate((0, 0, -7.5)))\n",
+    "dome": ("import cadquery as cq\n"
+             "r = cq.Workplane().sphere(10).cut(cq.Workplane().box(30, 30, 15).translate((0, 0, -7.5)))\n",
              2 / 3 * math.pi * 1000),
 }
 
@@ -328,4 +329,5 @@ def test_parts_with_one_or_two_faces_are_solids_but_not_protocol_valid_programs(
         assert result.num_faces in (1, 2) and result.volume == pytest.approx(volume, rel=1e-3), name
         assert mesh_iou(result.to_trimesh(), result.to_trimesh()) == pytest.approx(1.0), name  # a closed mesh
     ball = sandbox.run(ROUND_PARTS["ball"][0])  # strict
-    assert ball.status is S.INVALID and "has 1 face; a valid solid has more than 2 (the evaluation protocol)" in ball.reason
+    assert ball.status is S.INVALID
+    assert "has 1 face; a valid solid has more than 2 (the evaluation protocol)" in ball.reason

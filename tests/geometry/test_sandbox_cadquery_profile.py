@@ -32,7 +32,8 @@ def test_at_least_90_percent_build(results):
     assert (len(PROGRAMS) - len(failed)) / len(PROGRAMS) >= 0.9, failed
 
 
-@pytest.mark.parametrize("name", ["loops_and_functions", "class_based", "assembly", "revolve", "type_hints", "tagged_and_copied"])
+@pytest.mark.parametrize("name", ["loops_and_functions", "class_based", "assembly", "revolve", "type_hints",
+                                  "tagged_and_copied"])
 def test_each_kind_gives_the_solid_it_describes(results, name):
     result = results[name]
     assert result.ok, result.reason
@@ -46,7 +47,8 @@ def test_what_cadquery_caches_on_first_use_is_not_tampering():
     code = ("import cadquery as cq\nface = cq.Workplane().rect(4, 4).extrude(1).faces('>Z').val()\n"
             "patch = face.trim(0, 1, 0, 1).moved(cq.Location((0, 0, 1)))\n"
             "r = cq.Workplane().add(cq.Solid.extrudeLinear(patch, cq.Vector(0, 0, 2)))\n"
-            "r = r.faces('>Z').tag('top').workplaneFromTagged('top').box(1, 1, 1, centered=(True, True, False), combine=False).union(r)\n")
+            "top = r.faces('>Z').tag('top').workplaneFromTagged('top')\n"
+            "r = top.box(1, 1, 1, centered=(True, True, False), combine=False).union(r)\n")
     with Sandbox(timeout=30.0, profile="cadquery") as sandbox:
         results = [sandbox.run(code) for _ in range(2)]
     for result in results:

@@ -32,8 +32,8 @@ def register(subparsers) -> None:
     _add_model_arguments(p, model_flag="--base_model")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--point_cloud_file", nargs="+", metavar="F",
-                       help="point cloud (.npy .npz .ply .pcd .xyz .txt .pts .csv .asc), mesh (.stl .obj .ply .off .glb) or STEP; "
-                       "several files or folders for batch mode")
+                       help="point cloud (.npy .npz .ply .pcd .xyz .txt .pts .csv .asc), mesh (.stl .obj .ply .off "
+                       ".glb) or STEP; several files or folders for batch mode")
     group.add_argument("--shape", metavar="NAME", help="a built-in example shape (its program is the ground truth); "
                        "'list' lists them")
     p.add_argument("--ground_truth", metavar="F", help="ground truth mesh, STEP or .py program: adds CD and IoU to the report")

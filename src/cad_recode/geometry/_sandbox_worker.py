@@ -307,9 +307,9 @@ def _warm_up(scratch_root: str):
     from OCP.OSD import OSD_ThreadPool
 
     OSD_ThreadPool.DefaultPool_s(1)  # before any OCCT call: no pool threads, so forking stays safe
+    from cad_recode.geometry.first_use import cache_slot_names, refuse_text_annotations, resolve_cadquery_dispatch
     from cad_recode.geometry.program_exec import execute_program, export_shape
     from cad_recode.geometry.program_namespace import TamperCheck, warm_views
-    from cad_recode.geometry.first_use import cache_slot_names, refuse_text_annotations, resolve_cadquery_dispatch
 
     warm_views()
     outcome = execute_program(_WARM_UP)

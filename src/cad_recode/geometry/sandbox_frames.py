@@ -106,7 +106,8 @@ def parse_result(header: dict, blob: bytearray, token: str, max_triangles: int,
     """The :class:`ExecResult` and exported files of a result frame; :class:`ProtocolViolation` if inconsistent.
 
     ``mesh_asked``: the job asked for a mesh, so an ok result must carry one (and is checked against it).
-    ``profile``: the job's, whose validity rules an ok result must meet (:func:`~cad_recode.geometry.profiles.min_faces`).
+    ``profile``: the job's, whose validity rule an ok result must meet
+    (:func:`~cad_recode.geometry.profiles.min_faces`).
     """
     try:
         if header.get("token") != token:
