@@ -331,3 +331,30 @@ def test_parts_with_one_or_two_faces_are_solids_but_not_protocol_valid_programs(
     ball = sandbox.run(ROUND_PARTS["ball"][0])  # strict
     assert ball.status is S.INVALID
     assert "has 1 face; a valid solid has more than 2 (the evaluation protocol)" in ball.reason
+
+
+def test_the_part_is_result_before_r_in_ordinary_cadquery_and_r_before_result_in_strict(sandbox):
+    """cq-cli and CQ-editor's examples name the part result, where an r may be a loop's rib; CAD-Recode names it r."""
+    ordinary = ("import cadquery as cq\nresult = cq.Workplane().box(10, 10, 10)\n"
+                "for r in [cq.Workplane().box(1, 1, 1)]:\n    result = result.union(r.translate((5.5, 0, 0)))\n")
+    assert sandbox.run(ordinary, profile="cadquery").volume == pytest.approx(1001.0)
+    both = "import cadquery as cq\nr = cq.Workplane().box(2, 1, 1)\nresult = cq.Workplane().box(3, 1, 1)\n"
+    assert sandbox.run(both).volume == pytest.approx(2.0)
+    assert sandbox.run(both, profile="cadquery").volume == pytest.approx(3.0)
+    for profile, name in (("strict", "r"), ("cadquery", "result")):
+        empty = sandbox.run("x = 1\n", profile=profile)
+        assert empty.status is S.NO_SOLID and f"assign a cq.Workplane or cq.Shape to '{name}'" in empty.reason
+
+
+def test_a_ground_truth_may_run_longer_than_the_protocol_s_seconds(sandbox, tmp_path):
+    """The sandbox's own limit (1 s here, the protocol's 3 s by default) judges the model's programs; a part
+    someone wrote, read as a ground truth by eval or infer --ground_truth, gets USER_PROGRAM_TIMEOUT."""
+    from cad_recode.evaluate import iter_ground_truth
+    from cad_recode.geometry.load_shape import USER_PROGRAM_TIMEOUT, load_shape
+
+    slow = "import cadquery as cq\nn = 0\nfor i in range(20_000_000):\n    n += 1\nresult = cq.Workplane().box(2, 2, 2)\n"
+    (tmp_path / "slow.py").write_text(slow)
+    assert sandbox.run(slow, profile="cadquery").status is S.TIMEOUT
+    assert load_shape(tmp_path / "slow.py", sandbox, timeout=USER_PROGRAM_TIMEOUT).volume == pytest.approx(8.0)
+    [truth] = iter_ground_truth(tmp_path, "programs", ["slow.py"], sandbox)
+    assert truth.problem == "" and truth.mesh.volume == pytest.approx(8.0)

@@ -19,6 +19,9 @@ from cad_recode.errors import InputError, ProgramFailed, unexpected
 
 PROGRAM_SUFFIX = ".py"
 USER_PROGRAM_PROFILE = "cadquery"
+USER_PROGRAM_TIMEOUT = 30.0
+"""Seconds a ground-truth program may run: the protocol's 3 s judges the model's programs, and a part someone
+wrote can take longer (a flange with 24 holes, 12 ribs and fillets: 7 s on 2 cores)."""
 
 
 def is_program(path: str | os.PathLike) -> bool:
@@ -47,21 +50,23 @@ def mesh_of_result(result, path: str | os.PathLike, what: str) -> trimesh.Trimes
 
 
 def load_shape(path: str | os.PathLike, sandbox, *, what: str = "shape",
-               profile: str = USER_PROGRAM_PROFILE) -> trimesh.Trimesh:
+               profile: str = USER_PROGRAM_PROFILE, timeout: float | None = None) -> trimesh.Trimesh:
     """A .py program (run in ``sandbox``), a mesh or a STEP file -> its mesh.
 
     ``what`` names the role in errors ("ground truth", "A"). A point cloud is an
     InputError: CD and IoU against it need surfaces.
     """
-    return load_shapes([path], sandbox, what=what, strict=True, profile=profile)[0]
+    return load_shapes([path], sandbox, what=what, strict=True, profile=profile, timeout=timeout)[0]
 
 
-def load_shapes(paths: Sequence[str | os.PathLike], sandbox, *, what: str = "shape",
-                strict: bool = False, profile: str = USER_PROGRAM_PROFILE) -> list[trimesh.Trimesh | InputError]:
+def load_shapes(paths: Sequence[str | os.PathLike], sandbox, *, what: str = "shape", strict: bool = False,
+                profile: str = USER_PROGRAM_PROFILE, timeout: float | None = None) -> list[trimesh.Trimesh | InputError]:
     """Several shapes at once: the programs among them run in one ``sandbox.map`` (in parallel).
 
     Returns, in order, a mesh or the InputError explaining why there is none
     (``strict``: raise the first error instead, before running any program when a file is bad).
+    ``timeout``: seconds a program may run (default: the sandbox's own; ground truths pass
+    :data:`USER_PROGRAM_TIMEOUT`).
     """
     from cad_recode.geometry.loaders import load_geometry
 
@@ -83,7 +88,7 @@ def load_shapes(paths: Sequence[str | os.PathLike], sandbox, *, what: str = "sha
                 raise err from None
             out[index] = err
     if programs:
-        results = sandbox.map(list(programs.values()), profile=profile)
+        results = sandbox.map(list(programs.values()), profile=profile, timeout=timeout)
         for index, result in zip(programs, results):
             try:
                 out[index] = mesh_of_result(result, paths[index], f"{what} program")

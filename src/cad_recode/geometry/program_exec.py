@@ -103,7 +103,7 @@ def execute_program(
     # Picking the shape may still run the program's code (a subclass's methods), so the tamper check
     # comes after it; what is measured is a fresh cadquery object on the OCCT shape (see _as_shape).
     try:
-        shape, problem = _select_shape(namespace, tree)
+        shape, problem = _select_shape(namespace, tree, profile)
         status = ExecStatus.NO_SOLID
     except (ProgramTimeout, MemoryError):
         raise
@@ -257,7 +257,7 @@ def _assigned_names(tree: ast.Module) -> list[str]:
     return list(order)
 
 
-def _select_shape(namespace: dict, tree: ast.Module):
+def _select_shape(namespace: dict, tree: ast.Module, profile: Profile):
     """``(shape, "")`` or ``(None, reason)``; the rule is in the sandbox module doc."""
     import cadquery as cq
 
@@ -266,12 +266,15 @@ def _select_shape(namespace: dict, tree: ast.Module):
         shapes = [s for s in (_as_shape(obj) for obj in shown) if s is not None]
         if shapes:
             return (shapes[0] if len(shapes) == 1 else cq.Compound.makeCompound(shapes)), ""
-    candidates = ["r", "result"] + [n for n in reversed(_assigned_names(tree)) if n not in ("r", "result")]
+    # CAD-Recode's programs name the part r; ordinary CadQuery (cq-cli, CQ-editor's examples) names it result,
+    # where an r may be anything else (a loop's rib, a radius)
+    named = ("r", "result") if profile is Profile.STRICT else ("result", "r")
+    candidates = [*named, *(n for n in reversed(_assigned_names(tree)) if n not in named)]
     for name in candidates:
         shape = _as_shape(namespace.get(name))
         if shape is not None:
             return shape, ""
-    return None, "the program built no shape: assign a cq.Workplane or cq.Shape to 'r'"
+    return None, f"the program built no shape: assign a cq.Workplane or cq.Shape to '{named[0]}'"
 
 
 def _as_shape(value):

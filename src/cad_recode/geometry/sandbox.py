@@ -47,8 +47,9 @@ worker with it; an ``atexit`` hook closes sandboxes still open at exit.
 
 Which shape is the result
 -------------------------
-Objects passed to ``show_object`` (``cadquery`` profile), else the variable ``r``;
-else ``result``; else the variable most recently assigned in the source -- each
+Objects passed to ``show_object`` (``cadquery`` profile), else the variable ``r``, then
+``result`` (``cadquery`` profile: ``result``, then ``r``, as ordinary CadQuery names its part);
+else the variable most recently assigned in the source -- each
 considered only if it holds a ``cq.Workplane``, ``cq.Shape`` or ``cq.Assembly``.
 From a Workplane the solid is ``findSolid()``. Several solids are fused into one
 shape (a compound of disjoint solids when they do not touch).

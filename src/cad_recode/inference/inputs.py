@@ -99,13 +99,13 @@ def load_input(source) -> tuple[str, trimesh.Trimesh | np.ndarray]:
 
 def load_ground_truth(truth, sandbox) -> tuple[str, trimesh.Trimesh]:
     """(name, mesh) of a ground truth: a mesh, ("name", mesh), or a path through load_shape."""
-    from cad_recode.geometry.load_shape import load_shape
+    from cad_recode.geometry.load_shape import USER_PROGRAM_TIMEOUT, load_shape
 
     if isinstance(truth, tuple):
         return truth[0], truth[1]
     if isinstance(truth, trimesh.Trimesh):
         return "mesh", truth
-    return str(truth), load_shape(truth, sandbox, what="ground truth")
+    return str(truth), load_shape(truth, sandbox, what="ground truth", timeout=USER_PROGRAM_TIMEOUT)
 
 
 def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surface_points: int,
