@@ -110,6 +110,17 @@ def test_exec_of_a_program_that_fails_at_run_time_exits_1_and_writes_nothing(cap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.py"]
 
 
+def test_exec_gives_a_part_someone_wrote_30_s_unless_told_otherwise(capsys, tmp_path):
+    """The protocol's 3 s judge the model's programs; a script of one's own may take longer (about 1.5 s here)."""
+    program = tmp_path / "slow.py"
+    program.write_text("import cadquery as cq\nn = 0\nfor i in range(20_000_000):\n    n += 1\n"
+                       "result = cq.Workplane().box(2, 2, 2)\n")
+    code, out, err = run(capsys, "exec", program, "--timeout", "0.5")
+    assert code == 1 and "timeout: program exceeded the 0.5 s timeout" in one_line(err)
+    code, out, err = run(capsys, "exec", program)
+    assert code == 0 and out.startswith("ok: 6 faces, volume 8,")
+
+
 def test_exec_refuses_a_hostile_program_before_it_runs(capsys, tmp_path):
     program = tmp_path / "evil.py"
     program.write_text(HOSTILE)

@@ -16,7 +16,7 @@ from pathlib import Path
 from cad_recode.atomic import atomic_file, check_writable
 from cad_recode.cli.flags import add_output_flag, add_sandbox_flags
 from cad_recode.errors import ProgramFailed, UsageError
-from cad_recode.geometry.load_shape import PROGRAM_SUFFIX, is_program, read_program
+from cad_recode.geometry.load_shape import PROGRAM_SUFFIX, USER_PROGRAM_TIMEOUT, is_program, read_program
 from cad_recode.geometry.sandbox import DEFAULT_TIMEOUT  # light: numpy only, no CadQuery
 
 EXPORT_SUFFIXES = (".stl", ".step", ".stp")
@@ -80,8 +80,9 @@ def register(subparsers) -> None:
 
 def _add_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT,
-        help=f"wall-clock limit per program in seconds (default {DEFAULT_TIMEOUT:g})",
+        "--timeout", type=float, default=None,
+        help=f"wall-clock limit per program in seconds (default {DEFAULT_TIMEOUT:g} under --profile strict, the "
+             f"protocol's; {USER_PROGRAM_TIMEOUT:g} under cadquery, a part someone wrote)",
     )
 
 
@@ -92,7 +93,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     from cad_recode.geometry.sandbox import Sandbox
 
     code = _read_program(args.program)
-    timeout = _check_timeout(args.timeout)
+    timeout = _check_timeout(args.timeout, args.profile)
     out = _check_suffix(args.output, EXPORT_SUFFIXES, "--output") if args.output else None
     _reject_early(args.program, code, args.profile)
     if out is not None:
@@ -172,7 +173,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from cad_recode.geometry.metrics import compare_meshes
     from cad_recode.geometry.sandbox import Sandbox
 
-    timeout = _check_timeout(args.timeout)
+    timeout = _check_timeout(args.timeout, args.profile)
     paths = [args.a, args.b]
     for path in paths:
         if is_program(path):
@@ -242,7 +243,9 @@ def _check_suffix(path: Path, allowed: tuple[str, ...], what: str) -> Path:
     return path
 
 
-def _check_timeout(timeout: float) -> float:
+def _check_timeout(timeout: float | None, profile: str) -> float:
+    if timeout is None:
+        return DEFAULT_TIMEOUT if profile == "strict" else USER_PROGRAM_TIMEOUT
     if not (math.isfinite(timeout) and timeout > 0):
         raise UsageError(f"--timeout must be a positive number of seconds, got {timeout}")
     return timeout
