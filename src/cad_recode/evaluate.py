@@ -180,7 +180,8 @@ def iter_ground_truth(data, kind: str, ids: list[str], sandbox, split: str = "te
             record = records[int(item_id.split(":", 1)[1])]
             yield GroundTruth(record["id"], trimesh.Trimesh(record["vertices"], record["faces"], process=False))
         return
-    from cad_recode.geometry.load_shape import USER_PROGRAM_TIMEOUT, load_shapes
+    from cad_recode.geometry.load_shape import load_shapes
+    from cad_recode.geometry.profiles import USER_PROGRAM_TIMEOUT
 
     for start in range(0, len(ids), GT_CHUNK):
         chunk = ids[start : start + GT_CHUNK]

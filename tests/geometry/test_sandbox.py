@@ -350,7 +350,8 @@ def test_a_ground_truth_may_run_longer_than_the_protocol_s_seconds(sandbox, tmp_
     """The sandbox's own limit (1 s here, the protocol's 3 s by default) judges the model's programs; a part
     someone wrote, read as a ground truth by eval or infer --ground_truth, gets USER_PROGRAM_TIMEOUT."""
     from cad_recode.evaluate import iter_ground_truth
-    from cad_recode.geometry.load_shape import USER_PROGRAM_TIMEOUT, load_shape
+    from cad_recode.geometry.load_shape import load_shape
+    from cad_recode.geometry.profiles import USER_PROGRAM_TIMEOUT
 
     slow = "import cadquery as cq\nn = 0\nfor i in range(20_000_000):\n    n += 1\nresult = cq.Workplane().box(2, 2, 2)\n"
     (tmp_path / "slow.py").write_text(slow)

@@ -16,8 +16,8 @@ from pathlib import Path
 from cad_recode.atomic import atomic_file, check_writable
 from cad_recode.cli.flags import add_output_flag, add_sandbox_flags
 from cad_recode.errors import ProgramFailed, UsageError
-from cad_recode.geometry.load_shape import PROGRAM_SUFFIX, USER_PROGRAM_TIMEOUT, is_program, read_program
-from cad_recode.geometry.sandbox import DEFAULT_TIMEOUT  # light: numpy only, no CadQuery
+from cad_recode.geometry.load_shape import PROGRAM_SUFFIX, is_program, read_program
+from cad_recode.geometry.profiles import PROTOCOL_TIMEOUT, USER_PROGRAM_TIMEOUT, default_timeout
 
 EXPORT_SUFFIXES = (".stl", ".step", ".stp")
 
@@ -81,7 +81,7 @@ def register(subparsers) -> None:
 def _add_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=None,
-        help=f"wall-clock limit per program in seconds (default {DEFAULT_TIMEOUT:g} under --profile strict, the "
+        help=f"wall-clock limit per program in seconds (default {PROTOCOL_TIMEOUT:g} under --profile strict, the "
              f"protocol's; {USER_PROGRAM_TIMEOUT:g} under cadquery, a part someone wrote)",
     )
 
@@ -245,7 +245,7 @@ def _check_suffix(path: Path, allowed: tuple[str, ...], what: str) -> Path:
 
 def _check_timeout(timeout: float | None, profile: str) -> float:
     if timeout is None:
-        return DEFAULT_TIMEOUT if profile == "strict" else USER_PROGRAM_TIMEOUT
+        return default_timeout(profile)
     if not (math.isfinite(timeout) and timeout > 0):
         raise UsageError(f"--timeout must be a positive number of seconds, got {timeout}")
     return timeout

@@ -58,7 +58,7 @@ from cad_recode.data.shards import (
 )
 from cad_recode.data.layout import find_programs
 from cad_recode.errors import InputError, UsageError
-from cad_recode.geometry.profiles import Profile, as_profile
+from cad_recode.geometry.profiles import as_profile, default_timeout
 
 __all__ = ["PrepareReport", "PreparedSplit", "prepare_dataset", "find_programs", "DEFAULT_SHARD_SIZE"]
 
@@ -131,7 +131,7 @@ def prepare_dataset(
     model's own language, for training data; ``cadquery`` for ordinary CadQuery (a test set written
     by hand, say). It is recorded in the manifest, and a resume under another profile is refused.
     ``timeout``: seconds a program may run; by default the protocol's 3 s under ``strict`` and
-    :data:`~cad_recode.geometry.load_shape.USER_PROGRAM_TIMEOUT` under ``cadquery``.
+    :data:`~cad_recode.geometry.profiles.USER_PROGRAM_TIMEOUT` under ``cadquery``.
 
     An existing ``out`` (or an unfinished run's work folder) is refused unless
     ``resume`` (continue it; a finished dataset of the same programs is kept as
@@ -148,11 +148,7 @@ def prepare_dataset(
         profile = as_profile(profile).value
     except ValueError as err:
         raise UsageError(str(err)) from None
-    if timeout is None:
-        from cad_recode.geometry.load_shape import USER_PROGRAM_TIMEOUT
-        from cad_recode.geometry.sandbox import DEFAULT_TIMEOUT
-
-        timeout = DEFAULT_TIMEOUT if as_profile(profile) is Profile.STRICT else USER_PROGRAM_TIMEOUT
+    timeout = default_timeout(profile) if timeout is None else timeout
     started = time.perf_counter()
     src, out = Path(src), Path(os.path.abspath(out))  # abspath: "." must have a name for its work folder
     programs = find_programs(src)

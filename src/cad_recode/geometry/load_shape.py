@@ -19,9 +19,6 @@ from cad_recode.errors import InputError, ProgramFailed, unexpected
 
 PROGRAM_SUFFIX = ".py"
 USER_PROGRAM_PROFILE = "cadquery"
-USER_PROGRAM_TIMEOUT = 30.0
-"""Seconds a ground-truth program may run: the protocol's 3 s judges the model's programs, and a part someone
-wrote can take longer (a flange with 24 holes, 12 ribs and fillets: 7 s on 2 cores)."""
 
 
 def is_program(path: str | os.PathLike) -> bool:
@@ -66,7 +63,7 @@ def load_shapes(paths: Sequence[str | os.PathLike], sandbox, *, what: str = "sha
     Returns, in order, a mesh or the InputError explaining why there is none
     (``strict``: raise the first error instead, before running any program when a file is bad).
     ``timeout``: seconds a program may run (default: the sandbox's own; ground truths pass
-    :data:`USER_PROGRAM_TIMEOUT`).
+    :data:`~cad_recode.geometry.profiles.USER_PROGRAM_TIMEOUT`).
     """
     from cad_recode.geometry.loaders import load_geometry
 

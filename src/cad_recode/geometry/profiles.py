@@ -54,6 +54,18 @@ DEFAULT_PROFILE = Profile.STRICT
 PROFILE_NAMES = tuple(p.value for p in Profile)
 
 
+PROTOCOL_TIMEOUT = 3.0
+"""Seconds a program may run under the evaluation protocol: the model's programs, generated data."""
+USER_PROGRAM_TIMEOUT = 30.0
+"""Seconds a part someone wrote may run (a ground truth, ``exec``): it can take longer than the model's
+programs (a flange with 24 holes, 12 ribs and fillets: 7 s on 2 cores)."""
+
+
+def default_timeout(profile: Profile | str) -> float:
+    """:data:`PROTOCOL_TIMEOUT` for ``strict`` programs, :data:`USER_PROGRAM_TIMEOUT` for ``cadquery`` ones."""
+    return PROTOCOL_TIMEOUT if as_profile(profile) is Profile.STRICT else USER_PROGRAM_TIMEOUT
+
+
 def min_faces(profile: Profile | str) -> int:
     """The fewest B-rep faces a valid solid has under ``profile``.
 

@@ -84,12 +84,12 @@ from cad_recode.geometry.exec_result import (  # noqa: F401  (re-exported: the p
     ANGULAR_TOLERANCE, DEFAULT_MAX_TRIANGLES, TESSELLATION_TOLERANCE, ExecResult, ExecStatus, failure,
     printable_line,
 )
-from cad_recode.geometry.profiles import DEFAULT_PROFILE, Profile, as_profile
+from cad_recode.geometry.profiles import DEFAULT_PROFILE, PROTOCOL_TIMEOUT, Profile, as_profile
 from cad_recode.geometry.sandbox_loop import EXIT_GRACE, KILL_GRACE, STARTUP_TIMEOUT, Loop  # noqa: F401
 from cad_recode.geometry.sandbox_processes import _Job, _Worker, _Zygote, how_it_ended
 from cad_recode.geometry.static_check import MAX_PROGRAM_BYTES
 
-DEFAULT_TIMEOUT = 3.0
+DEFAULT_TIMEOUT = PROTOCOL_TIMEOUT
 """Seconds per program, as in the evaluation protocol."""
 DEFAULT_MEMORY_MB = 2048
 DEFAULT_PROGRAMS_PER_WORKER = 64

@@ -99,7 +99,8 @@ def load_input(source) -> tuple[str, trimesh.Trimesh | np.ndarray]:
 
 def load_ground_truth(truth, sandbox) -> tuple[str, trimesh.Trimesh]:
     """(name, mesh) of a ground truth: a mesh, ("name", mesh), or a path through load_shape."""
-    from cad_recode.geometry.load_shape import USER_PROGRAM_TIMEOUT, load_shape
+    from cad_recode.geometry.load_shape import load_shape
+    from cad_recode.geometry.profiles import USER_PROGRAM_TIMEOUT
 
     if isinstance(truth, tuple):
         return truth[0], truth[1]
