@@ -56,8 +56,10 @@ def load_shape(path: str | os.PathLike, sandbox, *, what: str = "shape",
     return load_shapes([path], sandbox, what=what, strict=True, profile=profile, timeout=timeout)[0]
 
 
-def load_shapes(paths: Sequence[str | os.PathLike], sandbox, *, what: str = "shape", strict: bool = False,
-                profile: str = USER_PROGRAM_PROFILE, timeout: float | None = None) -> list[trimesh.Trimesh | InputError]:
+def load_shapes(
+    paths: Sequence[str | os.PathLike], sandbox, *, what: str = "shape", strict: bool = False,
+    profile: str = USER_PROGRAM_PROFILE, timeout: float | None = None,
+) -> list[trimesh.Trimesh | InputError]:
     """Several shapes at once: the programs among them run in one ``sandbox.map`` (in parallel).
 
     Returns, in order, a mesh or the InputError explaining why there is none
