@@ -75,6 +75,7 @@ _DECIMAL_COMMAS = re.compile(r"(?m)^[ \t]*([-+]?\d*,\d+)[ \t]+[-+]?\d*,\d+")
 _EMPTY_CELLS = {sep: re.compile(rf"(?m)(^[ \t]*{sep}|{sep}[ \t]*{sep})") for sep in ",;"}  # ",2,3", "1,,3": one missing
 _SEPARATORS = re.compile(r"[ \t,;]+")
 _FIRST_LINE = re.compile(r"(?m)^[ \t]*\S.*$")
+_MAX_HEADER_CHARS = 1024  # MAX_CLOUD_COLUMNS names
 
 
 def load_geometry(path: str | os.PathLike) -> trimesh.Trimesh | np.ndarray:
@@ -214,7 +215,7 @@ def _header(text: str) -> tuple[list[str] | None, str]:
     """(the column names, the text without them) when the first line names columns ("x,y,z,nx,ny,nz"), else
     (None, text). The line is blanked, not removed, so later messages keep the file's line numbers."""
     first = _FIRST_LINE.search(text)
-    if first is None:
+    if first is None or len(first.group()) > _MAX_HEADER_CHARS:  # a megabyte line of words is not a header
         return None, text
     names = [name.strip("\"'").lower() for name in _SEPARATORS.split(first.group().strip()) if name]
     if not names or any(_is_number(name) for name in names):
