@@ -68,9 +68,11 @@ def test_an_organized_cloud_s_holes_are_dropped(tmp_path):
     ("flat.pcd", _header("ascii", 2, fields="x y rgb", size="4 4 4", kind="F F U", count="1 1 1") + b"1 2 3\n",
      "its FIELDS ('x y rgb') have no z; a point cloud needs x y z"),
     ("words.pcd", _header("ascii", 2, fields="x y z", size="4 4 4", kind="F F F", count="1 1 1")
-     + b"1 2 3\n4 five 6\n", "its ascii data holds something that is not a number"),
+     + b"1 2 3\n4 five 6\n", "line 13 is not numbers: '4 five 6'"),  # lines counted as in the file
     ("short.pcd", _header("ascii", 2, fields="x y z", size="4 4 4", kind="F F F", count="1 1 1") + b"1 2 3\n4 5\n",
-     "its ascii data holds 5 values, not a multiple of the 3 a point has"),
+     "line 13 has 2 values but line 12 has 3; every row needs the same columns"),
+    ("wide.pcd", _header("ascii", 2, fields="x y z", size="4 4 4", kind="F F F", count="1 1 1") + b"1 2 3 4\n5 6 7 8\n",
+     "its ascii rows have 4 values but its fields take 3; re-export it"),
     ("sizes.pcd", _header("binary", 2, size="4 4 4", count="1 1 1 1"),
      "its PCD header is broken (FIELDS, SIZE, TYPE and COUNT differ in length)"),
     ("odd.pcd", _header("binary", 2, kind="F F F Q"), "its PCD header is broken"),

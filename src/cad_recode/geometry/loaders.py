@@ -34,11 +34,9 @@ but its own scratch.
 from __future__ import annotations
 
 import atexit
-import io
 import os
 import re
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +44,7 @@ import trimesh
 
 from cad_recode.errors import InputError, escape_controls, unreadable
 from cad_recode.geometry.normalize import validate_points
+from cad_recode.geometry.number_rows import number_rows
 from cad_recode.geometry.sampling import (
     NUM_POINT_TOKENS,
     NUM_SURFACE_POINTS,
@@ -69,7 +68,6 @@ _TEXT_SUFFIXES = (".xyz", ".txt", ".pts", ".csv", ".asc")
 _NUMPY_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK"}
 MAX_ARRAY_BYTES = 1 << 30  # an unpacked .npz array: 44 million float64 points, far past what sampling needs
 _COMMENT = re.compile(r"(#|//).*")
-_BLANKS = re.compile(r"[ \t\n\v\f]+")  # what separates values: the bytes _row_widths counts as blank
 # "0,5 1,25 3,0": two values with a decimal comma each, separated by blanks (a German spreadsheet's export)
 _DECIMAL_COMMAS = re.compile(r"(?m)^[ \t]*([-+]?\d*,\d+)[ \t]+[-+]?\d*,\d+")
 _EMPTY_CELLS = {sep: re.compile(rf"(?m)(^[ \t]*{sep}|{sep}[ \t]*{sep})") for sep in ",;"}  # ",2,3", "1,,3": one missing
@@ -177,8 +175,8 @@ def _read_numpy(path: Path) -> np.ndarray:
 
 
 def _read_text(path: Path) -> np.ndarray:
-    """The rows of a text cloud, read without an object per number: building lists of string tokens took
-    180 times the file's size (a 40 MB file of one number a line: 7.2 GB)."""
+    """The rows of a text cloud: comments, a header line and the separators settled here, the numbers read
+    by :func:`~cad_recode.geometry.number_rows.number_rows`."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (Windows Notepad's) is skipped
     except (UnicodeDecodeError, OSError) as exc:
@@ -191,23 +189,7 @@ def _read_text(path: Path) -> np.ndarray:
     else:
         _refuse_ambiguous_commas(text, path, separator=",")
         text = text.replace(",", " ")
-    lines, widths = _row_widths(text)
-    if not len(lines):
-        raise InputError(f"{path}: has no data rows (only blank or comment lines); write one 'x y z' point a line")
-    values = _numbers(text, int(widths.sum()), path)
-    # A .pts file may start with a line holding the number of points that follow.
-    if widths[0] == 1 and values[0] == len(lines) - 1:
-        lines, widths, values = lines[1:], widths[1:], values[1:]
-        if not len(lines):
-            raise InputError(f"{path}: has a point count but no points; write one 'x y z' point a line")
-    uneven = np.flatnonzero(widths != widths[0])
-    if len(uneven):
-        row = uneven[0]
-        raise InputError(
-            f"{path}: line {lines[row] + 1} has {widths[row]} values but line {lines[0] + 1} has {widths[0]}; "
-            "every row needs the same columns (x y z first)"
-        )
-    rows = values.reshape(-1, int(widths[0]))
+    rows = number_rows(text, path, point_count_line=True)
     return rows if names is None else _named_columns(rows, names, path)
 
 
@@ -257,45 +239,6 @@ def _refuse_ambiguous_commas(text: str, path: Path, separator: str) -> None:
             start = text.rfind("\n", 0, found.start()) + 1
             shown = escape_controls(text[start:].split("\n", 1)[0].strip()[:60])
             raise InputError(f"{path}: line {line} has {what} ({shown!r}); {fix}")
-
-
-def _row_widths(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """(0-based line numbers, values on each) of the lines that hold values, counted over the bytes at once."""
-    data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    if not len(data):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    blank = np.isin(data, np.frombuffer(b" \t\n\v\f", dtype=np.uint8))
-    starts = ~blank
-    starts[1:] &= blank[:-1]  # a value starts after a blank (or at the very beginning)
-    line = np.cumsum(data == ord("\n"), dtype=np.int32)  # 4 bytes a character: the largest array here
-    counts = np.bincount(line[starts], minlength=int(line[-1]) + 1)
-    lines = np.flatnonzero(counts)
-    return lines, counts[lines]
-
-
-def _numbers(text: str, expected: int, path: Path) -> np.ndarray:
-    """All values of the text, in order: parsed by NumPy in one pass, or, where it stops (a spelling it does not
-    read, or a word), line by line, which names the first line that is not numbers."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)
-        try:
-            values = np.fromstring(text, dtype=np.float64, sep=" ")
-        except (ValueError, DeprecationWarning):
-            values = None
-    if values is not None and len(values) == expected:
-        return values
-    values, filled = np.empty(expected, dtype=np.float64), 0
-    for number, line in enumerate(io.StringIO(text), start=1):
-        tokens = [t for t in _BLANKS.split(line) if t]
-        try:
-            values[filled: filled + len(tokens)] = [float(t) for t in tokens]
-        except ValueError:
-            raise InputError(
-                f"{path}: line {number} is not numbers: {' '.join(tokens)[:60]!r}; "
-                "write 'x y z' numbers a line and start comments with #"
-            ) from None
-        filled += len(tokens)
-    return values
 
 
 def _check_cloud(arr: np.ndarray, path: Path) -> np.ndarray:

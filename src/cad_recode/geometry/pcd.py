@@ -10,12 +10,12 @@ re-save the file, rather than decoded slowly in Python.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from cad_recode.errors import InputError, escape_controls
+from cad_recode.geometry.number_rows import number_rows
 
 MAX_HEADER_BYTES = 64 * 1024
 _TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("I", 1): "i1", ("I", 2): "<i2", ("I", 4): "<i4", ("I", 8): "<i8",
@@ -26,17 +26,14 @@ def read_pcd(path: Path, max_bytes: int) -> np.ndarray:
     """The x y z of a ``.pcd`` file as float64 (N, 3), points with a NaN coordinate dropped."""
     with open(path, "rb") as f:
         head = f.read(MAX_HEADER_BYTES)
-        header, data_start = _parse_header(head, path)
+        (dtype, points, data), data_start = _parse_header(head, path)
         f.seek(data_start)
         body = f.read(max_bytes + 1)
-    fields, dtype, points, data = header
     if dtype.itemsize * points > max_bytes or len(body) > max_bytes:
         raise InputError(f"{path}: holds more than the {max_bytes / 2**30:.0f} GiB a point cloud may take; "
                          "give fewer points")
     if data == "ascii":
-        starts = _column_starts(dtype)
-        rows = _ascii_rows(body, path, _row_width(dtype))
-        xyz = rows[:, [starts[axis] for axis in "xyz"]]
+        xyz = _ascii_xyz(body, head[:data_start].count(b"\n"), dtype, path)
     else:
         if len(body) < dtype.itemsize * points:
             raise InputError(f"{path}: its header says {points} points ({dtype.itemsize * points} bytes) but "
@@ -47,7 +44,7 @@ def read_pcd(path: Path, max_bytes: int) -> np.ndarray:
 
 
 def _parse_header(head: bytes, path: Path):
-    """((fields, record dtype, points, data kind), offset of the first data byte)."""
+    """((record dtype, points, data kind), offset of the first data byte)."""
     values: dict[str, list[str]] = {}
     offset = 0
     for raw in head.splitlines(keepends=True):
@@ -88,47 +85,21 @@ def _parse_header(head: bytes, path: Path):
             raise ValueError("a negative point count")
     except (KeyError, ValueError, IndexError, TypeError) as exc:
         raise InputError(f"{path}: its PCD header is broken ({escape_controls(str(exc))[:80]}); re-export it") from None
-    return (fields, dtype, points, data), offset
+    return (dtype, points, data), offset
 
 
-def _values(dtype: np.dtype, name: str) -> int:
-    """How many values field ``name`` has in a row (its COUNT)."""
-    return int(np.prod(dtype[name].shape)) if dtype[name].shape else 1
-
-
-def _row_width(dtype: np.dtype) -> int:
-    return sum(_values(dtype, name) for name in dtype.names)
-
-
-def _column_starts(dtype: np.dtype) -> dict[str, int]:
-    """The column of each field's first value in an ascii row."""
-    starts, column = {}, 0
-    for name in dtype.names:
-        starts[name] = column
-        column += _values(dtype, name)
-    return starts
-
-
-def _ascii_rows(body: bytes, path: Path, width: int) -> np.ndarray:
-    """The ascii data as (N, width) values, parsed by NumPy in one pass (no object per number)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)  # NumPy's way of saying it stopped at a word
-        try:
-            values = np.fromstring(body.decode("ascii"), dtype=np.float64, sep=" ")  # "nan" included
-        except (UnicodeDecodeError, ValueError, DeprecationWarning):
-            values = None
-    if values is None or len(values) != _token_count(body):
-        raise InputError(f"{path}: its ascii data holds something that is not a number; re-export it")
-    if len(values) % width:
-        raise InputError(f"{path}: its ascii data holds {len(values)} values, not a multiple of the {width} a "
-                         "point has; it looks truncated, re-export it")
-    return values.reshape(-1, width)
-
-
-def _token_count(body: bytes) -> int:
-    """Whitespace-separated tokens in ``body``, counted over its bytes at once."""
-    data = np.frombuffer(body, dtype=np.uint8)
-    blank = np.isin(data, np.frombuffer(b" \t\r\n\v\f", dtype=np.uint8))
-    starts = ~blank
-    starts[1:] &= blank[:-1]
-    return int(starts.sum())
+def _ascii_xyz(body: bytes, header_lines: int, dtype: np.dtype, path: Path) -> np.ndarray:
+    """The x y z columns of ascii data, read as a text cloud is (messages count lines as the file does)."""
+    try:
+        text = "\n" * header_lines + body.decode("ascii").replace("\r\n", "\n")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: its ascii data holds bytes that are not text; re-export it") from None
+    starts, width = {}, 0
+    for name in dtype.names:  # a field of COUNT n takes n columns
+        starts[name] = width
+        width += int(np.prod(dtype[name].shape)) if dtype[name].shape else 1
+    rows = number_rows(text, path)
+    if rows.shape[1] != width:
+        raise InputError(f"{path}: its ascii rows have {rows.shape[1]} values but its fields take {width}; "
+                         "re-export it")
+    return rows[:, [starts[axis] for axis in "xyz"]]

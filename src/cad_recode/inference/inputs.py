@@ -137,9 +137,11 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
         dense = sample_surface(geometry, NUM_SURFACE_POINTS, seed=seed)  # the protocol's density for CD
     else:
         dense = np.asarray(geometry, dtype=np.float64)
+    # the input's shape at the protocol's density: a scan's millions of points tell no more, 64 points too little
+    shape_sample = dense[:: max(1, len(dense) // NUM_SURFACE_POINTS)]
     turned = None
     if pose != "auto":  # the model writes parts in the frame's axes: does this one look turned from them?
-        turned = turned_ratio(dense[:: max(1, len(dense) // NUM_SURFACE_POINTS)])  # the model's 64 points: too few
+        turned = turned_ratio(shape_sample)
         if pose == "if_turned":
             pose = "auto" if turned > TURNED_BOX_RATIO else "none"
     draws = [to_model_points(geometry, **sizes, seed=seed + k, transform=box.transform if box else None)
@@ -156,7 +158,7 @@ def encode_input(source, num_candidates: int, *, num_point_tokens: int, num_surf
     return EncodedInput(name, draws, dense, truth, truth_name, encoded - started, time.perf_counter() - encoded,
                         transform, placements, mesh, box.noise if box else None,
                         stray_points=dropped if is_cloud else 0, stray_islands=0 if is_cloud else dropped,
-                        turned=turned, extents=principal_extents(dense))
+                        turned=turned, extents=principal_extents(shape_sample))
 
 
 def shape_input(name: str, sandbox) -> tuple[tuple[str, trimesh.Trimesh], tuple[str, trimesh.Trimesh]]:
