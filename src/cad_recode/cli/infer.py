@@ -16,7 +16,7 @@ from cad_recode.errors import UsageError, escape_controls
 from cad_recode.geometry.pose import DEFAULT_POSE_BUDGET, TURNED_BOX_RATIO
 from cad_recode.geometry.robustness import CONDITION_NAMES
 from cad_recode.inference.refine import DEFAULT_MAX_EVALUATIONS as DEFAULT_REFINE_EVALUATIONS
-from cad_recode.inference.decoding import POSE_MODES, Decoding
+from cad_recode.inference.decoding import POSE_MODES, SAMPLING_MODES, SAMPLING_TEMPERATURE, Decoding
 from cad_recode.model.constrained import DEFAULT_GRAMMAR, GRAMMAR_HELP
 
 
@@ -98,10 +98,17 @@ def _add_model_arguments(p, model_flag: str) -> None:
 
 def _add_decoding_arguments(p) -> None:
     p.add_argument("--num_candidates", type=int, default=1, metavar="N",
-                   help="best of N: N point draws generated in one batch, closest valid solid to the input wins")
-    p.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--top_p", type=float)
+                   help="best of N: N programs generated in one batch, each from its own point draw; the closest "
+                        "valid solid to the input wins")
+    p.add_argument("--sampling", choices=SAMPLING_MODES, default=Decoding.sampling,
+                   help="best of N: after_first (default): the first candidate (of each pose under --pose auto) is "
+                        "greedy, the others are sampled at --temperature, so they are other guesses; none: every "
+                        "candidate greedy (the published protocol's best of N); all: every candidate sampled")
+    p.add_argument("--do_sample", dest="sampling", action="store_const", const="all",
+                   help="the same as --sampling all")
+    p.add_argument("--temperature", type=float,
+                   help=f"of the sampled candidates (default {SAMPLING_TEMPERATURE})")
+    p.add_argument("--top_p", type=float, help="of the sampled candidates (default: off)")
     p.add_argument("--max_new_tokens", type=int, default=defaults.MAX_NEW_TOKENS,
                    help=f"longest program in tokens (default {defaults.MAX_NEW_TOKENS})")
     p.add_argument("--runaway_factor", type=float, metavar="F",
@@ -175,7 +182,7 @@ def _decoding(args):
     runaway = {} if args.runaway_factor is None else {"runaway_factor": args.runaway_factor}
     if args.refine < 0:
         raise UsageError(f"--refine must be >= 0 sandbox runs (0: off), got {args.refine}")
-    return Decoding(args.max_new_tokens, args.do_sample, args.temperature, args.top_p, **runaway,
+    return Decoding(args.max_new_tokens, args.sampling, args.temperature, args.top_p, **runaway,
                     refine_evaluations=args.refine, outline_fit=args.outline_fit == "on",
                     grammar=args.grammar == "on", pose=args.pose,
                     pose_budget=args.pose_budget, drop_stray_points=args.stray_points == "drop")

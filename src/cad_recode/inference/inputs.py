@@ -64,6 +64,13 @@ class EncodedInput:
 
         return code if self.placements is None else place_back(code, self.placements[k])
 
+    def first_of_reading(self) -> list[bool]:
+        """For each candidate: is it the first decoded from its reading of the input (as given, or its pose)?"""
+        if self.placements is None:
+            return [k == 0 for k in range(len(self.draws))]
+        names = [placement.name for placement in self.placements]
+        return [name not in names[:k] for k, name in enumerate(names)]
+
     def pose_name(self, k: int) -> str | None:
         return None if self.placements is None else self.placements[k].name
 

@@ -117,8 +117,9 @@ def judge(item: EncodedInput, rows: Sequence[tuple[Generated, object]], *, first
     stage(f"metrics: {len(rows)} candidate{'s' if len(rows) > 1 else ''} against {len(item.dense)} input points")
     to_input = CloudDistance(item.dense, item.transform)  # indexed once for every candidate, in the model's frame
     candidates, meshes = measure_candidates(rows, first_seed, to_input)
+    greedy = decoding.greedy_rows(item.first_of_reading())
     for k, candidate in enumerate(candidates):
-        candidate.pose = item.pose_name(k)
+        candidate.pose, candidate.sampled = item.pose_name(k), not greedy[k]
     best = pick_best(candidates)
     code, result, mesh = ("", None, None) if best is None else (candidates[best].code, rows[best][1], meshes[best])
     cd_input = candidates[best].cd_input if best is not None else None

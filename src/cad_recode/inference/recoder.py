@@ -151,21 +151,26 @@ class CADRecoder:
     def num_point_tokens(self) -> int:
         return int(self.core.config.num_point_tokens)
 
-    def generate(self, points: np.ndarray, decoding: Decoding, seed: int = 0,
-                 group_size: int = 1) -> list[tuple[str, int, bool]]:
+    def generate(self, points: np.ndarray, decoding: Decoding, seed: int = 0, group_size: int = 1,
+                 first_of_reading: list[bool] | None = None) -> list[tuple[str, int, bool]]:
         """(B, P, 3) normalized points -> B x (code, generated tokens, finished), one batch.
 
         ``group_size``: rows ``g*N .. g*N+N-1`` are the N candidates of one input, so
-        a runaway among them can end early (``decoding.runaway_factor``). The decoding itself is
+        a runaway among them can end early (``decoding.runaway_factor``). ``first_of_reading``:
+        each row's flag from :meth:`EncodedInput.first_of_reading` (default: the first row of each
+        group), which ``decoding.sampling`` keeps greedy. The decoding itself is
         :func:`cad_recode.model.generation.generate_programs`, shared with the RL rollouts.
         """
         from cad_recode.model.generation import generate_programs
 
+        if first_of_reading is None:
+            first_of_reading = [row % group_size == 0 for row in range(len(points))]
+        greedy = decoding.greedy_rows(first_of_reading)
         tensor = torch.as_tensor(np.asarray(points, dtype=np.float32), device=self.device)
         rows = generate_programs(
-            self.core, self.tokenizer, tensor, max_new_tokens=decoding.max_new_tokens, do_sample=decoding.do_sample,
-            temperature=decoding.temperature, top_p=decoding.top_p, runaway_factor=decoding.runaway_factor,
-            grammar=decoding.grammar, group_size=group_size, seed=seed,
+            self.core, self.tokenizer, tensor, max_new_tokens=decoding.max_new_tokens, do_sample=not all(greedy),
+            temperature=decoding.sampling_temperature, top_p=decoding.top_p, runaway_factor=decoding.runaway_factor,
+            grammar=decoding.grammar, group_size=group_size, seed=seed, greedy_rows=greedy,
         )
         return [(row.code, len(row.ids), row.finished) for row in rows]
 
@@ -192,7 +197,7 @@ class CADRecoder:
         restore_units: bool = False,
         seed: int = 0,
         max_new_tokens: int = Decoding.max_new_tokens,
-        do_sample: bool = False,
+        sampling: str = Decoding.sampling,
         temperature: float | None = None,
         top_p: float | None = None,
         pose: str = Decoding.pose,
@@ -201,12 +206,13 @@ class CADRecoder:
         """One input (path, mesh or (N, 3) array) -> :class:`Reconstruction`; see the module docstring.
 
         ``ground_truth``: a mesh, a path (mesh/STEP/.py program) or ``("name", mesh)``, only measured.
+        ``sampling``: which of the N candidates are sampled (see :class:`Decoding`).
         ``pose="auto"``: the candidates are decoded under up to ``pose_budget`` orientations (see :class:`Decoding`);
         ``"if_turned"`` (the default) only when the input looks turned, ``"none"``: as given.
         """
         return self.reconstruct_many(
             [points_or_path], num_candidates, ground_truths=[ground_truth], restore_units=restore_units, seed=seed,
-            decoding=Decoding(max_new_tokens, do_sample, temperature, top_p, pose=pose, pose_budget=pose_budget),
+            decoding=Decoding(max_new_tokens, sampling, temperature, top_p, pose=pose, pose_budget=pose_budget),
         )[0]
 
     def reconstruct_many(
@@ -266,7 +272,8 @@ class CADRecoder:
         points = np.stack([draw.points for item in prepared for draw in item.draws])
         stage(f"generating {len(points)} program{'s' if len(points) > 1 else ''} "
               f"(at most {decoding.max_new_tokens} tokens each)")
-        generated = self.generate(points, decoding, seed=seed, group_size=n)
+        generated = self.generate(points, decoding, seed=seed, group_size=n,
+                                  first_of_reading=[first for item in prepared for first in item.first_of_reading()])
         generate_seconds = (time.perf_counter() - started) / len(prepared)
         stage(f"running {len(generated)} program{'s' if len(generated) > 1 else ''} in the sandbox")
         started = time.perf_counter()

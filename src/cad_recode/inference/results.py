@@ -24,7 +24,7 @@ FLAT_SHARE = 0.01
 
 @dataclass
 class Candidate:
-    """One generated program: which point draw, what happened when it ran, how close it is."""
+    """One generated program: which point draw, how decoded, what happened when it ran, how close it is."""
 
     seed: int
     code: str
@@ -36,9 +36,10 @@ class Candidate:
     # the mean distance to the input points both ways (x10^3, unit-cube scale): best of N's key
     distance_input: float | None = None
     pose: str | None = None  # --pose auto: the orientation it was decoded under (None: the input as given)
+    sampled: bool = False  # sampled (Decoding.sampling) rather than greedy
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("seed", "status", "reason", "cd_input", "distance_input", "tokens", "finished") + (
+        keys = ("seed", "sampled", "status", "reason", "cd_input", "distance_input", "tokens", "finished") + (
             ("pose",) if self.pose else ())
         return {k: getattr(self, k) for k in keys}
 
