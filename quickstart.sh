@@ -8,8 +8,7 @@
 #
 # Knobs (environment variables), e.g. for a smoke run:
 #   QUICKSTART_PROGRAMS=60 QUICKSTART_TRAIN_FLAGS="--max_steps 4" QUICKSTART_EVAL_LIMIT=4 bash quickstart.sh
-# QUICKSTART_EVAL_CANDIDATES is N of best-of-N at evaluation (N point draws, the first greedy, the others sampled;
-# the closest valid solid to the input wins);
+# QUICKSTART_EVAL_CANDIDATES is N of best-of-N at evaluation (N point draws, closest valid solid to the input);
 # QUICKSTART_REFINE is the sandbox runs that fit each winner's numbers to the input points (0: off).
 # QUICKSTART_LEVEL is the generator level (broad: every family of simple parts; simple: the narrow first level).
 # QUICKSTART_MINUTES is the time for data, training and evaluation (default 20; setup not counted; 0 = no limit):
@@ -122,7 +121,7 @@ EVAL_KEY=$(stage_key eval "$EVAL_LIMIT" "$EVAL_CANDIDATES" "$REFINE")
 if [ -f "$EVAL_DIR/summary.md" ] && [ "$(cat "$EVAL_DIR/.quickstart-key" 2>/dev/null)" = "$EVAL_KEY" ]; then
   say "eval: reusing $EVAL_DIR (same model and settings)"
 else
-  say "eval: the held-out test split (IR, CD x10^3, IoU), best of $EVAL_CANDIDATES (the first greedy, the others sampled), refined with up to $REFINE sandbox runs"
+  say "eval: the held-out test split (IR, CD x10^3, IoU), greedy, best of $EVAL_CANDIDATES point draws, refined with up to $REFINE sandbox runs"
   $CLI eval --model "$MODEL_DIR" --data "$DATA_DIR" --split test --limit "$EVAL_LIMIT" \
     --num_candidates "$EVAL_CANDIDATES" --refine "$REFINE" --output_dir "$EVAL_DIR" --workers "$WORKERS" --batch_size 8
   echo "$EVAL_KEY" > "$EVAL_DIR/.quickstart-key"

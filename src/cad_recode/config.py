@@ -424,9 +424,8 @@ class TrainConfig(RunOutputs):
     )
     eval_num_candidates: int = config_field(
         1,
-        "Programs generated per validation shape in evaluation: best of N, each from its own point draw, the "
-        "first greedy and the others sampled; the valid one closest to the input points kept (as cad-recode eval "
-        "--num_candidates).",
+        "Programs generated per validation shape in evaluation: best of N point draws, greedy, the valid one "
+        "closest to the input points kept (as cad-recode eval --num_candidates).",
     )
     max_new_tokens: int = config_field(defaults.MAX_NEW_TOKENS, "Longest generated program, in tokens.")
 

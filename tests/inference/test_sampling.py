@@ -27,12 +27,12 @@ def recoder(models, sandbox):
 
 def test_each_mode_picks_its_greedy_rows():
     firsts = [True, False, True, False, False]
-    assert Decoding().greedy_rows(firsts) == firsts  # after_first, the default
-    assert Decoding(sampling="none").greedy_rows(firsts) == [True] * 5
+    assert Decoding().greedy_rows(firsts) == [True] * 5  # none, the default: the published protocol's
+    assert Decoding(sampling="after_first").greedy_rows(firsts) == firsts
     assert Decoding(sampling="all").greedy_rows(firsts) == [False] * 5
     assert Decoding().sampling_temperature == SAMPLING_TEMPERATURE
     assert Decoding(temperature=0.3).sampling_temperature == 0.3
-    with pytest.raises(UsageError, match="sampling must be one of after_first, none, all, got 'some'"):
+    with pytest.raises(UsageError, match="sampling must be one of none, after_first, all, got 'some'"):
         Decoding(sampling="some")
 
 
@@ -40,7 +40,7 @@ def test_greedy_rows_write_what_plain_greedy_writes_and_the_others_sample(recode
     draw = recoder.encode_input(cube_mesh, 1).draws[0].points
     points = [draw] * 4  # one point draw four times: only the decoding can tell the rows apart
     greedy = recoder.generate(points[:1], Decoding(max_new_tokens=art.MAX_NEW_TOKENS, sampling="none"))[0]
-    mixed = Decoding(max_new_tokens=art.MAX_NEW_TOKENS, temperature=HOT)
+    mixed = Decoding(max_new_tokens=art.MAX_NEW_TOKENS, sampling="after_first", temperature=HOT)
     rows = recoder.generate(points, mixed, seed=3, group_size=4)
     assert rows[0] == greedy and greedy[0] == CUBE
     assert all(row[0] != greedy[0] for row in rows[1:])
@@ -52,7 +52,8 @@ def test_greedy_rows_write_what_plain_greedy_writes_and_the_others_sample(recode
 
 
 def test_each_pose_keeps_a_greedy_candidate(recoder, cube_mesh):
-    decoding = Decoding(max_new_tokens=art.MAX_NEW_TOKENS, pose="auto", pose_budget=2, temperature=HOT)
+    decoding = Decoding(max_new_tokens=art.MAX_NEW_TOKENS, pose="auto", pose_budget=2, sampling="after_first",
+                        temperature=HOT)
     item = recoder.encode_input(cube_mesh, 4, decoding=decoding)
     assert [item.pose_name(k) == item.pose_name(0) for k in range(4)] == [True, False, True, False]
     assert item.first_of_reading() == [True, True, False, False]
@@ -65,8 +66,8 @@ def test_each_pose_keeps_a_greedy_candidate(recoder, cube_mesh):
 
 
 @pytest.mark.parametrize("flags, sampled", [
-    ([], [False, True, True]),
-    (["--sampling", "none"], [False, False, False]),
+    ([], [False, False, False]),
+    (["--sampling", "after_first"], [False, True, True]),
     (["--sampling", "all"], [True, True, True]),
     (["--do_sample"], [True, True, True]),
 ])
@@ -79,4 +80,4 @@ def test_the_report_says_which_candidates_were_sampled(models, tmp_path, capsys,
     assert code == (0 if report["valid"] else 1), capsys.readouterr().err  # all sampled this hot: none runs
     assert [c["sampled"] for c in report["candidates"]] == sampled
     assert report["decoding"]["sampling"] == (flags[-1] if flags[:1] == ["--sampling"] else
-                                              "all" if flags else "after_first")
+                                              "all" if flags else "none")

@@ -101,9 +101,10 @@ def _add_decoding_arguments(p) -> None:
                    help="best of N: N programs generated in one batch, each from its own point draw; the closest "
                         "valid solid to the input wins")
     p.add_argument("--sampling", choices=SAMPLING_MODES, default=Decoding.sampling,
-                   help="best of N: after_first (default): the first candidate (of each pose under --pose auto) is "
-                        "greedy, the others are sampled at --temperature, so they are other guesses; none: every "
-                        "candidate greedy (the published protocol's best of N); all: every candidate sampled")
+                   help="best of N: none (default): every candidate greedy, each on its own point draw (the "
+                        "published protocol's best of N); after_first: the first candidate (of each pose under "
+                        "--pose auto) greedy, the others sampled at --temperature, so they are other guesses (it "
+                        "helps an under-trained model most); all: every candidate sampled")
     p.add_argument("--do_sample", dest="sampling", action="store_const", const="all",
                    help="the same as --sampling all")
     p.add_argument("--temperature", type=float,

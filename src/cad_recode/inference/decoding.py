@@ -12,8 +12,9 @@ from cad_recode.model.runaway import DEFAULT_RUNAWAY_FACTOR
 
 
 POSE_MODES = ("if_turned", "none", "auto")
-SAMPLING_MODES = ("after_first", "none", "all")
-# best-of-N's sampled candidates: 0.5 to 1.0 all gave 2.6 to 4 points over all-greedy point draws (BENCHMARKS.md)
+SAMPLING_MODES = ("none", "after_first", "all")
+# best-of-N's sampled candidates: on an under-trained model T 0.5 to 1.0 gave 1.7 to 4 IoU points
+# over all-greedy point draws (BENCHMARKS.md)
 SAMPLING_TEMPERATURE = 0.8
 
 
@@ -22,12 +23,12 @@ class Decoding:
     """Greedy by default (design.md §2); every field is recorded in the report."""
 
     max_new_tokens: int = defaults.MAX_NEW_TOKENS
-    # best-of-N: "after_first": each reading of the input (the input as given, or each pose) gets one
-    # greedy candidate and the others are sampled, so they are other guesses rather than the same
-    # guess from another point draw; "none": every candidate greedy on its own point draw (the
-    # published protocol's best-of-N); "all": every candidate sampled. One candidate is always greedy
-    # unless "all"
-    sampling: str = "after_first"
+    # best-of-N: "none": every candidate greedy on its own point draw (the published protocol's);
+    # "after_first": each reading of the input (the input as given, or each pose) gets one greedy
+    # candidate and the others are sampled, other guesses rather than the same guess from other
+    # points (it lifted an under-trained model, not a well-trained one: BENCHMARKS.md); "all":
+    # every candidate sampled
+    sampling: str = "none"
     temperature: float | None = None  # of sampled candidates; None: SAMPLING_TEMPERATURE
     top_p: float | None = None
     # best-of-N: end a candidate once half its siblings finished and it is this many times longer
