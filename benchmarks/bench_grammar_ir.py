@@ -15,12 +15,11 @@ The issue's targets: no syntax error with the grammar, and IR with it at most ha
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchinfo import machine_info, machine_line  # noqa: E402
+from benchinfo import print_results  # noqa: E402
 
 from cad_recode.evaluate import evaluate  # noqa: E402
 from cad_recode.inference import CADRecoder, Decoding  # noqa: E402
@@ -67,11 +66,7 @@ def main(argv=None) -> int:
             for grammar in (False, True):  # side by side: the same model, shapes and sandbox
                 rows.append(run(recoder, data, args, grammar))
                 print(table(rows[-1:]).splitlines()[-1], file=sys.stderr)
-    info = machine_info("torch", "transformers", "llguidance")
-    print(machine_line(info))
-    print(table(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
+    print_results(table(rows), rows, args.json, "torch", "transformers", "llguidance")
     return 0
 
 

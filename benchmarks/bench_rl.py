@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -44,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchinfo import machine_info, machine_line  # noqa: E402
+from benchinfo import machine_info, machine_line, mean_and_se  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "cad_recode.cli"]
@@ -135,9 +134,8 @@ def paired(before: dict, after: dict, ids: list[str]) -> dict:
     """Mean IoU before and after (percent), the mean paired difference and its standard error, IR."""
     a = np.array([before[i]["iou"] for i in ids]) * 100
     b = np.array([after[i]["iou"] for i in ids]) * 100
-    d = b - a
-    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
-    return {"n": len(ids), "before": float(a.mean()), "after": float(b.mean()), "diff": float(d.mean()), "se": se,
+    diff, se = mean_and_se(b - a)
+    return {"n": len(ids), "before": float(a.mean()), "after": float(b.mean()), "diff": diff, "se": se,
             "ir_before": 100 * float(np.mean([not before[i]["valid"] for i in ids])),
             "ir_after": 100 * float(np.mean([not after[i]["valid"] for i in ids]))}
 

@@ -15,13 +15,11 @@ shape (an invalid output counts as IoU 0) with its standard error.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchinfo import machine_info, machine_line  # noqa: E402
+from benchinfo import mean_and_se, print_results  # noqa: E402
 
 from cad_recode.evaluate import evaluate  # noqa: E402
 from cad_recode.inference import CADRecoder, Decoding  # noqa: E402
@@ -47,11 +45,7 @@ def run(recoder, args, variant: str) -> dict:
 
 def paired(base: dict, other: dict) -> tuple[float, float]:
     """Mean and standard error of ``other - base`` over the shapes both evaluated (invalid = 0)."""
-    ids = [i for i in base if i in other]
-    diffs = [other[i] - base[i] for i in ids]
-    mean = sum(diffs) / len(diffs)
-    spread = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) if len(diffs) > 1 else math.nan
-    return mean, spread / math.sqrt(len(diffs))
+    return mean_and_se(other[i] - base[i] for i in base if i in other)
 
 
 def table(rows: list[dict]) -> str:
@@ -86,11 +80,7 @@ def main(argv=None) -> int:
         for variant in variants:
             rows.append(run(recoder, args, variant))
             print(table(rows).splitlines()[-1], file=sys.stderr)
-    info = machine_info("torch", "transformers")
-    print(machine_line(info))
-    print(table(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
+    print_results(table(rows), rows, args.json, "torch", "transformers")
     return 0
 
 

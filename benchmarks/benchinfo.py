@@ -1,9 +1,12 @@
-"""The machine facts every benchmark prints beside its figures (BENCHMARKS.md asks for them)."""
+"""The machine facts every benchmark prints beside its figures (BENCHMARKS.md asks for them), and
+the few reporting steps benchmarks share."""
 
 from __future__ import annotations
 
 import datetime
 import importlib
+import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -50,3 +53,22 @@ def machine_line(m: dict) -> str:
             threads = f" ({m['torch_threads']} threads)" if name == "torch" and "torch_threads" in m else ""
             parts.append(f"{name} {version}{threads}")
     return ", ".join(parts) + f", {m['date']}"
+
+
+def mean_and_se(differences) -> tuple[float, float]:
+    """Mean of paired differences and its standard error (NaN for one difference)."""
+    values = [float(d) for d in differences]
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    spread = math.sqrt(sum((d - mean) ** 2 for d in values) / (len(values) - 1))
+    return mean, spread / math.sqrt(len(values))
+
+
+def print_results(table: str, rows: list, json_path: str | None, *packages: str) -> None:
+    """The machine line and ``table`` on stdout; with ``json_path``, the machine and ``rows`` there too."""
+    info = machine_info(*packages)
+    print(machine_line(info))
+    print(table)
+    if json_path:
+        Path(json_path).write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
