@@ -56,8 +56,10 @@ def machine_line(m: dict) -> str:
 
 
 def mean_and_se(differences) -> tuple[float, float]:
-    """Mean of paired differences and its standard error (NaN for one difference)."""
+    """Mean of paired differences and its standard error (NaN where too few differences)."""
     values = [float(d) for d in differences]
+    if not values:
+        return math.nan, math.nan
     mean = sum(values) / len(values)
     if len(values) < 2:
         return mean, math.nan

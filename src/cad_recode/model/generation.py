@@ -75,8 +75,6 @@ def generate_programs(model, tokenizer, points: torch.Tensor, *, max_new_tokens:
     tokens = CodeTokens.from_tokenizer(tokenizer)
     if greedy_rows is not None and len(greedy_rows) != len(points):
         raise ValueError(f"greedy_rows has {len(greedy_rows)} flags for {len(points)} rows")
-    if do_sample and greedy_rows is not None and all(greedy_rows):
-        do_sample = False  # nothing left to sample: plain greedy, no seed drawn
     if do_sample and seed is not None:
         torch.manual_seed(seed)
     runaway = None
