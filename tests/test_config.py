@@ -69,7 +69,7 @@ def test_qlora_yaml_is_4bit_nf4_with_smaller_batches():
 def test_tiny_yaml_builds_a_small_qwen3_offline():
     cfg = load_config(TINY_YAML)
     assert cfg.finetune_method == "full"
-    assert cfg.tokenizer == "train"
+    assert cfg.tokenizer == "train_whole_numbers"
     assert cfg.tiny_model["architecture"] == "qwen3"
     spec = cfg.tiny_model
     assert spec["num_attention_heads"] % spec["num_key_value_heads"] == 0
@@ -259,6 +259,7 @@ def test_ints_are_not_floats_and_floats_are_floats():
         ({"fp16": True}, "bf16 and fp16 are both true"),
         ({"num_point_tokens": 512, "num_surface_points": 256}, "num_surface_points (256) must be >= num_point_tokens (512)"),
         ({"tokenizer": "train"}, "tokenizer 'train' needs tiny_model"),
+        ({"tokenizer": "train_whole_numbers"}, "tokenizer 'train_whole_numbers' needs tiny_model"),
         ({"tiny_model": {"hidden_size": 0}}, "tiny_model hidden_size must be a positive int, got 0"),
         ({"merge_final_only": True, "auto_merge_final": False}, "merge_final_only is true but auto_merge_final is false"),
         ({"keep_lora_only": False, "auto_merge_lora": False}, "checkpoints would hold nothing"),

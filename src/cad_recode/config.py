@@ -71,7 +71,8 @@ CHOICES = {
     "lr_scheduler_type": LR_SCHEDULERS,
     "overflow": OVERFLOW_POLICIES,
 }
-TRAIN_TOKENIZER = "train"
+# tokenizer values that train a small BPE on the training programs, and how each spells numbers
+TRAIN_TOKENIZERS = {"train": "digits", "train_whole_numbers": "whole"}
 RESUME_LATEST = "auto"
 METHOD_KEYS = ("finetune_method", "use_qlora", "load_in_4bit")
 # tiny_model keys that size the network: when present they must be positive ints.
@@ -201,7 +202,9 @@ class TrainConfig(RunOutputs):
     tokenizer: str | None = config_field(
         None,
         "Tokenizer folder or id; null = base_model's own; 'train' = train a small BPE on the training "
-        "programs (only with tiny_model, since a pretrained LM needs the tokenizer it was trained with).",
+        "programs, one token a digit as in Qwen's; 'train_whole_numbers' = the same, but a run of digits "
+        "may merge into one token (shorter programs). Both only with tiny_model, since a pretrained LM "
+        "needs the tokenizer it was trained with.",
     )
     trust_remote_code: bool = config_field(
         False,
@@ -493,10 +496,10 @@ class TrainConfig(RunOutputs):
             )
         if self.bf16 and self.fp16:
             raise config_error(("fp16", "bf16"), "bf16 and fp16 are both true; set one of them to false")
-        if self.tokenizer == TRAIN_TOKENIZER and self.tiny_model is None:
+        if self.tokenizer in TRAIN_TOKENIZERS and self.tiny_model is None:
             raise config_error(
                 ("tokenizer", "tiny_model"),
-                "tokenizer 'train' needs tiny_model (a model built from scratch); a pretrained base_model "
+                f"tokenizer '{self.tokenizer}' needs tiny_model (a model built from scratch); a pretrained base_model "
                 "must keep its own tokenizer (set tokenizer to null)",
             )
         self._check_tiny_model()

@@ -54,6 +54,30 @@ def test_digits_are_single_tokens(code_tokenizer_dir):
         assert len(digits) <= 1 and (not digits or piece == digits[0]), piece
 
 
+def test_whole_numbers_merge_and_reload_without_a_flag(tmp_path):
+    out = tmp_path / "whole"
+    train_code_tokenizer(PROGRAMS * 10, vocab_size=400, out_dir=out, numbers="whole")
+    tokenizer = AutoTokenizer.from_pretrained(out)  # the split is in tokenizer.json, not in a flag
+    assert tokenizer.convert_ids_to_tokens(tokenizer.encode("(-37,100)", add_special_tokens=False)) == [
+        "(-", "37", ",", "100", ")"]
+    # a number never seen still encodes, from smaller pieces, and round-trips
+    assert tokenizer.decode(tokenizer.encode("x=98765", add_special_tokens=False)) == "x=98765"
+    digits = AutoTokenizer.from_pretrained(_digit_tokenizer(tmp_path))
+    for code in PROGRAMS:
+        whole_ids = tokenizer.encode(code, add_special_tokens=False)
+        assert tokenizer.decode(whole_ids, clean_up_tokenization_spaces=False) == code
+        assert len(whole_ids) < len(digits.encode(code, add_special_tokens=False))
+    assert CodeTokens.from_tokenizer(tokenizer) == CodeTokens(start_id=1, end_id=0, pad_id=0)
+    with pytest.raises(InputError, match="numbers='roman': choose one of digits, whole"):
+        train_code_tokenizer(PROGRAMS, vocab_size=400, numbers="roman")
+
+
+def _digit_tokenizer(tmp_path) -> Path:
+    out = tmp_path / "digits"
+    train_code_tokenizer(PROGRAMS * 10, vocab_size=400, out_dir=out)
+    return out
+
+
 def test_special_tokens_are_consistent(code_tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(code_tokenizer_dir)
     assert tokenizer.convert_ids_to_tokens([0, 1, 2]) == [END_TOKEN, START_TOKEN, CHAT_END_TOKEN]

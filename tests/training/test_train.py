@@ -32,7 +32,7 @@ from cad_recode.training import checkpointing as ckpt
 from cad_recode.cli import main
 from cad_recode.config import load_config, save_config
 from cad_recode.data.batching import length_grouped_order
-from cad_recode.data.shards import ShapeRecord, build_manifest, hash_ids, write_manifest, write_shard
+from cad_recode.data.shards import PreparedSplit, ShapeRecord, build_manifest, hash_ids, write_manifest, write_shard
 from cad_recode.errors import InputError, UsageError
 from cad_recode.training.plan import plan
 from cad_recode.training.budget import decide, planned_steps, resumed_max_steps
@@ -217,6 +217,24 @@ def test_full_finetune_saves_the_whole_model(data_dir, tmp_path):
     assert not torch.equal(trained["point_encoder.proj.weight"], start["point_encoder.proj.weight"])
     # Tied embeddings stay tied through training and saving.
     assert model.lm.lm_head.weight.data_ptr() == model.lm.model.embed_tokens.weight.data_ptr()
+
+
+def test_whole_number_tokenizer_is_trained_and_saved_with_the_run(data_dir, tmp_path):
+    """tokenizer train_whole_numbers: the run's own BPE may spell a number in one token; it reloads as saved."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "whole"
+    train(tiny_config(data_dir, out, tokenizer="train_whole_numbers", finetune_method="full", max_steps=1,
+                      save_steps=1))
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    codes = PreparedSplit.open(data_dir, "train").codes()
+    numbers = set()
+    for code in codes:
+        ids = tokenizer.encode(code, add_special_tokens=False)
+        assert tokenizer.decode(ids, clean_up_tokenization_spaces=False) == code
+        numbers |= {piece for piece in tokenizer.convert_ids_to_tokens(ids) if piece.isdigit() and len(piece) > 1}
+    assert numbers  # the Qwen-style split ("train") never makes a token of two digits
+    assert load_config(str(out / "config.yaml")).tokenizer == "train_whole_numbers"
 
 
 def test_projector_has_its_own_learning_rate(data_dir, tmp_path):

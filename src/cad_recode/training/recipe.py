@@ -51,7 +51,7 @@ from typing import Any, Callable
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from cad_recode.config import TRAIN_TOKENIZER, TrainConfig, save_config
+from cad_recode.config import TRAIN_TOKENIZERS, TrainConfig, save_config
 from cad_recode.errors import InputError
 from cad_recode.model.loading import MERGED_DIR, RUN_CONFIG
 from cad_recode.training import checkpointing as ckpt
@@ -278,11 +278,11 @@ def load_run_tokenizer(cfg: TrainConfig, train_split, resume: Path | None):
     from cad_recode.model.loading import load_tokenizer
     from cad_recode.model.tokenizer import DEFAULT_VOCAB_SIZE, train_code_tokenizer
 
-    if cfg.tokenizer == TRAIN_TOKENIZER:
+    if cfg.tokenizer in TRAIN_TOKENIZERS:
         if resume is not None:  # the resumed run must see exactly the ids it was trained with
             return load_tokenizer(resume)
         vocab = tiny_spec(cfg.tiny_model).get("vocab_size", DEFAULT_VOCAB_SIZE)
-        return train_code_tokenizer(train_split.codes(), vocab_size=vocab)
+        return train_code_tokenizer(train_split.codes(), vocab_size=vocab, numbers=TRAIN_TOKENIZERS[cfg.tokenizer])
     return load_tokenizer(cfg.tokenizer or cfg.base_model, trust_remote_code=cfg.trust_remote_code)
 
 
