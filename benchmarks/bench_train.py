@@ -55,7 +55,7 @@ from pathlib import Path
 
 import torch
 
-from benchinfo import machine_info, machine_line
+from benchinfo import QWEN3_1_7B, machine_info, machine_line
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "train_config_tiny.yaml"
@@ -63,12 +63,6 @@ TARGET_OVERHEAD = 1.15
 METHODS = ("lora", "qlora", "full")
 RANKS = (8, 16, 64)
 WORKER_MARK = "BENCH_TRAIN_WORKER_RESULT "
-# Qwen3-1.7B(-Base) config.json hyperparameters (hub model card / config.json).
-QWEN3_1_7B = dict(
-    vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
-    num_key_value_heads=8, head_dim=128, max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1_000_000,
-    tie_word_embeddings=True,
-)
 GUIDE_CLAIM = "~0.8M (0.05%) for Qwen3-1.7B + LoRA/QLoRA (guide's memory table); design.md §3: r=16 -> about 17M (~1%)"
 
 

@@ -1,6 +1,6 @@
 """GPU training figures for Qwen3-1.7B + projector: LoRA and QLoRA, with and without gradient checkpointing.
 
-    bash benchmarks/gpu_train.sh                     # on a lent H100/H200 (fits one 10-minute call)
+    bash benchmarks/gpu_figures.sh                   # on a lent H100/H200, with the decoding figures
     python benchmarks/gpu_train.py --dry-cpu         # tiny sizes on the CPU: checks the logic only
 
 What it measures (issue 4, "Benchmarks"), for each of LoRA and QLoRA, gradient checkpointing off and on:
@@ -41,13 +41,9 @@ from pathlib import Path
 
 import torch
 
+from benchinfo import QWEN3_1_7B
+
 REPO = Path(__file__).resolve().parents[1]
-# Qwen3-1.7B(-Base) config.json hyperparameters.
-QWEN3_1_7B = dict(
-    vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
-    num_key_value_heads=8, head_dim=128, max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1_000_000,
-    tie_word_embeddings=True,
-)
 TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16, max_position_embeddings=512, tie_word_embeddings=True)
 # bf16 dense tensor-core peak, TFLOP/s, by a substring of torch.cuda.get_device_name (first match wins).
