@@ -37,7 +37,7 @@ import torch
 from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from cad_recode.data.generator import generate_program, program_rng
-from cad_recode.model.builders import build_tiny_lm
+from cad_recode.model.builders import QWEN3_1_7B_ARCHITECTURE as QWEN3_1_7B, build_tiny_lm
 from cad_recode.model.constrained import (
     GRAMMAR_BACKENDS,
     compile_grammar,
@@ -50,7 +50,7 @@ from cad_recode.model.tokenizer import CodeTokens, train_code_tokenizer
 BACKENDS = [name for name in GRAMMAR_BACKENDS if importlib.util.find_spec(name) is not None]
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchinfo import QWEN3_1_7B, machine_info, machine_line
+from benchinfo import machine_info, machine_line
 
 
 def parse_args(argv=None):

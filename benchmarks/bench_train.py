@@ -55,7 +55,8 @@ from pathlib import Path
 
 import torch
 
-from benchinfo import QWEN3_1_7B, machine_info, machine_line
+from benchinfo import machine_info, machine_line
+from cad_recode.model.builders import QWEN3_1_7B_ARCHITECTURE as QWEN3_1_7B
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "train_config_tiny.yaml"

@@ -11,13 +11,6 @@ import os
 import platform
 from pathlib import Path
 
-# Qwen3-1.7B(-Base) config.json hyperparameters: GPU benchmarks build it with random weights (no download).
-QWEN3_1_7B = dict(
-    vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
-    num_key_value_heads=8, head_dim=128, max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1_000_000,
-    tie_word_embeddings=True,
-)
-
 
 def cpu_model() -> str:
     try:

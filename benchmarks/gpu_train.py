@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from benchinfo import QWEN3_1_7B
+from cad_recode.model.builders import QWEN3_1_7B_ARCHITECTURE as QWEN3_1_7B
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

@@ -179,7 +179,7 @@ class RunOutputs:
 
 @dataclass
 class TrainConfig(RunOutputs):
-    """Every setting of a training run. Defaults: Qwen3-1.7B-Base + LoRA on one 16 GB+ GPU.
+    """Every setting of a training run. Defaults: Qwen3-1.7B-Base + LoRA on one 24 GB+ GPU.
 
     The defaults are exactly ``configs/train_config_lora.yaml``. The guide's
     keys keep the guide's names and defaults; trainer keys keep the names of

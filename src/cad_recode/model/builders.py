@@ -40,6 +40,13 @@ class _OptionalKernelNotice(logging.Filter):
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_OptionalKernelNotice())
 
 DEFAULT_BASE_MODEL = "Qwen/Qwen3-1.7B-Base"
+# Its config.json's architecture: `--dry_run` counts and sizes the default run offline, and the GPU
+# benchmarks build it with random weights (speed and memory do not depend on the values).
+QWEN3_1_7B_ARCHITECTURE = dict(
+    vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+    num_key_value_heads=8, head_dim=128, max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1_000_000,
+    tie_word_embeddings=True,
+)
 # Kept in full precision under QLoRA: the projector (tiny, precision-sensitive) and the
 # LM head (its weight is the tied input embedding for Qwen3-1.7B).
 QUANTIZATION_SKIP_MODULES = ["point_encoder", "lm_head"]

@@ -2,12 +2,17 @@
 
 Parameters are counted on the run's real model structure, built on the meta
 device (no memory, no download beyond the base model's config.json). The
-memory figure is an estimate per device: weights (4-bit NF4 + double-quantized
-constants under QLoRA, fp32 LoRA and projector), fp32 gradients and AdamW
-moments of the trainable weights, activations (Korthikanti et al.'s 34 bytes
-per token per hidden unit and layer in 16-bit, no stored attention scores with
-SDPA; only layer inputs plus one layer with gradient checkpointing), and the
-fp32 logits with their gradient, which dominate for Qwen's 152k vocabulary.
+memory figure is an estimate per device of the longest batch (every sequence
+``num_point_tokens + max_code_tokens`` long): weights (4-bit NF4 +
+double-quantized constants under QLoRA, whose other weights PEFT keeps in fp32;
+fp32 LoRA and projector), fp32 gradients and AdamW moments of the trainable
+weights, activations and the logits. The last two use bytes per token measured
+on an H200 with the Qwen3-1.7B architecture under bf16 autocast (BENCHMARKS.md,
+"Training recipe", "On a GPU"; the six measured rows are within 5 % of this
+estimate). Textbook counts (34 bytes per hidden unit and layer, two fp32 copies
+of the logits) came out 23 to 50 % low there: LoRA's dropout keeps its own copy
+of each adapted layer's input, Qwen's norms work in fp32, and the loss keeps more
+than two copies of the 152k-wide logits.
 """
 
 from __future__ import annotations
@@ -22,6 +27,12 @@ import torch
 from cad_recode.config import TrainConfig
 from cad_recode.errors import InputError
 from cad_recode.model.builders import build_tiny, tiny_spec
+
+# Bytes per token measured under 16-bit autocast (BENCHMARKS.md, "On a GPU"): LOGIT_BYTES and LoRA's LAYER_BYTES by
+# least squares over the four LoRA rows (each within 0.2 GiB), QLoRA's from its two rows (within 0.3 GiB). Full
+# fine-tuning was not measured: LoRA's figure, less its dropout copies, would be lower; this errs high.
+LOGIT_BYTES = 11.2  # per vocabulary entry: fp32 logits, their gradient and the 16-bit copies autocast makes
+LAYER_BYTES = {"lora": 68, "qlora": 84, "full": 68}  # per hidden unit and layer, without gradient checkpointing
 
 
 @dataclass
@@ -44,7 +55,7 @@ class Plan:
             f"({100 * self.trainable_params / max(self.total_params, 1):.2f}%)",
             f"  {self.detail}",
             f"weight bytes:       {self.weight_bytes / gib:.3f} GiB ({self.weight_bytes:,})",
-            f"est. peak memory:   {self.peak_bytes / gib:.2f} GiB per device (weights + grads + AdamW + activations; rough)",
+            f"est. peak memory:   {self.peak_bytes / gib:.2f} GiB per device (the longest batch: weights, optimizer, activations, logits)",
             f"tokens per step:    {self.tokens_per_step:,} at most (points + code, x{self.world_size} devices)",
             *([f"time budget:        {self.max_minutes:g} min of steps (timed on the data before training; "
                "max_steps is the most)"] if self.max_minutes is not None else []),
@@ -52,9 +63,28 @@ class Plan:
         ])
 
 
+def base_config(cfg: TrainConfig):
+    """The base model's config: a local folder or cached download; the default base's is known without either."""
+    from transformers import AutoConfig, Qwen3Config
+
+    from cad_recode.model.builders import DEFAULT_BASE_MODEL, QWEN3_1_7B_ARCHITECTURE
+
+    known = cfg.base_model == DEFAULT_BASE_MODEL
+    try:  # the default never waits on the network: its architecture is known
+        return AutoConfig.from_pretrained(cfg.base_model, trust_remote_code=cfg.trust_remote_code,
+                                          local_files_only=known)
+    except (OSError, ValueError):
+        if known:
+            return Qwen3Config(**QWEN3_1_7B_ARCHITECTURE)
+        raise InputError(
+            f"base model {cfg.base_model!r} is not available offline; download it with `huggingface-cli download "
+            f"{cfg.base_model} --local-dir models/{Path(cfg.base_model).name}` and pass that folder as --base_model"
+        ) from None
+
+
 def plan(cfg: TrainConfig) -> Plan:
     """Count parameters of the run's model without data or weights (meta device for real bases)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from cad_recode.model import CADRecodeForCausalLM, apply_lora, count_parameters
     from cad_recode.model.tokenizer import DEFAULT_VOCAB_SIZE
@@ -64,13 +94,7 @@ def plan(cfg: TrainConfig) -> Plan:
         with torch.device("meta"):
             lm = build_tiny(cfg.tiny_model, vocab, cfg.seed)
     else:
-        try:
-            config = AutoConfig.from_pretrained(cfg.base_model, trust_remote_code=cfg.trust_remote_code)
-        except (OSError, ValueError):
-            raise InputError(
-                f"base model {cfg.base_model!r} is not available offline; download it with `huggingface-cli download "
-                f"{cfg.base_model} --local-dir models/{Path(cfg.base_model).name}` and pass that folder as --base_model"
-            ) from None
+        config = base_config(cfg)
         with torch.device("meta"):
             lm = AutoModelForCausalLM.from_config(config)
     text = lm.config
@@ -87,15 +111,20 @@ def plan(cfg: TrainConfig) -> Plan:
             weight_bytes += param.numel() * 4
         elif cfg.finetune_method == "qlora" and param.ndim == 2 and "embed" not in name and "lm_head" not in name:
             weight_bytes += math.ceil(param.numel() * 4.127 / 8)  # NF4 + double-quantized absmax
+        elif cfg.finetune_method == "qlora":
+            weight_bytes += param.numel() * 4  # prepare_model_for_kbit_training keeps the rest in fp32
+            if "embed" in name and compute_bytes < 4:
+                weight_bytes += param.numel() * compute_bytes  # autocast's 16-bit copy for the (tied) LM head
         else:
             weight_bytes += param.numel() * stored_bytes
     world = int(os.environ.get("WORLD_SIZE", "1"))
     seq = cfg.num_point_tokens + cfg.max_code_tokens
     tokens = cfg.per_device_train_batch_size * seq
     hidden, layers = text.hidden_size, text.num_hidden_layers
-    per_layer = tokens * hidden * 34 * compute_bytes // 2  # Korthikanti et al., without attention scores (SDPA)
+    per_layer = int(tokens * hidden * LAYER_BYTES[cfg.finetune_method] * compute_bytes / 2)
+    # with checkpointing: every layer's input is kept, and one layer's activations exist at a time
     activations = (layers * tokens * hidden * compute_bytes + per_layer) if cfg.gradient_checkpointing else layers * per_layer
-    logits = tokens * text.vocab_size * 4 * 2  # fp32 logits and their gradient
+    logits = int(tokens * text.vocab_size * LOGIT_BYTES)
     optimizer_state = counts.trainable * (4 + 8)  # gradient + AdamW moments, fp32
     return Plan(
         method=cfg.finetune_method, total_params=counts.total, trainable_params=counts.trainable,
