@@ -584,6 +584,63 @@ def test_budget_run_trains_as_a_run_of_its_step_count(group_by_length, data_dir,
         assert torch.equal(a[key], b[key]), key
 
 
+def _learning_rates(output_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["learning_rate"] for r in ckpt.read_train_log(output_dir) if "learning_rate" in r}
+
+
+@pytest.mark.parametrize("seconds, steps", [(1.0, 45), (1.5, 40), (4.0, 21)], ids=["faster", "a-little-faster", "slower"])
+def test_budget_settled_over_the_warmup_trains_as_a_run_of_that_count(seconds, steps, data_dir, tmp_path, capsys,
+                                                                      monkeypatch):
+    """The probe says 2 s a step, so 30 steps fit a minute; the warmup's own steps (a clock of the test's own) take
+    ``seconds``. At the warmup's last step (20) the count becomes what fits at that speed, at most 1.5 x 30 and at
+    least one step more; the schedule is laid over it, and the model and every step's learning rate equal those
+    of a run configured with that count from the start."""
+    from cad_recode.training import budget as budget_module
+
+    monkeypatch.setattr(budget_module, "time_steps", lambda run, probe: 2.0)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(budget_module, "clock", lambda: seconds * next(ticks))
+    settings = dict(save_steps=10**6, warmup_steps=20, save_total_limit=None)
+    budgeted = tmp_path / "budgeted"
+    result = train(tiny_config(data_dir, budgeted, max_steps=10**6, max_minutes=1, **settings))
+    err = capsys.readouterr().err
+    assert ("max_minutes: 30 steps fit 1 min at 2.000 s a step; training 30 of the 1000000 planned steps "
+            "(timed again over the warmup; settled at step 20, at most 45)") in err
+    assert (f"max_minutes: steps 4-20 took {seconds:.3f} s each, so {int(60 / seconds)} steps fit 1 min; "
+            f"training {steps} of the 1000000 planned steps") in err
+    assert result.global_step == steps
+    assert load_config(budgeted / "config.yaml").max_steps == steps
+    state = json.loads((budgeted / f"checkpoint-{steps}" / "trainer_state.json").read_text())
+    assert state["max_steps"] == steps  # what a resume trains towards
+    reference = tmp_path / "reference"
+    train(tiny_config(data_dir, reference, max_steps=steps, **settings))
+    assert _learning_rates(budgeted) == _learning_rates(reference)
+    if steps > 21:  # (21 steps hold one step after the warmup, at the full rate)
+        assert _learning_rates(budgeted)[steps] < 0.01 * 5e-3  # the cosine's tail, not a cut-off run
+    a, b = load_file(reference / "adapter_model.safetensors"), load_file(budgeted / "adapter_model.safetensors")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_budget_is_not_timed_again_over_a_short_warmup(data_dir, tmp_path, capsys, monkeypatch):
+    from cad_recode.training import budget as budget_module
+
+    monkeypatch.setattr(budget_module, "time_steps", lambda run, probe: 2.0)
+    result = train(tiny_config(data_dir, tmp_path / "run", max_steps=10**6, max_minutes=0.2, warmup_steps=5,
+                               save_steps=10**6))
+    assert result.global_step == 6
+    err = capsys.readouterr().err
+    assert "training 6 of the 1000000 planned steps\n" in err and "timed again" not in err
+
+
+def test_typical_step_time_leaves_out_evaluations_and_saves():
+    from cad_recode.training.budget import typical_mean
+
+    assert typical_mean([0.2, 0.2, 0.3, 0.2, 9.0, 0.1]) == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        typical_mean([])
+
+
 def test_budget_run_resumes_towards_its_checkpoint_s_steps(data_dir, tmp_path, capsys):
     """Resuming keeps the step count the checkpoint was trained towards; no second probe decides anew."""
     out = tmp_path / "run"

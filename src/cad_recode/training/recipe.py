@@ -40,6 +40,7 @@ losses of an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -120,7 +121,7 @@ def fit_to_budget(run: Run, resume: Path | None) -> Run:
     run, budget = fit(run, resume, args)
     if args.process_index == 0:
         print(budget.line(run.cfg.max_minutes), file=sys.stderr, flush=True)
-    return run
+    return dataclasses.replace(run, budget=budget)
 
 
 def build_trainer(run: Run, extra_callbacks: list[TrainerCallback] | None = None,
@@ -135,11 +136,22 @@ def build_trainer(run: Run, extra_callbacks: list[TrainerCallback] | None = None
         ckpt.JsonLogCallback(),
         *(extra_callbacks or []),
     ]
-    return CadRecodeTrainer(
-        model=run.model, args=training_arguments(cfg), data_collator=run.collator,
+    retime = run.budget is not None and run.budget.retime_at is not None
+    # a budget settled during the warmup: the Trainer's epochs and data are sized for the most it may allow
+    args = training_arguments(dataclasses.replace(cfg, max_steps=run.budget.most_steps) if retime else cfg)
+    trainer = CadRecodeTrainer(
+        model=run.model, args=args, data_collator=run.collator,
         train_dataset=run.train_dataset, eval_dataset=run.eval_dataset, processing_class=run.tokenizer,
         callbacks=callbacks, cfg=cfg, shape_evaluator=evaluator,
     )
+    if retime:
+        from transformers.trainer_callback import ProgressCallback
+
+        from cad_recode.training.budget import RetimeCallback
+
+        progress = next((c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressCallback)), None)
+        trainer.add_callback(RetimeCallback(run.budget, cfg, Path(cfg.output_dir) / RUN_CONFIG, progress))
+    return trainer
 
 
 def save_final(run: Run, model) -> None:
@@ -180,6 +192,7 @@ class Run:
     collator: Any
     base_loader: Callable[[], torch.nn.Module] | None  # fresh full-precision base, for merging
     resume: Path | None = None
+    budget: Any = None  # cad_recode.training.budget.StepBudget, under max_minutes
 
 
 def setup(cfg: TrainConfig, resume: Path | None = None) -> Run:
