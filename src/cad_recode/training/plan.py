@@ -1,18 +1,19 @@
 """The ``--dry_run`` report: what a training run would cost, without data, weights or writes.
 
 Parameters are counted on the run's real model structure, built on the meta
-device (no memory, no download beyond the base model's config.json). The
+device (no memory, no download beyond the base model's config.json, and none
+for the default base, whose architecture ships with the package). The
 memory figure is an estimate per device of the longest batch (every sequence
 ``num_point_tokens + max_code_tokens`` long): weights (4-bit NF4 +
 double-quantized constants under QLoRA, whose other weights PEFT keeps in fp32;
 fp32 LoRA and projector), fp32 gradients and AdamW moments of the trainable
 weights, activations and the logits. The last two use bytes per token measured
 on an H200 with the Qwen3-1.7B architecture under bf16 autocast (BENCHMARKS.md,
-"Training recipe", "On a GPU"; the six measured rows are within 5 % of this
-estimate). Textbook counts (34 bytes per hidden unit and layer, two fp32 copies
-of the logits) came out 23 to 50 % low there: LoRA's dropout keeps its own copy
-of each adapted layer's input, Qwen's norms work in fp32, and the loss keeps more
-than two copies of the 152k-wide logits.
+"Training recipe", "On a GPU"; ten measured rows, four of them not used in the fit,
+are within 3 % of this estimate). Textbook counts (34 bytes per hidden unit and layer, two fp32 copies
+of the logits) came out 23 to 50 % low there; most likely because LoRA's dropout
+keeps its own copy of each adapted layer's input, Qwen's norms work in fp32 and the
+loss keeps more than two copies of the 152k-wide logits (not broken down further).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from cad_recode.model.builders import build_tiny, tiny_spec
 
 # Bytes per token measured under 16-bit autocast (BENCHMARKS.md, "On a GPU"): LOGIT_BYTES and LoRA's LAYER_BYTES by
 # least squares over the four LoRA rows (each within 0.2 GiB), QLoRA's from its two rows (within 0.3 GiB). Full
-# fine-tuning was not measured: LoRA's figure, less its dropout copies, would be lower; this errs high.
+# fine-tuning was not measured: it has no dropout copies, so LoRA's figure likely errs high for it.
 LOGIT_BYTES = 11.2  # per vocabulary entry: fp32 logits, their gradient and the 16-bit copies autocast makes
 LAYER_BYTES = {"lora": 68, "qlora": 84, "full": 68}  # per hidden unit and layer, without gradient checkpointing
 
