@@ -86,7 +86,7 @@ DATA_SECONDS=$(( $(date +%s) - CLOCK ))
 # Training gets the minutes that data left, less a reserve for what follows: the test split's evaluation
 # runs in the sandbox as data preparation does, so its share grows with preparation's time on this machine
 # (1.1x to 1.3x it), plus 105 s for training's own evaluations and saving. Steps get 90 % of what is left:
-# steps ran up to 7 % slower than the probe before training timed them (BENCHMARKS.md).
+# training settles its count on its own warmup steps (max_minutes), but the machine may still slow down after.
 budget_flags() {
   .venv/bin/python - "$MINUTES" "$(( $(date +%s) - CLOCK ))" "$DATA_SECONDS" <<'PY'
 import sys
