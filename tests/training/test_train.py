@@ -893,7 +893,8 @@ DISTRIBUTED_CHILD = textwrap.dedent(
 
 
 def test_two_cpu_processes_under_torchrun(data_dir, tmp_path):
-    """torchrun --nproc_per_node 2 (gloo): ranks end with identical weights; only rank 0 writes the run folder.
+    """torchrun --nproc_per_node 2 (gloo): ranks end with identical weights, a time budget settles alike on both,
+    and only rank 0 writes the run folder.
 
     The one file rank 1 writes is its own RNG state in each checkpoint, which resuming needs.
     Writes are seen through a Python audit hook (open for writing, mkdir, rename, remove); files
@@ -901,8 +902,10 @@ def test_two_cpu_processes_under_torchrun(data_dir, tmp_path):
     """
     out, record = tmp_path / "run", tmp_path / "record"
     record.mkdir()
-    # a budget that holds all 3 steps: both ranks probe, and the slowest one's time decides for both
-    overrides = {**tiny_config(data_dir, out, max_steps=3, save_steps=2, max_minutes=1000).__dict__}
+    # a budget that holds all 24 steps: both ranks probe, and the slowest one's time decides for both; both
+    # time their 20 warmup steps too, and settle the count together (a rank alone would hang the other)
+    overrides = {**tiny_config(data_dir, out, max_steps=24, warmup_steps=20, save_steps=12,
+                               max_minutes=1000).__dict__}
     script = tmp_path / "child.py"
     script.write_text(DISTRIBUTED_CHILD)
     with socket.socket() as probe:  # a free port for the rendezvous
@@ -920,6 +923,8 @@ def test_two_cpu_processes_under_torchrun(data_dir, tmp_path):
         launcher.communicate()
         raise
     assert launcher.returncode == 0, stderr[-3000:]
+    assert stderr.count("steps 4-20 took") == 1, stderr[-3000:]  # settled once, said once (rank 0)
+    assert load_config(out / "config.yaml").max_steps == 24
     w0, w1 = torch.load(record / "weights_0.pt"), torch.load(record / "weights_1.pt")
     assert w0.keys() == w1.keys() and w0
     for key in w0:
@@ -928,6 +933,6 @@ def test_two_cpu_processes_under_torchrun(data_dir, tmp_path):
     writes = json.loads((record / "writes_1.json").read_text())
     assert all(re.fullmatch(r"checkpoint-\d+(/rng_state_1\.pth)?", w) for w in writes), writes
     rank0 = json.loads((record / "writes_0.json").read_text())
-    assert "train_log.jsonl" in rank0 and any(w.startswith("checkpoint-2/") for w in rank0)  # the audit sees writes
-    assert {"adapter_model.safetensors", "merged_model", "checkpoint-2"} <= {p.name for p in out.iterdir()}
-    assert sorted(_losses(out)) == [1, 2, 3]  # one log line per step, not one per rank
+    assert "train_log.jsonl" in rank0 and any(w.startswith("checkpoint-12/") for w in rank0)  # the audit sees writes
+    assert {"adapter_model.safetensors", "merged_model", "checkpoint-12"} <= {p.name for p in out.iterdir()}
+    assert sorted(_losses(out)) == list(range(1, 25))  # one log line per step, not one per rank
