@@ -18,6 +18,7 @@ counts as a token). Each step: forward under bf16 autocast (as the Trainer's ``b
 clip_grad_norm_, AdamW over ``cad_recode.model.optimizer_groups``; one fixed random batch.
 
 MFU convention: model FLOPs per token = 4N for LoRA/QLoRA (forward 2N + backward activation gradients 2N;
+full fine-tuning: 6N, its weights get gradients too;
 the frozen base gets no weight gradients; LoRA's own FLOPs are under 1% and left out), where
 N = weights that take part in a matmul per token = every nn.Linear of the LM including the output head
 (Qwen3-1.7B ties it to the input embedding: counted once, as the head; the embedding lookup has no
@@ -49,14 +50,15 @@ TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_la
 # bf16 dense tensor-core peak, TFLOP/s, by a substring of torch.cuda.get_device_name (first match wins).
 PEAK_BF16_TFLOPS = (("H200", 989.0), ("GH200", 989.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0),
                     ("H100", 989.0), ("H800", 989.0), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0))
-METHODS = ("lora", "qlora")
+METHODS = ("full", "lora", "qlora")
 CONFIGS = {"lora": REPO / "configs" / "train_config_lora.yaml", "qlora": REPO / "configs" / "train_config_qlora.yaml"}
+FULL = {"finetune_method": "full"}  # on the LoRA config: the same batch, the weights as loaded (bf16)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dry-cpu", action="store_true", help="tiny model on the CPU, 2 steps: a logic check, no figures")
-    p.add_argument("--methods", default="lora,qlora", help="comma list of lora, qlora")
+    p.add_argument("--methods", default="lora,qlora", help="comma list of full, lora, qlora")
     p.add_argument("--checkpointing", default="off,on", help="gradient checkpointing settings to run: off,on")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
@@ -230,12 +232,19 @@ def run_all(args) -> dict:
                 row["error"] = f"not measured (time budget {args.budget_s:.0f} s spent)"
             else:
                 row.update(measure(model, cfg, batch, checkpointing, args, device))
-            if "tokens_per_s" in row and peak:
-                row["mfu"] = row["tokens_per_s"] * 4 * results["matmul_params_N"] / (peak * 1e12)
+            if "tokens_per_s" in row and peak:  # full fine-tuning also computes the weights' gradients: 6N
+                flops = (6 if method == "full" else 4) * results["matmul_params_N"]
+                row["mfu"] = row["tokens_per_s"] * flops / (peak * 1e12)
             results["rows"].append(row)
             print(format_row(row), flush=True)
             write_outputs(results, args.out)
 
+    if "full" in args.methods:  # first: LoRA below wraps the same base in place
+        cfg = load_config(CONFIGS["lora"], FULL)
+        model = CADRecodeForCausalLM.from_lm(lm, num_point_tokens=sequence(cfg, args)[0]).requires_grad_(True)
+        run_method("full", model, cfg)
+        del model
+        reset_memory(device)
     if "lora" in args.methods:
         cfg = load_config(CONFIGS["lora"])
         model = apply_lora(CADRecodeForCausalLM.from_lm(lm, num_point_tokens=sequence(cfg, args)[0]), r=cfg.lora_r,

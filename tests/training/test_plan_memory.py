@@ -25,6 +25,9 @@ def measured_rows() -> list[dict]:
 
 
 def default_run(method: str, **overrides):
+    """The shipped config of ``method``; full fine-tuning is the LoRA config with ``finetune_method: full``."""
+    if method == "full":
+        return load_config(REPO / "configs" / "train_config_lora.yaml", {"finetune_method": "full", **overrides})
     return load_config(REPO / "configs" / f"train_config_{method}.yaml", overrides)
 
 
@@ -58,7 +61,8 @@ def test_the_estimate_is_within_5_percent_of_the_measured_peak(row, monkeypatch)
 
 
 def test_the_measurements_are_there():
-    """Both methods, checkpointing on and off, at two batch sizes: what the estimate is held to."""
+    """Every method, checkpointing on and off, at several batch sizes: what the estimate is held to."""
     seen = {(r["method"], r["batch_size"], r["gradient_checkpointing"]) for r in measured_rows()}
-    assert {("lora", 8, True), ("lora", 8, False), ("lora", 4, True), ("lora", 4, False),
-            ("qlora", 4, True), ("qlora", 4, False)} <= seen
+    assert {("lora", 8, True), ("lora", 8, False), ("lora", 4, True), ("lora", 4, False), ("lora", 2, True),
+            ("qlora", 4, True), ("qlora", 4, False), ("qlora", 2, True), ("full", 8, True), ("full", 8, False),
+            ("full", 2, True)} <= seen

@@ -9,8 +9,10 @@ double-quantized constants under QLoRA, whose other weights PEFT keeps in fp32;
 fp32 LoRA and projector), fp32 gradients and AdamW moments of the trainable
 weights, activations and the logits. The last two use bytes per token measured
 on an H200 with the Qwen3-1.7B architecture under bf16 autocast (BENCHMARKS.md,
-"Training recipe", "On a GPU"; ten measured rows, four of them not used in the fit,
-are within 3 % of this estimate). Textbook counts (34 bytes per hidden unit and layer, two fp32 copies
+"Training recipe", "On a GPU"; fifteen measured rows, four of them not used in the
+fit, are within 3 % of this estimate). Gradients and AdamW's moments take the
+trainable weight's own dtype (fp32 for LoRA and the projector, the loaded dtype for
+full fine-tuning). Textbook counts (34 bytes per hidden unit and layer, two fp32 copies
 of the logits) came out 23 to 50 % low there; most likely because LoRA's dropout
 keeps its own copy of each adapted layer's input, Qwen's norms work in fp32 and the
 loss keeps more than two copies of the 152k-wide logits (not broken down further).
@@ -29,11 +31,11 @@ from cad_recode.config import TrainConfig
 from cad_recode.errors import InputError
 from cad_recode.model.builders import build_tiny, tiny_spec
 
-# Bytes per token measured under 16-bit autocast (BENCHMARKS.md, "On a GPU"): LOGIT_BYTES and LoRA's LAYER_BYTES by
-# least squares over the four LoRA rows (each within 0.2 GiB), QLoRA's from its two rows (within 0.3 GiB). Full
-# fine-tuning was not measured: it has no dropout copies, so LoRA's figure likely errs high for it.
-LOGIT_BYTES = 11.2  # per vocabulary entry: fp32 logits, their gradient and the 16-bit copies autocast makes
-LAYER_BYTES = {"lora": 68, "qlora": 84, "full": 68}  # per hidden unit and layer, without gradient checkpointing
+# Bytes per token measured under 16-bit autocast (BENCHMARKS.md, "On a GPU"), fitted by least squares: LoRA's two
+# on its four rows at batch 4 and 8 (each within 0.2 GiB; its batch-2 rows, measured later, within 0.1 GiB), QLoRA's
+# layer figure on its two rows, full fine-tuning's two on its three rows (within 0.3 GiB).
+LOGIT_BYTES = {"lora": 11.2, "qlora": 11.2, "full": 8.7}  # per vocabulary entry: fp32 logits, gradient, 16-bit copies
+LAYER_BYTES = {"lora": 68, "qlora": 84, "full": 57}  # per hidden unit and layer, without gradient checkpointing
 
 
 @dataclass
@@ -106,18 +108,22 @@ def plan(cfg: TrainConfig) -> Plan:
     counts = count_parameters(model)
     compute_bytes = 2 if (cfg.bf16 or cfg.fp16) else 4
     stored_bytes = {"bfloat16": 2, "float16": 2, "float32": 4}.get(cfg.torch_dtype, 4 if cfg.tiny_model else 2)
-    weight_bytes = 0
+    weight_bytes = optimizer_state = 0
     for name, param in model.named_parameters():
         if "point_encoder" in name or "lora_" in name:  # fp32: projector and LoRA weights
-            weight_bytes += param.numel() * 4
+            size = 4
         elif cfg.finetune_method == "qlora" and param.ndim == 2 and "embed" not in name and "lm_head" not in name:
             weight_bytes += math.ceil(param.numel() * 4.127 / 8)  # NF4 + double-quantized absmax
+            continue
         elif cfg.finetune_method == "qlora":
-            weight_bytes += param.numel() * 4  # prepare_model_for_kbit_training keeps the rest in fp32
+            size = 4  # prepare_model_for_kbit_training keeps the rest in fp32
             if "embed" in name and compute_bytes < 4:
                 weight_bytes += param.numel() * compute_bytes  # autocast's 16-bit copy for the (tied) LM head
         else:
-            weight_bytes += param.numel() * stored_bytes
+            size = stored_bytes
+        weight_bytes += param.numel() * size
+        if param.requires_grad:  # its gradient and AdamW's two moments, in the weight's own dtype
+            optimizer_state += param.numel() * size * 3
     world = int(os.environ.get("WORLD_SIZE", "1"))
     seq = cfg.num_point_tokens + cfg.max_code_tokens
     tokens = cfg.per_device_train_batch_size * seq
@@ -125,8 +131,7 @@ def plan(cfg: TrainConfig) -> Plan:
     per_layer = int(tokens * hidden * LAYER_BYTES[cfg.finetune_method] * compute_bytes / 2)
     # with checkpointing: every layer's input is kept, and one layer's activations exist at a time
     activations = (layers * tokens * hidden * compute_bytes + per_layer) if cfg.gradient_checkpointing else layers * per_layer
-    logits = int(tokens * text.vocab_size * LOGIT_BYTES)
-    optimizer_state = counts.trainable * (4 + 8)  # gradient + AdamW moments, fp32
+    logits = int(tokens * text.vocab_size * LOGIT_BYTES[cfg.finetune_method])
     return Plan(
         method=cfg.finetune_method, total_params=counts.total, trainable_params=counts.trainable,
         weight_bytes=weight_bytes, peak_bytes=weight_bytes + optimizer_state + activations + logits,
