@@ -212,7 +212,8 @@ class TrainConfig(RunOutputs):
     )
     torch_dtype: str = config_field(
         "auto",
-        "dtype of the LM weights when loaded: auto (as saved; float32 for tiny_model), bfloat16, float16, "
+        "dtype of the LM weights when loaded: auto (as saved; float32 for tiny_model and for full fine-tuning, "
+        "whose weights and AdamW moments are then fp32 masters under bf16 autocast), bfloat16, float16, "
         "float32. The point encoder always stays float32.",
     )
     attn_implementation: str = config_field(

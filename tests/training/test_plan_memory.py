@@ -26,8 +26,9 @@ def measured_rows() -> list[dict]:
 
 def default_run(method: str, **overrides):
     """The shipped config of ``method``; full fine-tuning is the LoRA config with ``finetune_method: full``."""
-    if method == "full":
-        return load_config(REPO / "configs" / "train_config_lora.yaml", {"finetune_method": "full", **overrides})
+    if method == "full":  # measured with the weights as saved, bf16 (the default now keeps fp32 masters)
+        return load_config(REPO / "configs" / "train_config_lora.yaml",
+                           {"finetune_method": "full", "torch_dtype": "bfloat16", **overrides})
     return load_config(REPO / "configs" / f"train_config_{method}.yaml", overrides)
 
 
@@ -66,3 +67,12 @@ def test_the_measurements_are_there():
     assert {("lora", 8, True), ("lora", 8, False), ("lora", 4, True), ("lora", 4, False), ("lora", 2, True),
             ("qlora", 4, True), ("qlora", 4, False), ("qlora", 2, True), ("full", 8, True), ("full", 8, False),
             ("full", 2, True)} <= seen
+
+
+def test_full_fine_tuning_plans_fp32_master_weights_by_default(monkeypatch):
+    """torch_dtype auto: full fine-tuning keeps fp32 weights, gradients and moments (16 bytes a weight), bf16 8."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fp32, bf16 = plan(default_run("full", torch_dtype="auto")), plan(default_run("full"))
+    lm = 1_720_574_976  # Qwen3-1.7B's weights (tied head counted once)
+    assert fp32.weight_bytes - bf16.weight_bytes == pytest.approx(2 * lm, rel=0.001)
+    assert fp32.peak_bytes - bf16.peak_bytes == pytest.approx(8 * lm, rel=0.001)

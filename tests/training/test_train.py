@@ -766,6 +766,25 @@ def test_dry_run_of_qwen3_1_7b_from_its_config(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("method, torch_dtype, expected", [
+    ("full", "auto", torch.float32), ("full", "bfloat16", torch.bfloat16), ("lora", "auto", torch.bfloat16)])
+def test_full_fine_tuning_keeps_fp32_master_weights(method, torch_dtype, expected, tmp_path):
+    """A base saved in bf16: full fine-tuning loads it in fp32 unless a dtype is asked for; LoRA keeps it as saved."""
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    from cad_recode.training.recipe import build_model
+
+    base = tmp_path / "base"
+    AutoModelForCausalLM.from_config(Qwen3Config(vocab_size=300, hidden_size=32, intermediate_size=64,
+                                                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                                 head_dim=16), dtype=torch.bfloat16).save_pretrained(base)
+    cfg = load_config(None, dict(base_model=str(base), finetune_method=method, torch_dtype=torch_dtype))
+    model, _ = build_model(cfg, vocab_size=300)
+    lm_weight = next(p for n, p in model.named_parameters() if "q_proj" in n and "lora_" not in n)
+    assert lm_weight.dtype == expected
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if "point_encoder" in n)
+
+
 def test_qlora_trains_a_4bit_base_on_cpu_and_merges_into_full_precision(data_dir, tmp_path):
     """QLoRA: the live LM's projections are bitsandbytes 4-bit (NF4, double quant); merged_model is plain fp32."""
     import bitsandbytes as bnb

@@ -107,7 +107,8 @@ def plan(cfg: TrainConfig) -> Plan:
                            target_modules=cfg.lora_target_modules)
     counts = count_parameters(model)
     compute_bytes = 2 if (cfg.bf16 or cfg.fp16) else 4
-    stored_bytes = {"bfloat16": 2, "float16": 2, "float32": 4}.get(cfg.torch_dtype, 4 if cfg.tiny_model else 2)
+    as_saved = 4 if cfg.tiny_model or cfg.finetune_method == "full" else 2  # "auto" (recipe.build_model)
+    stored_bytes = {"bfloat16": 2, "float16": 2, "float32": 4}.get(cfg.torch_dtype, as_saved)
     weight_bytes = optimizer_state = 0
     for name, param in model.named_parameters():
         if "point_encoder" in name or "lora_" in name:  # fp32: projector and LoRA weights

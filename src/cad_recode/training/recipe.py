@@ -318,6 +318,10 @@ def build_model(cfg: TrainConfig, vocab_size: int):
                 lm.save_pretrained(tmp)
                 lm = load_base_lm(tmp, dtype=dtype, quantization=quantization, device_map=device_map)
     else:
+        if cfg.finetune_method == "full" and dtype == "auto":
+            # every weight is trained: keep fp32 master weights (and so fp32 AdamW moments), as mixed precision
+            # does; bf16/fp16 compute comes from autocast. A bf16 base updated in bf16 loses small updates.
+            dtype = "float32"
         kwargs = dict(trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
         base_loader = lambda: load_base_lm(cfg.base_model, dtype=cfg.torch_dtype, **kwargs)  # noqa: E731
         lm = load_base_lm(cfg.base_model, dtype=dtype, quantization=quantization, device_map=device_map, **kwargs)
