@@ -3,7 +3,8 @@
     bash benchmarks/gpu_figures.sh                   # on a lent H100/H200, with the decoding figures
     python benchmarks/gpu_train.py --dry-cpu         # tiny sizes on the CPU: checks the logic only
 
-What it measures (issue 4, "Benchmarks"), for each of LoRA and QLoRA, gradient checkpointing off and on:
+What it measures (issue 4, "Benchmarks"), for each of LoRA and QLoRA (and full fine-tuning with
+``--methods full``), gradient checkpointing off and on:
 tokens/s, MFU and peak VRAM (``torch.cuda.max_memory_allocated``: weights + LoRA/projector grads and
 AdamW state + activations + logits) at the guide's batch sizes (``per_device_train_batch_size`` of
 configs/train_config_lora.yaml and configs/train_config_qlora.yaml, LoRA r/alpha/dropout/targets from
@@ -52,7 +53,9 @@ PEAK_BF16_TFLOPS = (("H200", 989.0), ("GH200", 989.0), ("H100 PCIe", 756.0), ("H
                     ("H100", 989.0), ("H800", 989.0), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0))
 METHODS = ("full", "lora", "qlora")
 CONFIGS = {"lora": REPO / "configs" / "train_config_lora.yaml", "qlora": REPO / "configs" / "train_config_qlora.yaml"}
-FULL = {"finetune_method": "full"}  # on the LoRA config: the same batch, the weights as loaded (bf16)
+# full fine-tuning on the LoRA config (the same batch), of the bf16 base built here: torch_dtype bfloat16 in
+# the recipe's terms (its default, auto, keeps fp32 master weights for full fine-tuning; not measured here)
+FULL = {"finetune_method": "full", "torch_dtype": "bfloat16"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
