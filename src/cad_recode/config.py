@@ -441,6 +441,14 @@ class TrainConfig(RunOutputs):
         "tokens per step) and train nothing.",
     )
 
+    @property
+    def lm_dtype(self) -> str:
+        """The dtype the LM's weights get: ``torch_dtype``, where ``auto`` means float32 for a tiny model (built, not
+        loaded) and for full fine-tuning (fp32 master weights under 16-bit autocast), else the checkpoint's own."""
+        if self.torch_dtype == "auto" and (self.tiny_model is not None or self.finetune_method == "full"):
+            return "float32"
+        return self.torch_dtype
+
     # Validation (RunOutputs.__post_init__ runs it).
 
     def _check_values(self) -> None:

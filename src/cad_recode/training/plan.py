@@ -6,14 +6,14 @@ for the default base, whose architecture ships with the package). The
 memory figure is an estimate per device of the longest batch (every sequence
 ``num_point_tokens + max_code_tokens`` long): weights (4-bit NF4 +
 double-quantized constants under QLoRA, whose other weights PEFT keeps in fp32;
-fp32 LoRA and projector), fp32 gradients and AdamW moments of the trainable
-weights, activations and the logits. The last two use bytes per token measured
+fp32 LoRA and projector), gradients and AdamW moments of the trainable weights,
+activations and the logits. The last two use bytes per token measured
 on an H200 with the Qwen3-1.7B architecture under bf16 autocast (BENCHMARKS.md,
 "Training recipe", "On a GPU"; fifteen measured rows, four of them not used in the
 fit, are within 3 % of this estimate). Gradients and AdamW's moments take the
 trainable weight's own dtype (fp32 for LoRA and the projector, the loaded dtype for
 full fine-tuning). Textbook counts (34 bytes per hidden unit and layer, two fp32 copies
-of the logits) came out 23 to 50 % low there; most likely because LoRA's dropout
+of the logits) came out 23 to 50 % low there for LoRA and QLoRA; most likely because LoRA's dropout
 keeps its own copy of each adapted layer's input, Qwen's norms work in fp32 and the
 loss keeps more than two copies of the 152k-wide logits (not broken down further).
 """
@@ -107,8 +107,7 @@ def plan(cfg: TrainConfig) -> Plan:
                            target_modules=cfg.lora_target_modules)
     counts = count_parameters(model)
     compute_bytes = 2 if (cfg.bf16 or cfg.fp16) else 4
-    as_saved = 4 if cfg.tiny_model or cfg.finetune_method == "full" else 2  # "auto" (recipe.build_model)
-    stored_bytes = {"bfloat16": 2, "float16": 2, "float32": 4}.get(cfg.torch_dtype, as_saved)
+    stored_bytes = {"bfloat16": 2, "float16": 2, "float32": 4}.get(cfg.lm_dtype, 2)  # auto: checkpoints are 16-bit
     weight_bytes = optimizer_state = 0
     for name, param in model.named_parameters():
         if "point_encoder" in name or "lora_" in name:  # fp32: projector and LoRA weights

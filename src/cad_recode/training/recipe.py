@@ -308,9 +308,8 @@ def build_model(cfg: TrainConfig, vocab_size: int):
     if cfg.finetune_method == "qlora":
         quantization = quantization_config(cfg.bnb_4bit_compute_dtype, cfg.bnb_4bit_quant_type, cfg.bnb_4bit_use_double_quant)
     device_map = {"": torch.cuda.current_device()} if quantization is not None and torch.cuda.is_available() else None
-    dtype = cfg.torch_dtype
+    dtype = cfg.lm_dtype
     if cfg.tiny_model is not None:
-        dtype = "float32" if dtype == "auto" else dtype
         base_loader = lambda: build_tiny(cfg.tiny_model, vocab_size, cfg.seed)  # noqa: E731 - deterministic rebuild
         lm = base_loader().to(getattr(torch, dtype))
         if quantization is not None:  # the same 4-bit load path as a real checkpoint
@@ -318,10 +317,6 @@ def build_model(cfg: TrainConfig, vocab_size: int):
                 lm.save_pretrained(tmp)
                 lm = load_base_lm(tmp, dtype=dtype, quantization=quantization, device_map=device_map)
     else:
-        if cfg.finetune_method == "full" and dtype == "auto":
-            # every weight is trained: keep fp32 master weights (and so fp32 AdamW moments), as mixed precision
-            # does; bf16/fp16 compute comes from autocast. A bf16 base updated in bf16 loses small updates.
-            dtype = "float32"
         kwargs = dict(trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
         base_loader = lambda: load_base_lm(cfg.base_model, dtype=cfg.torch_dtype, **kwargs)  # noqa: E731
         lm = load_base_lm(cfg.base_model, dtype=dtype, quantization=quantization, device_map=device_map, **kwargs)
